@@ -1,0 +1,80 @@
+"""Benchmark items, deterministic splits and the scorer interface."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.workflows.sandbox import Sandbox
+
+
+@dataclass(frozen=True)
+class SimTraits:
+    """What the simulated executor knows about an item (docs/simulator.md)."""
+
+    difficulty: float
+    """Latent difficulty d: a call is correct with probability sigmoid(skill + bonus - d)."""
+    computational: bool
+    """Whether writing and running a program (Programmer) helps on this item."""
+    correct: str
+    """The correct answer in the form a model writes it (number, function source, short text)."""
+    distractors: tuple[str, ...]
+    """Wrong answers a model tends to give, most likely first; shared across calls so errors correlate."""
+    has_public_tests: bool = False
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    domain: str
+    """math | code | qa: picks the operator set, the answer extraction and the scorer."""
+    question: str
+    """What the generator and the operators see."""
+    answer: str
+    """The reference answer (for code: the canonical solution)."""
+    entry_point: str | None = None
+    test: str | None = None
+    sim: SimTraits | None = None
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+Scorer = Callable[[Item, str, Sandbox], Awaitable[float]]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    domain: str
+    items: tuple[Item, ...]
+    scorer: Scorer
+    source: str
+    """Where the items came from (file, package, generator and seed), for reports."""
+
+    def split(self, which: str, test_fraction: float, seed: int) -> list[Item]:
+        """The train or test part of a deterministic shuffle (same seed, same items, any machine)."""
+        order = sorted(self.items, key=lambda item: _stable_key(seed, item.id))
+        n_test = round(len(order) * test_fraction)
+        n_test = min(max(n_test, 1), len(order) - 1) if len(order) > 1 else len(order)
+        if which == "test":
+            return order[:n_test]
+        if which == "train":
+            return order[n_test:]
+        raise ValueError(f"split must be 'train' or 'test', got {which!r}")
+
+    async def score(self, item: Item, answer: str | None, sandbox: Sandbox) -> float:
+        if answer is None:
+            return 0.0
+        return await self.scorer(item, answer, sandbox)
+
+
+def _stable_key(seed: int, item_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()
+
+
+def seeded_rng(*parts: object) -> random.Random:
+    """A Random seeded by a stable hash of ``parts`` (independent of PYTHONHASHSEED)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "little"))

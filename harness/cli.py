@@ -1,0 +1,215 @@
+"""The `spogw` command. Heavy imports happen inside the commands, so `spogw --help` is instant.
+
+Exit codes: 0 success, 1 a failure while working, 2 bad input (file, field, value named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+def _list(args: argparse.Namespace) -> int:
+    from harness.catalog import experiment_files, registries
+
+    if args.what == "experiments":
+        import yaml
+
+        for path in experiment_files():
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                data = {}
+            description = str(data.get("description", "")).strip().splitlines()
+            print(f"{path.relative_to(path.parents[1])}  {description[0] if description else ''}")
+        return 0
+    registry = registries()[args.what]
+    width = max((len(entry.name) for entry in registry), default=0)
+    for entry in registry:
+        status = "" if entry.implemented else "  [not implemented yet]"
+        print(f"{entry.name:<{width}}  {entry.description}{status}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+
+    config = load_experiment(args.experiment, args.set)
+    labels = ", ".join(m.display_label for m in config.methods)
+    benchmarks = ", ".join(b.name for b in config.benchmarks)
+    print(f"{args.experiment}: valid (version {config.version})")
+    print(
+        f"  experiment {config.name}: methods [{labels}] on [{benchmarks}], seeds {config.seeds}, "
+        f"{config.iterations} iteration(s), executor {config.executor.name}"
+        + (f":{config.executor.profile}" if config.executor.name == "sim" else "")
+    )
+    return 0
+
+
+def _validate_workflow(args: argparse.Namespace) -> int:
+    from harness.workflows.validate import WorkflowInvalid, validate_workflow
+
+    failures = 0
+    for path in args.files:
+        try:
+            workflow = validate_workflow(Path(path).read_text())
+        except WorkflowInvalid as err:
+            failures += 1
+            print(f"{path}: invalid: {err}")
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read ({err.strerror})") from None
+        else:
+            print(f"{path}: ok (operators: {', '.join(workflow.operators) or 'none'})")
+    return 1 if failures else 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from harness.benchmarks import load_benchmark
+    from harness.catalog import registries
+    from harness.evaluate import evaluate_workflow, item_scores, status_counts, write_parquet
+    from harness.executors import build_executor, parse_executor_spec
+    from harness.workflows.engine import WorkflowEngine, validate_cached
+    from harness.workflows.isolation import isolation_level
+    from harness.workflows.validate import WorkflowInvalid
+    from methods.static import workflow_source
+    from reports.stats import mean_ci
+
+    if args.repeats < 1 or (args.limit is not None and args.limit < 1) or args.concurrency < 1:
+        raise UsageError("--repeats, --limit and --concurrency must be positive")
+    registries()["benchmarks"].entry(args.benchmark)  # a miss raises with suggestions
+    name, source = workflow_source(args.workflow)
+    try:
+        validate_cached(source)
+    except WorkflowInvalid as err:
+        raise UsageError(f"{args.workflow}: invalid workflow: {err}") from None
+    executor_name, options = parse_executor_spec(args.executor)
+    if executor_name == "sim":
+        options["seed"] = args.seed
+    executor = build_executor(executor_name, **options)
+    benchmark = load_benchmark(args.benchmark, path=args.data, size=args.size)
+    if args.split == "all":
+        items = list(benchmark.items)
+    else:
+        items = benchmark.split(args.split, args.test_fraction, args.split_seed)
+    if args.limit is not None:
+        items = items[: args.limit]
+    default_name = f"{benchmark.name}-{name}-{args.executor.replace(':', '_')}.parquet"
+    out = Path(args.out) if args.out else Path("runs/eval") / default_name
+
+    simulated = bool(getattr(executor, "simulated", False))
+    banner = " [SIMULATED EXECUTOR: not an LLM result]" if simulated else ""
+    print(
+        f"workflow {name} on {benchmark.name} ({len(items)} items x {args.repeats} repeats), "
+        f"executor {executor.describe()}, isolation {isolation_level()}{banner}",
+        file=sys.stderr,
+    )
+
+    async def run() -> list:  # type: ignore[type-arg]
+        engine = WorkflowEngine(
+            executor, concurrency=args.concurrency, timeout_s=args.timeout_s, max_calls=args.max_calls
+        )
+        try:
+            return await evaluate_workflow(
+                source,
+                benchmark,
+                items,
+                engine,
+                args.repeats,
+                progress=not args.quiet,
+                description=f"{name}/{benchmark.name}",
+            )
+        finally:
+            await engine.close()
+
+    runs = asyncio.run(run())
+    per_item = item_scores(runs)
+    counts = status_counts(runs)
+    metadata = {"workflow": name, "executor": executor.describe(), "simulated": simulated, "split": args.split}
+    write_parquet(runs, out, metadata)
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in runs)
+    print(f"benchmark   {benchmark.name} ({benchmark.source})")
+    print(f"workflow    {name}")
+    print(f"executor    {executor.describe()}")
+    if per_item:
+        print(f"score       {mean_ci(list(per_item.values()), covers='items', seed=args.seed)}{banner}")
+    else:
+        print("score       none: no run was scorable")
+    print("status      " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"cost        {sum(r.calls for r in runs)} executor calls, {tokens} tokens")
+    print(f"per-item    {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spogw",
+        description="SPOGW evaluation-and-ablation harness: train workflow generators, evaluate, compare.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list registered methods, benchmarks, executors, ...")
+    listing.add_argument(
+        "what", choices=["methods", "benchmarks", "executors", "generators", "workflows", "experiments"]
+    )
+    listing.set_defaults(func=_list)
+
+    check = commands.add_parser("check", help="validate an experiment file (nothing runs, nothing is written)")
+    check.add_argument("experiment")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
+    check.set_defaults(func=_check)
+
+    lint = commands.add_parser("validate-workflow", help="check workflow files against the allowlist")
+    lint.add_argument("files", nargs="+")
+    lint.set_defaults(func=_validate_workflow)
+
+    evaluate = commands.add_parser("eval", help="evaluate a workflow on a benchmark with an executor")
+    evaluate.add_argument("--benchmark", required=True)
+    evaluate.add_argument("--workflow", required=True, help="static workflow name or workflow file")
+    evaluate.add_argument("--executor", default="sim:medium", help="executor[:profile], e.g. sim:strong")
+    evaluate.add_argument("--repeats", type=int, default=3)
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
+    evaluate.add_argument("--split", choices=["all", "train", "test"], default="all")
+    evaluate.add_argument("--test-fraction", type=float, default=0.8)
+    evaluate.add_argument("--split-seed", type=int, default=0)
+    evaluate.add_argument("--data", default=None, help="benchmark data file in the upstream format")
+    evaluate.add_argument("--size", type=int, default=None, help="items to generate (generated benchmarks)")
+    evaluate.add_argument("--seed", type=int, default=0, help="simulator seed; also seeds the bootstrap")
+    evaluate.add_argument("--concurrency", type=int, default=4)
+    evaluate.add_argument("--timeout-s", type=float, default=60.0, help="wall-clock limit per workflow run")
+    evaluate.add_argument("--max-calls", type=int, default=32, help="executor calls allowed per workflow run")
+    evaluate.add_argument("--out", default=None, help="per-item parquet (default runs/eval/...)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from harness.config import ConfigError
+    from harness.registry import RegistryError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError, RegistryError, FileNotFoundError) as err:
+        print(f"spogw: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NotImplementedError as err:
+        print(f"spogw: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as err:  # bad data in an input file (named in the message by the loader)
+        print(f"spogw: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""The schema of an experiment file and its loading.
+
+An experiment file is YAML with a ``version`` field and at most one level of ``include:`` (a path
+relative to the including file; the including file's keys win, mappings merge deeply). Command-line
+overrides ``--set a.b=value`` apply after the include, values parsed as YAML. Every model forbids
+unknown keys: a typo is an error naming the file, the dotted field path and the value, never a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SUPPORTED_VERSIONS = (1,)
+
+
+class ConfigError(ValueError):
+    """An experiment file that cannot be used; the message names file, field and value."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+
+
+class SplitConfig(StrictModel):
+    test_fraction: float = Field(0.8, gt=0.0, lt=1.0)
+    """Fraction of the items held out for testing (AFlow protocol: validation:test = 1:4)."""
+    seed: int = 0
+    """Seed of the deterministic item shuffle that makes the split."""
+
+
+class BenchmarkConfig(StrictModel):
+    name: str
+    """Registered benchmark name (`spogw list benchmarks`)."""
+    path: str | None = None
+    """Local data file in the upstream format; None uses the benchmark's bundled or generated data."""
+    size: int | None = Field(None, gt=0)
+    """Number of items to generate (generated benchmarks only)."""
+    split: SplitConfig = SplitConfig()
+    train_limit: int | None = Field(None, gt=0)
+    """Use at most this many training items (the first after the split shuffle)."""
+    test_limit: int | None = Field(None, gt=0)
+    """Evaluate on at most this many test items."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_benchmark(cls, value: str) -> str:
+        from harness.catalog import registries
+
+        benchmarks = registries()["benchmarks"]
+        if value not in benchmarks:
+            raise ValueError(benchmarks.unknown_message(value))
+        return value
+
+
+class LoraConfig(StrictModel):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.01, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+
+class SamplingConfig(StrictModel):
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(512, gt=0)
+    stop: list[str] = ["</graph>"]
+
+
+class GeneratorConfig(StrictModel):
+    name: str = "tiny"
+    """Generator preset (`tiny`, `smol`) or `hf` for any Hugging Face model id / local path."""
+    model: str | None = None
+    """Model id or path, for `hf` (e.g. Qwen/Qwen2.5-7B-Instruct)."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """Sampling backend; vllm needs the [gpu] extra."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU."""
+    lora: LoraConfig = LoraConfig()
+    sampling: SamplingConfig = SamplingConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _known_generator(cls, value: str) -> str:
+        from harness.catalog import registries
+
+        generators = registries()["generators"]
+        if value not in generators:
+            raise ValueError(generators.unknown_message(value))
+        return value
+
+
+class ExecutorConfig(StrictModel):
+    name: str = "sim"
+    """Executor backend (`spogw list executors`)."""
+    profile: str | None = "medium"
+    """Simulator profile (sim only)."""
+    model: str | None = None
+    """Model name sent to the endpoint (openai/hf/vllm)."""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key; the key itself never goes in a file."""
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(1024, gt=0)
+    concurrency: int = Field(4, gt=0)
+    """Workflow runs in flight at once (each runs in its own isolated worker process)."""
+    call_timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    workflow_timeout_s: float = Field(60.0, gt=0)
+    """Wall-clock limit of one workflow run, executor calls included."""
+    max_calls_per_run: int = Field(32, gt=0)
+    """A workflow run that asks for more executor calls than this ends as runtime_error."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        from harness.catalog import registries
+
+        executors = registries()["executors"]
+        if value not in executors:
+            raise ValueError(executors.unknown_message(value))
+        return value
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> ExecutorConfig:
+        if self.name == "sim":
+            from harness.executors.sim_profiles import PROFILES
+
+            if self.profile not in PROFILES:
+                raise ValueError(f"unknown sim profile {self.profile!r}; choose one of {', '.join(sorted(PROFILES))}")
+        return self
+
+
+class MethodSpec(StrictModel):
+    name: str
+    """Registered method (`spogw list methods`)."""
+    label: str | None = None
+    """Name shown in reports and tracking; defaults to the method name. Labels must be unique."""
+    overrides: dict[str, Any] = {}
+    """Fields of the method's config to change (an ablation is an override, never a code fork)."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from harness.catalog import registries
+
+        methods = registries()["methods"]
+        if value not in methods:
+            raise ValueError(methods.unknown_message(value))
+        return value
+
+    @model_validator(mode="after")
+    def _overrides_fit_method(self) -> MethodSpec:
+        from harness.catalog import registries
+
+        entry = registries()["methods"].entry(self.name)
+        config_cls = entry.metadata.get("config")
+        if self.overrides and config_cls is None:
+            raise ValueError(f"method {self.name!r} takes no overrides (it has no trainable config yet)")
+        if config_cls is not None:
+            entry.load()  # importing the method module defines its config class
+            config_model = _resolve(config_cls)
+            config_model.model_validate(self.overrides)
+        return self
+
+    @property
+    def display_label(self) -> str:
+        return self.label or self.name
+
+
+class EvaluationConfig(StrictModel):
+    repeats: int = Field(3, gt=0)
+    """Executions of each (item, workflow); the item score is their mean (ScoreFlow uses 3)."""
+    split: Literal["train", "test"] = "test"
+    every_iteration: bool = True
+
+
+class TrackingConfig(StrictModel):
+    uri: str | None = None
+    """MLflow tracking URI; None means sqlite:///<run_dir>/mlflow.db (or $MLFLOW_TRACKING_URI)."""
+    experiment_name: str | None = None
+
+
+class StatsConfig(StrictModel):
+    baseline: str | None = None
+    """Method label that paired tests compare against."""
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided"
+    bootstrap_samples: int = Field(10_000, gt=99)
+
+
+class ExperimentConfig(StrictModel):
+    version: int
+    """Schema version of the experiment file."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    benchmarks: list[BenchmarkConfig] = Field(min_length=1)
+    generator: GeneratorConfig = GeneratorConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    methods: list[MethodSpec] = Field(min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    iterations: int = Field(3, ge=0)
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    stats: StatsConfig = StatsConfig()
+
+    @field_validator("version")
+    @classmethod
+    def _supported_version(cls, value: int) -> int:
+        if value not in SUPPORTED_VERSIONS:
+            raise ValueError(f"unsupported version {value}; this harness reads {list(SUPPORTED_VERSIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> ExperimentConfig:
+        labels = [m.display_label for m in self.methods]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"method labels must be unique; repeated: {duplicates}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.stats.baseline is not None and self.stats.baseline not in labels:
+            raise ValueError(f"stats.baseline {self.stats.baseline!r} is not a method label {labels}")
+        return self
+
+
+def _resolve(target: Any) -> Any:
+    if isinstance(target, str):
+        import importlib
+
+        module_name, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, anything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    """The experiment file as a dict with its one level of ``include:`` resolved."""
+    path = Path(path)
+    data = _read_yaml(path)
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    if not isinstance(include, str):
+        raise ConfigError(f"{path}: include: must be one file path, got {include!r}")
+    included_path = (path.parent / include).resolve()
+    included = _read_yaml(included_path)
+    if "include" in included:
+        raise ConfigError(
+            f"{included_path}: include: only one level of include is allowed "
+            f"(it is included by {path} and includes {included['include']!r})"
+        )
+    return deep_merge(included, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (value parsed as YAML; list items addressed by index)."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        key, sep, raw_value = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source} {override!r}: expected dotted.key=value")
+        try:
+            value = yaml.safe_load(raw_value)
+        except yaml.YAMLError:
+            value = raw_value
+        parts = key.strip().split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, create=True, where=f"{source} {'.'.join(parts[: depth + 1])}")
+        last = parts[-1]
+        if isinstance(node, list):
+            index = _index(node, last, f"{source} {key}")
+            node[index] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"{source} {key}: {'.'.join(parts[:-1])} is not a mapping or list")
+    return data
+
+
+def _index(node: list[Any], part: str, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise ConfigError(f"{where}: list index {part!r} out of range (length {len(node)})")
+    return int(part)
+
+
+def _child(node: Any, part: str, create: bool, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, where)]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            if not create:
+                raise ConfigError(f"{where}: no such field")
+            node[part] = {}
+        return node[part]
+    raise ConfigError(f"{where}: cannot descend into a {type(node).__name__}")
+
+
+def format_validation_error(source: str, error: ValidationError, data: dict[str, Any]) -> str:
+    """One line per problem: file, dotted field path, the offending value and what was wrong."""
+    lines = [f"{source}: {error.error_count()} invalid field(s)"]
+    for problem in error.errors():
+        path = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; `spogw schema` lists the fields)"
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+        value = problem.get("input", _lookup(data, problem["loc"]))
+        lines.append(f"  {source}: {path} = {_short(value)}: {message}")
+    return "\n".join(lines)
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate(data: dict[str, Any], source: str) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err, data)) from None
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, include, override and validate an experiment file. Raises ConfigError."""
+    data = load_raw(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate(data, str(path))

@@ -1,0 +1,114 @@
+"""Evaluation of one workflow on a benchmark: every (item, repeat) run, scored, as tidy rows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.benchmarks.base import Benchmark, Item
+from harness.workflows.engine import RunStatus, WorkflowEngine
+
+
+@dataclass(frozen=True)
+class ItemRun:
+    """One execution of a workflow on an item, scored (None for infra_error: not the workflow's fault)."""
+
+    benchmark: str
+    item_id: str
+    repeat: int
+    status: str
+    reason: str
+    score: float | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
+    answer: str | None
+
+
+async def evaluate_workflow(
+    source: str,
+    benchmark: Benchmark,
+    items: Sequence[Item],
+    engine: WorkflowEngine,
+    repeats: int,
+    progress: bool = True,
+    description: str = "eval",
+) -> list[ItemRun]:
+    """Run ``source`` on every item ``repeats`` times (concurrently, up to the engine's pool size)."""
+    from tqdm.auto import tqdm
+
+    jobs = [(item, repeat) for item in items for repeat in range(repeats)]
+    bar = tqdm(total=len(jobs), desc=description, unit="run", disable=None if progress else True, leave=False)
+
+    async def one(item: Item, repeat: int) -> ItemRun:
+        outcome = await engine.run(source, item, repeat)
+        if outcome.status is RunStatus.OK:
+            score: float | None = await benchmark.score(item, outcome.answer, engine.sandbox)
+        elif outcome.status is RunStatus.INFRA_ERROR:
+            score = None
+        else:
+            score = 0.0
+        bar.update(1)
+        return ItemRun(
+            benchmark=benchmark.name,
+            item_id=item.id,
+            repeat=repeat,
+            status=outcome.status.value,
+            reason=outcome.reason,
+            score=score,
+            calls=outcome.calls,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            wall_s=outcome.wall_s,
+            answer=outcome.answer,
+        )
+
+    try:
+        return list(await asyncio.gather(*(one(item, repeat) for item, repeat in jobs)))
+    finally:
+        bar.close()
+
+
+def item_scores(runs: Sequence[ItemRun]) -> dict[str, float]:
+    """Per-item score: the mean over its scorable repeats (items with none are left out)."""
+    by_item: dict[str, list[float]] = {}
+    for run in runs:
+        if run.score is not None:
+            by_item.setdefault(run.item_id, []).append(run.score)
+    return {item: sum(scores) / len(scores) for item, scores in by_item.items()}
+
+
+def status_counts(runs: Sequence[ItemRun]) -> dict[str, int]:
+    counts = Counter(run.status for run in runs)
+    return {status.value: counts.get(status.value, 0) for status in RunStatus}
+
+
+def write_parquet(rows: Sequence[ItemRun], path: Path, metadata: dict[str, Any]) -> Path:
+    """Write rows atomically (temporary file, fsync, rename): a crash never leaves a torn file."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame([asdict(row) for row in rows])
+    for key, value in metadata.items():
+        frame[key] = value
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        pq.write_table(table, temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

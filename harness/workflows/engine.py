@@ -1,0 +1,109 @@
+"""One workflow run on one item: validate -> execute in an isolated worker -> outcome.
+
+The outcome's status is one of ok | invalid | timeout | runtime_error | infra_error, always with a
+reason. invalid, timeout and runtime_error are the workflow's fault (score 0); infra_error means
+the executor failed (API down, rate-limited after retries) and says nothing about the workflow,
+so it is never scored and never enters training data.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from harness.benchmarks.base import Item
+from harness.executors.base import Executor
+from harness.workflows.operators import RunContext
+from harness.workflows.pool import PoolLimits, WorkerPool
+from harness.workflows.sandbox import Sandbox
+from harness.workflows.validate import ValidatedWorkflow, WorkflowInvalid, validate_workflow
+
+
+class RunStatus(StrEnum):
+    OK = "ok"
+    INVALID = "invalid"
+    TIMEOUT = "timeout"
+    RUNTIME_ERROR = "runtime_error"
+    INFRA_ERROR = "infra_error"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: RunStatus
+    reason: str
+    answer: str | None
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    operators: tuple[str, ...] = field(default=())
+    """Operators called during the run, in order."""
+
+    @property
+    def scorable(self) -> bool:
+        """Whether the run says something about the workflow (everything but infra_error)."""
+        return self.status is not RunStatus.INFRA_ERROR
+
+
+@functools.lru_cache(maxsize=4096)
+def _validated(source: str) -> ValidatedWorkflow | WorkflowInvalid:
+    try:
+        return validate_workflow(source)
+    except WorkflowInvalid as err:
+        return err
+
+
+def validate_cached(source: str) -> ValidatedWorkflow:
+    """validate_workflow with a cache: the same generated code is run on many items and repeats."""
+    result = _validated(source)
+    if isinstance(result, WorkflowInvalid):
+        raise result
+    return result
+
+
+class WorkflowEngine:
+    """Runs workflows against an executor with bounded concurrency and isolation."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_calls: int = 32,
+        sandbox: Sandbox | None = None,
+        pool_limits: PoolLimits | None = None,
+    ) -> None:
+        self.executor = executor
+        self.timeout_s = timeout_s
+        self.max_calls = max_calls
+        self.sandbox = sandbox or Sandbox()
+        self.pool = WorkerPool(concurrency, pool_limits)
+
+    async def run(self, source: str, item: Item, repeat: int) -> RunOutcome:
+        start = time.perf_counter()
+        try:
+            workflow = validate_cached(source)
+        except WorkflowInvalid as err:
+            return RunOutcome(RunStatus.INVALID, str(err), None, wall_s=time.perf_counter() - start)
+        context = RunContext(item, repeat, self.executor, self.sandbox, max_calls=self.max_calls)
+        result = await self.pool.run(workflow.guarded_source, item.question, context.call, self.timeout_s)
+        if context.infra_errors:
+            status, reason, answer = RunStatus.INFRA_ERROR, context.infra_errors[0], None
+        else:
+            status, reason, answer = RunStatus(result.status), result.reason, result.answer
+        return RunOutcome(
+            status=status,
+            reason=reason,
+            answer=answer,
+            calls=context.calls,
+            prompt_tokens=context.prompt_tokens,
+            completion_tokens=context.completion_tokens,
+            wall_s=time.perf_counter() - start,
+            operators=tuple(context.operators_used),
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.executor.close()

@@ -1,0 +1,123 @@
+"""Runs code that an executor wrote (HumanEval answers, Programmer's solve()) in isolation.
+
+Each program runs in a fresh throwaway directory, in a new process isolated by `isolated_command`
+(no network, read-only root, resource limits) and killed, with its whole process group, when its
+wall-clock timeout passes. Output is truncated so a program that prints without end cannot fill
+memory. Results are cached by (program, timeout) because the same candidate program is tested many
+times during collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sys
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from harness.workflows.isolation import (
+    Limits,
+    isolated_command,
+    kill_process_group,
+    process_cap,
+    spawn_kwargs,
+)
+
+MAX_OUTPUT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    status: str
+    """'ok' (exit 0), 'error' (non-zero exit or killed by a limit) or 'timeout'."""
+    returncode: int | None
+    stdout: str
+    stderr: str
+    wall_s: float
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ok"
+
+
+class Sandbox:
+    """Runs Python programs isolated, with a bounded cache and bounded parallelism."""
+
+    def __init__(self, limits: Limits | None = None, max_parallel: int | None = None, cache_size: int = 20_000):
+        self.limits = limits or Limits(memory_bytes=1 << 30, cpu_s=10, processes=64, file_bytes=10 << 20)
+        self._slots = asyncio.Semaphore(max_parallel or max(2, os.cpu_count() or 2))
+        self._cache: OrderedDict[str, SandboxResult] = OrderedDict()
+        self._cache_size = cache_size
+        self.runs = 0
+        self.cache_hits = 0
+
+    async def run_python(self, program: str, timeout_s: float = 10.0) -> SandboxResult:
+        key = hashlib.sha256(f"{timeout_s}\0{program}".encode()).hexdigest()
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.cache_hits += 1
+            self._cache.move_to_end(key)
+            return cached
+        async with self._slots:
+            result = await self._run(program, timeout_s)
+        self.runs += 1
+        if result.status != "timeout":  # a timeout may be load-related: do not make it sticky
+            self._cache[key] = result
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    async def _run(self, program: str, timeout_s: float) -> SandboxResult:
+        start = asyncio.get_running_loop().time()
+        with tempfile.TemporaryDirectory(prefix="spogw-sandbox-") as workdir:
+            with open(os.path.join(workdir, "prog.py"), "w") as handle:
+                handle.write(program)
+            argv = isolated_command([sys.executable, "-I", "-S", "prog.py"], self.limits, workdir=workdir)
+            if argv[0] != "bwrap":  # without bwrap there is no mount: run from the host dir
+                argv = [a if a != "prog.py" else os.path.join(workdir, "prog.py") for a in argv]
+            with process_cap(self.limits.processes) as prefix:
+                return await self._spawn_and_wait(prefix + argv, workdir, timeout_s, start)
+
+    async def _spawn_and_wait(self, argv: list[str], workdir: str, timeout_s: float, start: float) -> SandboxResult:
+        loop = asyncio.get_running_loop()
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=workdir,
+            **spawn_kwargs(self.limits),  # type: ignore[arg-type]
+        )
+        # Reading goes on after a timeout until the killed process's pipes close: asyncio's
+        # wait() only returns once the pipes are drained.
+        reading = asyncio.ensure_future(asyncio.gather(_read_capped(process.stdout), _read_capped(process.stderr)))
+        done, _ = await asyncio.wait({reading}, timeout=timeout_s)
+        timed_out = not done
+        if timed_out:
+            kill_process_group(process)
+        stdout, stderr = await reading
+        await process.wait()
+        status = "timeout" if timed_out else ("ok" if process.returncode == 0 else "error")
+        return SandboxResult(
+            status=status,
+            returncode=process.returncode,
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr.decode("utf-8", "replace"),
+            wall_s=loop.time() - start,
+        )
+
+
+async def _read_capped(stream: asyncio.StreamReader | None) -> bytes:
+    """Read to EOF but keep only the first MAX_OUTPUT_BYTES (the rest is drained and dropped)."""
+    if stream is None:
+        return b""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        if len(kept) < MAX_OUTPUT_BYTES:
+            kept += chunk[: MAX_OUTPUT_BYTES - len(kept)]
+        # read() returns without suspending while data is buffered: yield, or a program that
+        # prints without end would starve the event loop and its own timeout would never fire.
+        await asyncio.sleep(0)
+    return bytes(kept)

@@ -1,0 +1,7 @@
+# expect: runtime_error | too large
+class Workflow:
+    def __init__(self, llm, problem):
+        self.problem = problem
+
+    async def run_workflow(self):
+        return "x" * 10000000000

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+SPOGW = [sys.executable, "-m", "harness.cli"]
+
+
+def test_help_is_fast() -> None:
+    start = time.perf_counter()
+    result = subprocess.run([*SPOGW, "--help"], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - start
+    assert "eval" in result.stdout
+    assert elapsed < 2.0, f"spogw --help took {elapsed:.2f}s"
+
+
+def test_help_imports_no_heavy_module() -> None:
+    heavy = ("torch", "pydantic", "numpy", "mlflow", "transformers")
+    code = f"import sys, harness.cli; harness.cli.build_parser(); print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_list_methods_marks_unimplemented(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("spogw", "grpo_online", "grpo_offline", "grpo_kl", "dpo", "score_dpo", "static"):
+        assert name in out
+    static_line = next(line for line in out.splitlines() if line.startswith("static"))
+    assert "not implemented" not in static_line
+
+
+@pytest.mark.parametrize("what", ["benchmarks", "executors", "workflows", "experiments", "generators"])
+def test_list_other_registries(what: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", what]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_eval_unknown_benchmark_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "x.parquet"
+    assert main(["eval", "--benchmark", "humanevl", "--workflow", "io", "--out", str(out)]) == 2
+    assert "did you mean 'humaneval'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_eval_invalid_workflow_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = Path(__file__).parent / "hostile_workflows" / "02_import_os.py"
+    out = tmp_path / "x.parquet"
+    assert main(["eval", "--benchmark", "gsm_synth", "--workflow", str(bad), "--out", str(out)]) == 2
+    assert "Import is not allowed" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_eval_unimplemented_executor_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--benchmark", "gsm_synth", "--workflow", "io", "--executor", "openai"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_eval_writes_per_item_parquet_and_labels_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scores.parquet"
+    code = main(
+        [
+            "eval",
+            "--benchmark",
+            "gsm_synth",
+            "--workflow",
+            "cot",
+            "--repeats",
+            "2",
+            "--limit",
+            "10",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "SIMULATED" in printed.out and "95% CI over 10 items" in printed.out
+    frame = pd.read_parquet(out)
+    assert len(frame) == 20 and set(frame["repeat"]) == {0, 1}
+    assert frame["simulated"].all() and set(frame["status"]) == {"ok"}
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file is left behind"
+
+
+@pytest.mark.slow
+def test_humaneval_cot_sc_eval_is_deterministic_and_under_a_minute(tmp_path: Path) -> None:
+    outputs = []
+    for name in ("a", "b"):
+        start = time.perf_counter()
+        result = subprocess.run(
+            [
+                *SPOGW,
+                "eval",
+                "--benchmark",
+                "humaneval",
+                "--workflow",
+                "cot_sc",
+                "--executor",
+                "sim:medium",
+                "--repeats",
+                "3",
+                "--quiet",
+                "--out",
+                str(tmp_path / f"{name}.parquet"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        elapsed = time.perf_counter() - start
+        print(f"run {name}: {elapsed:.1f}s; {result.stdout.splitlines()[3]}")
+        assert elapsed < 60
+        outputs.append(result.stdout.replace(str(tmp_path), ""))
+    assert outputs[0].replace("a.parquet", "") == outputs[1].replace("b.parquet", "")
+    first, second = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("a", "b"))
+    columns = ["item_id", "repeat", "status", "score", "answer", "calls", "completion_tokens"]
+    pd.testing.assert_frame_equal(first[columns], second[columns])

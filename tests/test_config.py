@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import ConfigError, apply_overrides, load_experiment
+
+BASE = """
+version: 1
+name: demo
+benchmarks:
+  - name: gsm_synth
+    size: 50
+methods:
+  - name: static
+    label: cot_sc
+    overrides: {workflow: cot_sc}
+seeds: [0, 1]
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_loads_a_valid_file(tmp_path: Path) -> None:
+    config = load_experiment(write(tmp_path, "e.yaml", BASE))
+    assert config.name == "demo"
+    assert config.benchmarks[0].size == 50
+    assert config.methods[0].display_label == "cot_sc"
+    assert config.executor.name == "sim" and config.executor.profile == "medium"
+
+
+def test_unknown_key_names_file_path_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.yaml", BASE + "evaluation:\n  repeets: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    message = str(err.value)
+    assert str(path) in message and "evaluation.repeets" in message and "3" in message
+    assert "unknown field" in message
+
+
+def test_bad_value_names_field_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.yaml", BASE.replace("size: 50", "size: -4"))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert "benchmarks.0.size = -4" in str(err.value)
+
+
+def test_unknown_method_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.yaml", BASE.replace("name: static", "name: statc"))
+    with pytest.raises(ConfigError, match="did you mean 'static'"):
+        load_experiment(path)
+
+
+def test_unsupported_version(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unsupported version 7"):
+        load_experiment(write(tmp_path, "e.yaml", BASE.replace("version: 1", "version: 7")))
+
+
+def test_include_one_level_with_override(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    child = write(tmp_path, "child.yaml", "include: base.yaml\nname: child\nseeds: [5]\n")
+    config = load_experiment(child)
+    assert config.name == "child" and config.seeds == [5] and config.benchmarks[0].name == "gsm_synth"
+
+
+def test_include_of_include_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    write(tmp_path, "mid.yaml", "include: base.yaml\n")
+    top = write(tmp_path, "top.yaml", "include: mid.yaml\n")
+    with pytest.raises(ConfigError, match="only one level of include"):
+        load_experiment(top)
+
+
+def test_set_overrides_nested_and_list_fields(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.yaml", BASE)
+    config = load_experiment(path, ["executor.profile=strong", "benchmarks.0.size=20", "seeds=[3, 4, 5]"])
+    assert config.executor.profile == "strong"
+    assert config.benchmarks[0].size == 20
+    assert config.seeds == [3, 4, 5]
+
+
+def test_set_rejects_malformed_override() -> None:
+    with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
+        apply_overrides({}, ["nokey"])
+
+
+def test_duplicate_labels_rejected(tmp_path: Path) -> None:
+    text = BASE + "  - name: static\n    label: cot_sc\n"
+    text = text.replace("seeds: [0, 1]\n", "") + "seeds: [0]\n"
+    with pytest.raises(ConfigError, match="labels must be unique"):
+        load_experiment(write(tmp_path, "e.yaml", text))
+
+
+def test_static_override_validated(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.yaml", BASE.replace("{workflow: cot_sc}", "{workflow: nope, extra: 1}"))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert "methods.0" in str(err.value)
+
+
+def test_cli_check_exit_code_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "e.yaml", BASE + "iterations: -1\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "iterations = -1" in err and str(path) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_cli_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path / "absent.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_every_shipped_experiment_file_validates() -> None:
+    from harness.catalog import experiment_files
+
+    files = experiment_files()
+    assert files, "experiments/ ships at least one experiment file"
+    for path in files:
+        load_experiment(path)

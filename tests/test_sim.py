@@ -1,0 +1,187 @@
+"""The simulated executor: determinism, and the properties that make it a fair testbed
+(DESIGN.md, 'What makes the simulator a fair testbed'). Each property is one test."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import pytest
+
+from harness.benchmarks import load_benchmark
+from harness.benchmarks.base import Benchmark, Item
+from harness.evaluate import ItemRun, evaluate_workflow, item_scores
+from harness.executors.base import CallInfo
+from harness.executors.sim import SimExecutor, classify, render, traits_of
+from harness.executors.sim_profiles import PROFILES
+from harness.workflows.engine import WorkflowEngine
+from harness.workflows.grammar import Structure
+from harness.workflows.grammar import render as render_workflow
+from tests.conftest import run
+
+GSM = load_benchmark("gsm_synth", size=120)
+MATH_ITEMS = list(GSM.items[:60])
+
+
+def evaluate(
+    source: str,
+    items: Sequence[Item],
+    profile: str = "medium",
+    repeats: int = 3,
+    seed: int = 0,
+    benchmark: Benchmark = GSM,
+) -> list[ItemRun]:
+    async def go() -> list[ItemRun]:
+        engine = WorkflowEngine(SimExecutor(profile, seed=seed), concurrency=4, timeout_s=60)
+        try:
+            return await evaluate_workflow(source, benchmark, items, engine, repeats, progress=False)
+        finally:
+            await engine.close()
+
+    return run(go())
+
+
+def mean_score(runs: Sequence[ItemRun]) -> float:
+    return statistics.fmean(item_scores(runs).values())
+
+
+def cot(samples: int = 1, **flags: bool) -> str:
+    return render_workflow(Structure("math", "Custom", samples, "cot", ensemble=samples > 1, **flags))
+
+
+def test_same_seed_same_answers_other_seed_differs() -> None:
+    source = cot(3)
+    first, again = evaluate(source, MATH_ITEMS[:20]), evaluate(source, MATH_ITEMS[:20])
+    assert [(r.answer, r.score, r.completion_tokens) for r in first] == [
+        (r.answer, r.score, r.completion_tokens) for r in again
+    ]
+    other = evaluate(source, MATH_ITEMS[:20], seed=1)
+    assert [r.answer for r in other] != [r.answer for r in first]
+
+
+def test_reply_depends_on_structure_not_on_prompt_text() -> None:
+    sim = SimExecutor("medium")
+    item = MATH_ITEMS[0]
+    info = CallInfo(operator="Custom", item=item, repeat=0, instruction="Think step by step.")
+    assert run(sim.complete("prompt A", info)).text == run(sim.complete("a different prompt", info)).text
+
+
+def test_every_reply_is_labelled_simulated() -> None:
+    sim = SimExecutor("medium")
+    assert "SIMULATED" in sim.describe()
+    text = render("math", "Custom", "42")
+    assert "[simulated executor]" in text and "\\boxed{42}" in text
+
+
+def test_classify_identifies_known_answers() -> None:
+    item = MATH_ITEMS[0]
+    traits = traits_of(item)
+    assert classify("math", traits, traits.correct).identity == 0
+    assert classify("math", traits, traits.distractors[0]).identity == 1
+    assert classify("math", traits, "123456789").identity == -1
+
+
+def test_repeats_disagree_at_a_realistic_rate() -> None:
+    runs = evaluate(cot(1), MATH_ITEMS)
+    per_item = item_scores(runs)
+    assert set(per_item.values()) <= {0.0, 1 / 3, 2 / 3, 1.0}
+    mixed = sum(0.0 < score < 1.0 for score in per_item.values()) / len(per_item)
+    print(f"items whose 3 repeats disagree: {mixed:.2f}")
+    assert 0.15 <= mixed <= 0.6
+
+
+def test_profiles_are_ordered_by_skill() -> None:
+    scores = {profile: mean_score(evaluate(cot(1), MATH_ITEMS, profile)) for profile in ("weak", "medium", "strong")}
+    print(scores)
+    assert scores["weak"] + 0.1 < scores["medium"] < scores["strong"] - 0.1
+
+
+def test_self_consistency_has_diminishing_returns_and_saturates() -> None:
+    items = list(GSM.items)
+    k1, k3, k15 = (mean_score(evaluate(cot(k), items)) for k in (1, 3, 15))
+    print(f"CoT-SC k=1 {k1:.3f}, k=3 {k3:.3f}, k=15 {k15:.3f}")
+    assert k1 < k3 < k15
+    assert (k15 - k3) / 12 < (k3 - k1) / 2  # the gain per added call shrinks
+    assert k15 < 0.95  # correlated wrong answers: more calls never guarantee success
+
+
+def test_review_revise_hurts_on_easy_items() -> None:
+    easy = [item for item in GSM.items if traits_of(item).difficulty < 0.0][:40]
+    plain = mean_score(evaluate(cot(1), easy))
+    revised = mean_score(evaluate(cot(1, review=True), easy, profile="coder"))
+    print(f"easy items: CoT {plain:.3f}, CoT+Review+Revise (coder) {revised:.3f}")
+    assert revised < plain
+
+
+def test_programmer_helps_computational_items_only() -> None:
+    program_only = (
+        "class Workflow:\n    def __init__(self, llm, problem):\n        self.problem = problem\n"
+        "        self.programmer = operator.Programmer(llm)\n\n    async def run_workflow(self):\n"
+        "        result = await self.programmer(problem=self.problem, analysis='')\n"
+        "        return result['output']\n"
+    )
+    computational = [i for i in GSM.items if traits_of(i).computational][:30]
+    other = [i for i in GSM.items if not traits_of(i).computational][:30]
+    gain_comp = mean_score(evaluate(program_only, computational)) - mean_score(evaluate(cot(1), computational))
+    gain_other = mean_score(evaluate(program_only, other)) - mean_score(evaluate(cot(1), other))
+    print(f"Programmer minus CoT: computational {gain_comp:+.3f}, other {gain_other:+.3f}")
+    assert gain_comp > 0.1 and gain_other < 0.0
+
+
+def test_test_operator_needs_tests_and_costs_nothing_without_them() -> None:
+    source = render_workflow(Structure("math", "Custom", 1, "cot"))
+    with_test = source.replace(
+        "        return answer",
+        "        checked = await self.test(problem=self.problem, solution=answer)\n        return checked['solution']",
+    ).replace(
+        "        self.custom = operator.Custom(llm)",
+        "        self.custom = operator.Custom(llm)\n        self.test = operator.Test(llm)",
+    )
+    base, tested = evaluate(source, MATH_ITEMS[:20]), evaluate(with_test, MATH_ITEMS[:20])
+    assert [r.score for r in base] == [r.score for r in tested]
+    assert sum(r.calls for r in base) == sum(r.calls for r in tested)
+
+
+def test_every_call_costs_tokens_and_more_calls_cost_more() -> None:
+    single, ensemble = evaluate(cot(1), MATH_ITEMS[:20]), evaluate(cot(5), MATH_ITEMS[:20])
+    assert all(r.prompt_tokens > 0 and r.completion_tokens > 0 for r in single)
+    assert sum(r.completion_tokens for r in ensemble) > 4 * sum(r.completion_tokens for r in single)
+
+
+def test_profiles_disagree_on_the_best_structure() -> None:
+    candidates = {
+        "cot_sc5": cot(5),
+        "cot_sc3+programmer": cot(3, programmer=True),
+        "cot+review": cot(1, review=True),
+        "cot_sc3+review": cot(3, review=True),
+    }
+    best = {}
+    for profile in ("coder", "verifier"):
+        scores = {name: mean_score(evaluate(src, MATH_ITEMS, profile)) for name, src in candidates.items()}
+        print(profile, {k: round(v, 3) for k, v in scores.items()})
+        best[profile] = max(scores, key=scores.__getitem__)
+    assert best["coder"] != best["verifier"]
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_profile_parameters_are_probabilities(profile: str) -> None:
+    p = PROFILES[profile]
+    for value in (
+        p.ensemble_majority,
+        p.review_detect,
+        p.review_false_alarm,
+        p.revise_break_easy,
+        p.revise_break_hard,
+        p.format_error,
+        p.programmer_crash,
+    ):
+        assert 0.0 <= value <= 1.0
+    assert 0.0 < p.distractor_decay < 1.0
+
+
+def test_docs_profile_table_is_current(repo) -> None:  # type: ignore[no-untyped-def]
+    from harness.executors.sim_oracle import profile_table
+
+    assert profile_table() in (repo / "docs" / "simulator.md").read_text(), (
+        "docs/simulator.md is stale: paste the output of harness.executors.sim_oracle.profile_table()"
+    )
