@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +59,20 @@ def _warn_weak_isolation() -> None:
     )
 
 
+@functools.cache
+def _paths_hidden_by_tmpfs() -> tuple[str, ...]:
+    """Interpreter and package directories under /tmp, which the private /tmp would hide.
+
+    A checkout or virtual environment under /tmp (CI clones often are) must stay visible,
+    read-only, inside the sandbox or the isolated interpreter cannot start.
+    """
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    candidates = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), package_root}
+    hidden = {os.path.realpath(p) for p in candidates if os.path.realpath(p).startswith("/tmp/")}
+    # a parent already bound covers its children
+    return tuple(sorted(p for p in hidden if not any(p != q and p.startswith(q + "/") for q in hidden)))
+
+
 def isolation_level() -> str:
     """'bwrap' or 'rlimit' (the weaker fallback), for reports and logs."""
     return "bwrap" if bwrap_available() else "rlimit"
@@ -85,6 +100,8 @@ def isolated_command(
         _warn_weak_isolation()
         return limited
     command = ["bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    for path in _paths_hidden_by_tmpfs():
+        command += ["--ro-bind", path, path]
     if workdir is not None:
         command += ["--bind", workdir, sandbox_dir, "--chdir", sandbox_dir]
     else:
