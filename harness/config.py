@@ -23,6 +23,16 @@ class ConfigError(ValueError):
     """An experiment file that cannot be used; the message names file, field and value."""
 
 
+def _registered(kind: str, value: str) -> str:
+    """``value`` if it is registered in the ``kind`` registry; else the registry's did-you-mean error."""
+    from harness.catalog import registries
+
+    registry = registries()[kind]
+    if value not in registry:
+        raise ValueError(registry.unknown_message(value))
+    return value
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
 
@@ -50,12 +60,7 @@ class BenchmarkConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_benchmark(cls, value: str) -> str:
-        from harness.catalog import registries
-
-        benchmarks = registries()["benchmarks"]
-        if value not in benchmarks:
-            raise ValueError(benchmarks.unknown_message(value))
-        return value
+        return _registered("benchmarks", value)
 
 
 class LoraConfig(StrictModel):
@@ -87,12 +92,7 @@ class GeneratorConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_generator(cls, value: str) -> str:
-        from harness.catalog import registries
-
-        generators = registries()["generators"]
-        if value not in generators:
-            raise ValueError(generators.unknown_message(value))
-        return value
+        return _registered("generators", value)
 
 
 class ExecutorConfig(StrictModel):
@@ -119,12 +119,7 @@ class ExecutorConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_executor(cls, value: str) -> str:
-        from harness.catalog import registries
-
-        executors = registries()["executors"]
-        if value not in executors:
-            raise ValueError(executors.unknown_message(value))
-        return value
+        return _registered("executors", value)
 
     @model_validator(mode="after")
     def _known_profile(self) -> ExecutorConfig:
@@ -147,12 +142,7 @@ class MethodSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from harness.catalog import registries
-
-        methods = registries()["methods"]
-        if value not in methods:
-            raise ValueError(methods.unknown_message(value))
-        return value
+        return _registered("methods", value)
 
     @model_validator(mode="after")
     def _overrides_fit_method(self) -> MethodSpec:

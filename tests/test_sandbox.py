@@ -90,3 +90,42 @@ def test_fork_bomb_is_contained() -> None:
     result = python("import os\nwhile True:\n    os.fork()", timeout_s=5)
     assert result.status in ("error", "timeout")
     assert time.perf_counter() - start < 60
+
+
+HOSTILE_ANSWERS = {
+    "writes outside its directory": "    open({target!r}, 'w').write('pwned')\n    return False\n",
+    "opens a socket": (
+        "    import socket\n    socket.create_connection(('127.0.0.1', 22), timeout=2)\n    return False\n"
+    ),
+    "allocates 4 GiB": "    blob = bytearray(4 * 1024 ** 3)\n    return False\n",
+    "loops forever": "    while True:\n        pass\n",
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("attack", sorted(HOSTILE_ANSWERS))
+def test_hostile_humaneval_answer_fails_that_item_cleanly(attack: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import harness.benchmarks.humaneval as humaneval
+
+    monkeypatch.setattr(humaneval, "TEST_TIMEOUT_S", 3.0)
+    item = humaneval.load_humaneval().items[0]
+    target = tmp_path / "pwned.txt"
+    answer = item.question + HOSTILE_ANSWERS[attack].format(target=str(target))
+    start = time.perf_counter()
+    assert run(humaneval.score_tests(item, answer, Sandbox())) == 0.0
+    assert time.perf_counter() - start < 15
+    assert not target.exists()
+
+
+def test_without_bwrap_falls_back_to_rlimits_with_a_warning(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import harness.workflows.isolation as isolation
+
+    monkeypatch.setattr(isolation, "bwrap_available", lambda: False)
+    isolation._warn_weak_isolation.cache_clear()
+    command = isolation.isolated_command(["python3", "-c", "pass"], isolation.Limits())
+    assert command[0] != "bwrap"
+    assert "rlimits only" in caplog.text
+    assert isolation.isolation_level() == "rlimit"
+    result = python("print('still runs')")
+    assert result.passed and result.stdout.strip() == "still runs"
+    assert python("x = bytearray(4 * 1024 ** 3)").status == "error"
