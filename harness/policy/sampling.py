@@ -1,0 +1,186 @@
+"""Sampling workflows from the generator, with the log-probs the clipped objective needs.
+
+The `hf` backend is a batched decode loop over a transformers causal LM with a KV cache and left
+padding. Each row draws from its own `torch.Generator` seeded by its key (seed, iteration,
+question, sample index), so a sample does not depend on which other samples share its batch: a
+resumed collection that re-samples only what is missing gets the same completions.
+
+Log-probs are those of the *sampling policy* as the trainer recomputes it: log_softmax(logits / T)
+of the sampled token (temperature T; top-p truncation is not part of it, as in TRL). With T = 0
+decoding is greedy and the log-probs are those of T = 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+SampleKey = tuple[Any, ...]
+"""(seed, iteration, question id, sample index): everything a sample's randomness depends on."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = ("</graph>",)
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: SampleKey
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    """Per completion token, under the sampling policy (see module docstring)."""
+    text: str
+    finish: Literal["stop", "eos", "length"]
+
+
+def key_seed(key: SampleKey) -> int:
+    """A 63-bit seed from a sample key, stable across processes and machines."""
+    digest = hashlib.blake2b(repr(tuple(key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of each row outside the smallest set with cumulative probability >= top_p. (B, V)."""
+    import torch
+
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    cumulative = sorted_probs.cumsum(dim=-1)
+    remove = cumulative - sorted_probs > top_p  # keep the token that crosses the threshold
+    sorted_probs = sorted_probs.masked_fill(remove, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+
+
+def _hit_stop(tokenizer: Any, completion: list[int], stops: tuple[str, ...]) -> bool:
+    if not stops:
+        return False
+    tail = tokenizer.decode(completion[-16:], skip_special_tokens=False)
+    return any(stop in tail for stop in stops)
+
+
+def sample_hf(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    keys: Sequence[SampleKey],
+    params: SamplingParams,
+    max_prompt_tokens: int | None = None,
+) -> list[Sample]:
+    """Sample one completion per (prompt, key) with a batched KV-cache decode loop."""
+    import torch
+    from transformers import DynamicCache
+
+    if len(prompts) != len(keys):
+        raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
+    device = next(model.parameters()).device
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if max_prompt_tokens is not None:
+        encoded = [ids[:max_prompt_tokens] for ids in encoded]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):  # left padding: every prompt ends at the same column
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    generators = [torch.Generator(device="cpu").manual_seed(key_seed(k)) for k in keys]
+
+    completions: list[list[int]] = [[] for _ in prompts]
+    logprobs: list[list[float]] = [[] for _ in prompts]
+    finish: list[str | None] = [None] * len(prompts)
+    eos = tokenizer.eos_token_id
+    cache = DynamicCache()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            # `cache` (transformers 5.x; `past_key_values` is deprecated) is filled in place;
+            # logits_to_keep=1: only the last position's logits are needed to sample.
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1, :].float()
+            next_position = positions[:, -1] + 1
+            for _ in range(params.max_new_tokens):
+                scaled = logits / params.temperature if params.temperature > 0 else logits
+                step_logprobs = torch.log_softmax(scaled, dim=-1)
+                probs = _top_p_filter(step_logprobs.exp(), params.top_p).cpu()
+                tokens = torch.empty(len(prompts), dtype=torch.long)
+                for row in range(len(prompts)):
+                    if finish[row] is not None:
+                        tokens[row] = pad_id
+                        continue
+                    if params.temperature > 0:
+                        token = int(torch.multinomial(probs[row], 1, generator=generators[row]))
+                    else:
+                        token = int(torch.argmax(logits[row]))
+                    tokens[row] = token
+                    completions[row].append(token)
+                    logprobs[row].append(float(step_logprobs[row, token]))
+                    if eos is not None and token == eos:
+                        finish[row] = "eos"
+                    elif _hit_stop(tokenizer, completions[row], params.stop):
+                        finish[row] = "stop"
+                if all(f is not None for f in finish):
+                    break
+                attention = torch.cat(
+                    [attention, torch.ones((len(prompts), 1), dtype=attention.dtype, device=device)], dim=1
+                )
+                out = model(
+                    input_ids=tokens[:, None].to(device),
+                    attention_mask=attention,
+                    position_ids=next_position[:, None],
+                    cache=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :].float()
+                next_position = next_position + 1
+    finally:
+        model.train(was_training)
+    return [
+        Sample(
+            key=tuple(keys[row]),
+            prompt_ids=tuple(encoded[row]),
+            completion_ids=tuple(completions[row]),
+            logprobs=tuple(logprobs[row]),
+            text=tokenizer.decode(completions[row], skip_special_tokens=True),
+            finish=finish[row] or "length",  # type: ignore[arg-type]
+        )
+        for row in range(len(prompts))
+    ]
+
+
+def token_logprobs(
+    model: Any, prompt_ids: Sequence[int], completion_ids: Sequence[int], temperature: float = 1.0
+) -> torch.Tensor:
+    """Teacher-forced log-probs of ``completion_ids`` after ``prompt_ids``: (T,) float32.
+
+    The same quantity the sampler records, recomputed by a full forward pass (what the trainer
+    does for the current policy and the reference policy)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids) + list(completion_ids)], dtype=torch.long, device=device)
+    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1, :].float()
+    if temperature > 0:
+        logits = logits / temperature
+    target = torch.tensor(list(completion_ids), dtype=torch.long, device=device)
+    return torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)
