@@ -260,3 +260,43 @@ def test_smol_preset_loads_offline_with_lora_and_samples(cache: Path) -> None:
     with torch.no_grad():
         forced = token_logprobs(generator.model, samples[0].prompt_ids, samples[0].completion_ids)
     assert float((forced - torch.tensor(samples[0].logprobs)).abs().max()) < 1e-4
+
+
+def test_sampler_feeds_the_kv_cache_by_the_keyword_the_model_takes(small_generator) -> None:  # type: ignore[no-untyped-def]
+    """transformers 5.17 (on the lent GPU machine) takes the cache as `past_key_values` and silently
+    swallows an unknown `cache=`: decoding then ran without context (log-probs off by 2.7 nats)."""
+    from harness.policy.sampling import _cache_keyword, sample_hf
+
+    inner = small_generator.model.get_base_model()
+
+    class OldSignature(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(
+            self,
+            input_ids=None,
+            attention_mask=None,
+            position_ids=None,
+            past_key_values=None,  # type: ignore[no-untyped-def]
+            use_cache=None,
+            logits_to_keep=0,
+            **ignored,
+        ):
+            return self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=past_key_values,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+            )
+
+    old = OldSignature()
+    assert _cache_keyword(old) == "past_key_values" and _cache_keyword(small_generator.model) == "cache"
+    prompt = small_generator.prompt("math", "Ava has 3 apples. How many?")
+    sample = sample_hf(old, small_generator.tokenizer, [prompt], [(9, 0, "kw", 0)], SamplingParams(1.0, 1.0, 20, ()))[0]
+    with torch.no_grad():
+        forced = token_logprobs(inner, sample.prompt_ids, sample.completion_ids)
+    assert float((forced - torch.tensor(sample.logprobs)).abs().max()) < 1e-4

@@ -62,6 +62,19 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
+def _cache_keyword(model: Any) -> str:
+    """The keyword the model's forward takes its KV cache by.
+
+    transformers 5.24 calls it `cache` and deprecates `past_key_values`; 5.17 only knows
+    `past_key_values` and silently swallows an unknown `cache=` into **kwargs, which decodes every
+    step without its context. Read the signature of the base model's forward instead of guessing.
+    """
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _hit_stop(tokenizer: Any, completion: list[int], stops: tuple[str, ...]) -> bool:
     if not stops:
         return False
@@ -103,6 +116,7 @@ def sample_hf(
     finish: list[str | None] = [None] * len(prompts)
     eos = tokenizer.eos_token_id
     cache = DynamicCache()
+    cache_kw = {_cache_keyword(model): cache}
     was_training = model.training
     model.eval()
     try:
@@ -113,7 +127,7 @@ def sample_hf(
                 input_ids=input_ids,
                 attention_mask=attention,
                 position_ids=positions,
-                cache=cache,
+                **cache_kw,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -148,7 +162,7 @@ def sample_hf(
                     input_ids=tokens[:, None].to(device),
                     attention_mask=attention,
                     position_ids=next_position[:, None],
-                    cache=cache,
+                    **cache_kw,
                     use_cache=True,
                 )
                 logits = out.logits[:, -1, :].float()
