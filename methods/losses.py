@@ -1,0 +1,268 @@
+"""Pure tensor functions shared by the methods. No state, no model: tensors in, tensors out.
+
+Shapes: (B, T) per token, (B, 1) or (B,) per sequence, (G, n) per group member; masks are 1 on
+real tokens. The order of a GRPO loss follows TRL's: ratio -> k3 KL -> clipped policy term -> KL
+mask -> + beta * KL -> aggregation.
+
+SPOGW builds many groups from the same m sequences (C(16, 14) = 120 groups; each sequence is in
+C(15, 13) = 105 of them). Materialising groups as rows would forward a sequence up to 105 times.
+Instead `group_coefficients` folds every group a sequence belongs to into three per-sequence
+numbers, and `grpo_loss` forwards each sequence once. This is exact, not an approximation: the
+clipped term is -A * min(r, clip(r)) for A > 0 and -A * max(r, clip(r)) for A < 0, i.e. linear in A
+once its sign is known, so a sum over groups is a sum of the positive and of the negative
+advantages (tests check gradient equality with the materialised form).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Scale = Literal["group", "none"]
+KLMode = Literal["none", "standard", "masked"]
+Aggregation = Literal["seq_mean", "token_mean"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Groups, curation, advantages
+
+
+def group_advantages(
+    scores: torch.Tensor, eps: float = 1e-4, scale: Scale = "group", unbiased: bool = False
+) -> torch.Tensor:
+    """(G, n) scores -> (G, n) advantages: (s - mean) / (std + eps) per row.
+
+    The std is the population std (DESIGN.md); ``unbiased=True`` uses Bessel's correction as TRL
+    1.16 does (its advantages are smaller by sqrt((n-1)/n)). ``scale="none"`` subtracts the mean
+    only (Dr. GRPO)."""
+    centred = scores - scores.mean(dim=-1, keepdim=True)
+    if scale == "none":
+        return centred
+    if scale != "group":
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+    return centred / (scores.std(dim=-1, unbiased=unbiased, keepdim=True) + eps)
+
+
+def build_groups(num_samples: int, group_size: int, max_groups: int, seed: int) -> torch.Tensor:
+    """LongTensor (G, group_size) of sample indices.
+
+    All C(m, n) combinations in lexicographic order when there are at most ``max_groups``; else
+    ``max_groups`` distinct combinations drawn with ``seed`` (then sorted, so the order is canonical)."""
+    if not 1 <= group_size <= num_samples:
+        raise ValueError(f"group size n={group_size} must be between 1 and the number of samples m={num_samples}")
+    if max_groups < 1:
+        raise ValueError(f"max_groups must be positive, got {max_groups}")
+    total = math.comb(num_samples, group_size)
+    if total <= max_groups:
+        combos = list(itertools.combinations(range(num_samples), group_size))
+    else:
+        rng = random.Random(seed)
+        chosen: set[tuple[int, ...]] = set()
+        while len(chosen) < max_groups:
+            chosen.add(tuple(sorted(rng.sample(range(num_samples), group_size))))
+        combos = sorted(chosen)
+    return torch.tensor(combos, dtype=torch.long).reshape(len(combos), group_size)
+
+
+def variance_filter(scores: torch.Tensor, groups: torch.Tensor, min_std: float) -> torch.Tensor:
+    """Keep the groups (rows of ``groups``, indices into the (m,) ``scores``) whose population
+    score std is >= ``min_std``."""
+    if groups.numel() == 0:
+        return groups
+    stds = scores.to(torch.float64)[groups].std(dim=-1, unbiased=False)  # float64: a tiny threshold must not underflow
+    return groups[stds >= min_std]
+
+
+def sharpen(scores: torch.Tensor, groups: torch.Tensor, t: int) -> torch.Tensor:
+    """Within each group keep the t highest and the t lowest scores: (G, n) -> (G, 2t).
+
+    Ties are broken by lower sample index first, in both halves: the top t are the first t by
+    (score descending, index ascending); the bottom t are then taken from the remaining members
+    by (score ascending, index ascending), so the halves never overlap. Rows are sorted by index."""
+    if t < 1 or 2 * t > groups.shape[1]:
+        raise ValueError(f"sharpening t={t} needs 1 <= t and 2t <= n={groups.shape[1]}")
+    if groups.numel() == 0:
+        return groups.reshape(0, 2 * t)
+    by_index = torch.sort(groups, dim=-1).values
+    ranking = torch.argsort(scores[by_index], dim=-1, descending=True, stable=True)
+    top = torch.gather(by_index, 1, ranking[:, :t])
+    rest = torch.sort(torch.gather(by_index, 1, ranking[:, t:]), dim=-1).values
+    bottom = torch.gather(rest, 1, torch.argsort(scores[rest], dim=-1, stable=True)[:, :t])
+    return torch.sort(torch.cat([top, bottom], dim=-1), dim=-1).values
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-token terms
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """(B, T) Schulman's k3 estimator of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1 >= 0."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1.0
+
+
+def clipped_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.2
+) -> torch.Tensor:
+    """(B, T) -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) with r = exp(logp - old_logp);
+    ``advantages`` (B, 1) broadcasts over tokens."""
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    return -torch.minimum(ratio * advantages, clipped * advantages)
+
+
+def kl_mask(advantages: torch.Tensor, mode: KLMode) -> torch.Tensor:
+    """(B, 1) weight of each sequence's KL term: none -> 0, standard -> 1, masked -> 1[A > 0] (mKL)."""
+    if mode == "none":
+        return torch.zeros_like(advantages)
+    if mode == "standard":
+        return torch.ones_like(advantages)
+    if mode == "masked":
+        return (advantages > 0).to(advantages.dtype)
+    raise ValueError(f"kl mode must be none, standard or masked, got {mode!r}")
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: Aggregation) -> torch.Tensor:
+    """Scalar from (B, T) losses: seq_mean = mean over sequences of each one's token mean (the
+    paper's and TRL's "grpo" form); token_mean = sum over all tokens / number of tokens (DAPO)."""
+    mask = mask.to(per_token.dtype)
+    if mode == "seq_mean":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if mode == "token_mean":
+        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    raise ValueError(f"aggregation must be seq_mean or token_mean, got {mode!r}")
+
+
+def grpo_loss_rows(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    beta: float,
+    kl: KLMode,
+    aggregation: Aggregation = "seq_mean",
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> torch.Tensor:
+    """The GRPO loss over explicit rows (one row per group member): the textbook form that TRL
+    computes, used as the reference for `grpo_loss` and for small online groups."""
+    per_token = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
+    if beta != 0.0 and kl != "none":
+        per_token = per_token + beta * k3_kl(logp, ref_logp) * kl_mask(advantages, kl)
+    return aggregate(per_token, mask, aggregation)
+
+
+# ----------------------------------------------------------------------------------------------
+# Deduplicated GRPO: one forward per sequence, every group folded into per-sequence coefficients
+
+
+@dataclass(frozen=True)
+class SequenceCoefficients:
+    """Per-sequence weights (S,) such that the deduplicated loss equals the materialised one."""
+
+    positive: torch.Tensor
+    """Sum over (group, member) rows of this sequence with A > 0 of A * row weight."""
+    negative: torch.Tensor
+    """Same for A < 0 (a non-positive number)."""
+    kl: torch.Tensor
+    """Sum over rows of kl_mask(A) * row weight."""
+    rows: int
+    """How many rows the materialised form would have (groups x members)."""
+
+
+def group_coefficients(
+    groups: torch.Tensor,
+    advantages: torch.Tensor,
+    lengths: torch.Tensor,
+    kl: KLMode,
+    aggregation: Aggregation,
+    num_sequences: int,
+) -> SequenceCoefficients:
+    """Fold groups (G, k) of sequence indices with their advantages (G, k) into per-sequence
+    coefficients. ``lengths`` (S,) are the sequences' token counts.
+
+    A materialised row (group g, member i, sequence s) enters the aggregated loss with weight
+    w = 1 / (rows * T_s) for seq_mean (mean over rows of each row's token mean), or
+    w = 1 / (sum of T over all rows) for token_mean; the per-token loss of that row is
+    -A c(r) + beta * kl_mask(A) * k3, with c = min(r, clip(r)) if A > 0 and max(r, clip(r)) if A < 0.
+    """
+    flat_seq = groups.reshape(-1)
+    flat_adv = advantages.reshape(-1).to(torch.float64)
+    lengths = lengths.to(torch.float64)
+    rows = flat_seq.numel()
+    if aggregation == "seq_mean":
+        weight = 1.0 / (rows * lengths[flat_seq].clamp(min=1.0))
+    elif aggregation == "token_mean":
+        weight = torch.full_like(flat_adv, 1.0 / float(lengths[flat_seq].sum().clamp(min=1.0)))
+    else:
+        raise ValueError(f"aggregation must be seq_mean or token_mean, got {aggregation!r}")
+    zeros = torch.zeros(num_sequences, dtype=torch.float64)
+    positive = zeros.index_add(0, flat_seq, torch.where(flat_adv > 0, flat_adv, 0.0) * weight)
+    negative = zeros.index_add(0, flat_seq, torch.where(flat_adv < 0, flat_adv, 0.0) * weight)
+    kl_weight = zeros.index_add(0, flat_seq, kl_mask(flat_adv, kl) * weight)
+    return SequenceCoefficients(positive.float(), negative.float(), kl_weight.float(), rows)
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    coefficients: SequenceCoefficients,
+    beta: float,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Deduplicated GRPO loss over S unique sequences (S, T), each forwarded once.
+
+    Equal (value and gradient) to `grpo_loss_rows` over the materialised rows. Returns the
+    scalar loss and detached metrics (policy term, KL term, clip fraction)."""
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    upper = torch.minimum(ratio, clipped)  # used where A > 0
+    lower = torch.maximum(ratio, clipped)  # used where A < 0
+    policy = -(coefficients.positive[:, None] * upper + coefficients.negative[:, None] * lower)
+    policy_term = (policy * mask).sum()
+    kl_term = torch.zeros((), dtype=logp.dtype)
+    if beta != 0.0:
+        kl_term = beta * (coefficients.kl[:, None] * k3_kl(logp, ref_logp) * mask).sum()
+    loss = policy_term + kl_term
+    active = (coefficients.positive != 0) | (coefficients.negative != 0)
+    is_clipped = ((ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)).to(logp.dtype) * mask * active[:, None]
+    metrics = {
+        "policy_term": policy_term.detach(),
+        "kl_term": kl_term.detach(),
+        "clip_fraction": (is_clipped.sum() / (mask * active[:, None]).sum().clamp(min=1.0)).detach(),
+    }
+    return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Pairwise losses (on summed sequence log-probs, (B,))
+
+
+def dpo_loss(
+    logp_w: torch.Tensor, ref_w: torch.Tensor, logp_l: torch.Tensor, ref_l: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """(B,) sigmoid DPO: -log sigmoid(beta [(logp_w - ref_w) - (logp_l - ref_l)])."""
+    return -torch.nn.functional.logsigmoid(beta * ((logp_w - ref_w) - (logp_l - ref_l)))
+
+
+def score_dpo_loss(
+    logp_w: torch.Tensor,
+    ref_w: torch.Tensor,
+    logp_l: torch.Tensor,
+    ref_l: torch.Tensor,
+    s_w: torch.Tensor,
+    s_l: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """(B,) ScoreFlow's Score-DPO: -log sigmoid(beta [s_w (logp_w - ref_w) - (1 - s_l)(logp_l - ref_l)])."""
+    return -torch.nn.functional.logsigmoid(beta * (s_w * (logp_w - ref_w) - (1.0 - s_l) * (logp_l - ref_l)))

@@ -1,0 +1,291 @@
+"""methods/losses.py against hand-computed values, invariants (hypothesis) and TRL's own loss code."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from methods.losses import (
+    aggregate,
+    build_groups,
+    clipped_surrogate,
+    dpo_loss,
+    group_advantages,
+    group_coefficients,
+    grpo_loss,
+    grpo_loss_rows,
+    k3_kl,
+    kl_mask,
+    score_dpo_loss,
+    sharpen,
+    variance_filter,
+)
+
+scores_strategy = st.lists(st.sampled_from([0.0, 1 / 3, 2 / 3, 1.0, 0.5, 0.25]), min_size=2, max_size=10)
+
+
+# --- hand-computed values ---------------------------------------------------------------------
+
+
+def test_group_advantages_hand_computed() -> None:
+    # scores 1, 0, 0, 1: mean 0.5, population std 0.5 -> +-0.5 / (0.5 + 1e-4)
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
+    assert torch.allclose(adv, torch.tensor([[1, -1, -1, 1]]) * 0.5 / 0.5001)
+    # scores 0, 1, 2: mean 1, population std sqrt(2/3)
+    adv = group_advantages(torch.tensor([[0.0, 1.0, 2.0]]), eps=0.0)
+    assert torch.allclose(adv, torch.tensor([[-1.0, 0.0, 1.0]]) / math.sqrt(2 / 3))
+    assert torch.allclose(
+        group_advantages(torch.tensor([[0.0, 1.0, 2.0]]), eps=0.0, unbiased=True), torch.tensor([[-1.0, 0.0, 1.0]])
+    )
+    assert torch.equal(
+        group_advantages(torch.tensor([[0.0, 1.0, 2.0]]), scale="none"), torch.tensor([[-1.0, 0.0, 1.0]])
+    )
+    with pytest.raises(ValueError):
+        group_advantages(torch.zeros(1, 2), scale="batch")  # type: ignore[arg-type]
+
+
+def test_build_groups_all_combinations_in_lexicographic_order() -> None:
+    groups = build_groups(4, 2, max_groups=10, seed=0)
+    assert groups.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert build_groups(16, 14, max_groups=120, seed=0).shape == (120, 14)  # the paper's C(16, 14)
+
+
+def test_build_groups_draws_distinct_combinations_with_the_seed() -> None:
+    drawn = build_groups(16, 8, max_groups=50, seed=3)
+    assert drawn.shape == (50, 8)
+    assert len({tuple(row) for row in drawn.tolist()}) == 50
+    assert all(row == sorted(row) and len(set(row)) == 8 for row in drawn.tolist())
+    assert torch.equal(drawn, build_groups(16, 8, max_groups=50, seed=3))
+    assert not torch.equal(drawn, build_groups(16, 8, max_groups=50, seed=4))
+    with pytest.raises(ValueError, match="group size"):
+        build_groups(4, 5, 10, 0)
+
+
+def test_variance_filter_hand_computed() -> None:
+    scores = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    groups = torch.tensor([[0, 1], [0, 2], [2, 3]])
+    assert variance_filter(scores, groups, min_std=0.1).tolist() == [[0, 2]]  # only the mixed group has std 0.5
+    assert variance_filter(scores, groups, min_std=0.0).tolist() == groups.tolist()
+
+
+def test_sharpen_hand_computed_with_ties() -> None:
+    scores = torch.tensor([0.5, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    # top 2: score 1 -> indices 4, 5 (lower index first among 4, 5, 6); bottom 2: score 0 -> 1, 2
+    assert sharpen(scores, torch.tensor([[0, 1, 2, 3, 4, 5, 6]]), 2).tolist() == [[1, 2, 4, 5]]
+    assert sharpen(scores, torch.tensor([[6, 5, 0, 3]]), 1).tolist() == [[3, 5]]
+    with pytest.raises(ValueError, match="2t <= n"):
+        sharpen(scores, torch.tensor([[0, 1, 2]]), 2)
+
+
+def test_k3_kl_hand_computed() -> None:
+    logp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.0, -1.0]])
+    expected = torch.tensor([[0.0, math.exp(1.0) - 1.0 - 1.0]])
+    assert torch.allclose(k3_kl(logp, ref), expected)
+
+
+def test_clipped_surrogate_hand_computed() -> None:
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # ratios 1.5, 0.5, 1.0
+    pos = clipped_surrogate(logp, old, torch.tensor([[2.0]]))
+    assert torch.allclose(pos, torch.tensor([[-2.0 * 1.2, -2.0 * 0.5, -2.0]]))  # min(rA, clip(r)A)
+    neg = clipped_surrogate(logp, old, torch.tensor([[-1.0]]))
+    assert torch.allclose(neg, torch.tensor([[1.5, 0.8, 1.0]]))
+    asym = clipped_surrogate(logp, old, torch.tensor([[1.0]]), eps_low=0.2, eps_high=0.28)
+    assert torch.allclose(asym[0, 0], torch.tensor(-1.28))
+
+
+def test_kl_mask_modes() -> None:
+    adv = torch.tensor([[1.0], [-0.5], [0.0]])
+    assert kl_mask(adv, "none").tolist() == [[0.0], [0.0], [0.0]]
+    assert kl_mask(adv, "standard").tolist() == [[1.0], [1.0], [1.0]]
+    assert kl_mask(adv, "masked").tolist() == [[1.0], [0.0], [0.0]]
+
+
+def test_aggregate_modes_hand_computed() -> None:
+    per_token = torch.tensor([[1.0, 3.0, 100.0], [2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.isclose(aggregate(per_token, mask, "seq_mean"), torch.tensor((2.0 + 2.0) / 2))
+    assert torch.isclose(aggregate(per_token, mask, "token_mean"), torch.tensor(6.0 / 3))
+
+
+def test_dpo_and_score_dpo_hand_computed() -> None:
+    one = torch.tensor([1.0])
+    zero = torch.tensor([0.0])
+    # margin beta * ((1 - 0) - (0 - 0)) = 0.1 -> -log sigmoid(0.1)
+    assert torch.isclose(dpo_loss(one, zero, zero, zero, 0.1), torch.tensor([-math.log(1 / (1 + math.exp(-0.1)))]))
+    # score-DPO: beta [s_w * 1 - (1 - s_l) * (-2)] with s_w = 0.5, s_l = 0.25 -> 0.1 * (0.5 + 1.5) = 0.2
+    value = score_dpo_loss(one, zero, torch.tensor([-2.0]), zero, torch.tensor([0.5]), torch.tensor([0.25]), 0.1)
+    assert torch.isclose(value, torch.tensor([-math.log(1 / (1 + math.exp(-0.2)))]))
+    # with s_w = 1 and s_l = 0 it is plain DPO
+    a, b, c, d = torch.randn(4, 5)
+    assert torch.allclose(score_dpo_loss(a, b, c, d, torch.ones(5), torch.zeros(5), 0.3), dpo_loss(a, b, c, d, 0.3))
+
+
+# --- invariants (hypothesis) ------------------------------------------------------------------
+
+
+@given(scores_strategy)
+def test_advantages_sum_to_zero_per_group(values: list[float]) -> None:
+    adv = group_advantages(torch.tensor([values], dtype=torch.float64))
+    assert abs(float(adv.sum())) < 1e-9
+    order = sorted(range(len(values)), key=values.__getitem__)
+    assert all(adv[0, a] <= adv[0, b] + 1e-12 for a, b in zip(order, order[1:], strict=False))  # monotone
+
+
+@given(st.lists(st.floats(-5, 5), min_size=1, max_size=6), st.lists(st.floats(-5, 5), min_size=1, max_size=6))
+def test_k3_is_non_negative(a: list[float], b: list[float]) -> None:
+    n = min(len(a), len(b))
+    assert bool((k3_kl(torch.tensor(a[:n]), torch.tensor(b[:n])) >= -1e-6).all())
+
+
+@given(st.lists(st.floats(-3, 3), min_size=1, max_size=8))
+def test_masked_kl_is_zero_where_advantage_is_not_positive(values: list[float]) -> None:
+    adv = torch.tensor(values)[:, None]
+    mask = kl_mask(adv, "masked")
+    assert bool((mask[adv <= 0] == 0).all()) and bool((mask[adv > 0] == 1).all())
+
+
+@settings(max_examples=60)
+@given(scores_strategy, st.integers(1, 4))
+def test_sharpening_keeps_the_extremes(values: list[float], t: int) -> None:
+    n = len(values)
+    if 2 * t > n:
+        return
+    scores = torch.tensor(values)
+    kept = sharpen(scores, torch.arange(n)[None], t)[0].tolist()
+    assert len(kept) == 2 * t == len(set(kept))
+    dropped = [i for i in range(n) if i not in kept]
+    kept_scores = sorted(values[i] for i in kept)
+    for i in dropped:  # nothing dropped is above the kept top or below the kept bottom
+        assert kept_scores[0] <= values[i] <= kept_scores[-1]
+    top = sorted(values, reverse=True)[:t]
+    bottom = sorted(values)[:t]
+    assert sorted(kept_scores) == sorted(top + bottom)
+
+
+@settings(max_examples=40)
+@given(st.integers(2, 9), st.data())
+def test_groups_are_valid_combinations(m: int, data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, m))
+    cap = data.draw(st.integers(1, 40))
+    groups = build_groups(m, n, cap, seed=1)
+    assert groups.shape == (min(math.comb(m, n), cap), n)
+    rows = [tuple(r) for r in groups.tolist()]
+    assert len(set(rows)) == len(rows) and all(len(set(r)) == n and max(r) < m for r in rows)
+
+
+@settings(max_examples=40)
+@given(scores_strategy, st.floats(0.0, 0.6))
+def test_variance_filter_keeps_exactly_the_high_variance_groups(values: list[float], threshold: float) -> None:
+    scores = torch.tensor(values)
+    groups = build_groups(len(values), 2, 50, seed=0)
+    kept = {tuple(r) for r in variance_filter(scores, groups, threshold).tolist()}
+    for row in groups.tolist():
+        std = float(torch.tensor([values[i] for i in row]).std(unbiased=False))
+        assert (tuple(row) in kept) == (std >= threshold)
+
+
+# --- the deduplicated loss equals the materialised one ----------------------------------------
+
+
+def _random_case(seed: int, m: int = 6, n: int = 4, t_max: int = 9):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, t_max + 1, (m,), generator=g)
+    mask = (torch.arange(t_max)[None] < lengths[:, None]).float()
+    old = -torch.rand(m, t_max, generator=g) * 3
+    ref = old + 0.3 * torch.randn(m, t_max, generator=g)
+    logp = (old + 0.4 * torch.randn(m, t_max, generator=g)).requires_grad_(True)
+    scores = torch.randint(0, 4, (m,), generator=g).float() / 3
+    groups = build_groups(m, n, 100, seed)
+    return logp, old, ref, mask, lengths, scores, groups
+
+
+@pytest.mark.parametrize("kl", ["none", "standard", "masked"])
+@pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dedup_loss_and_gradient_equal_the_materialised_rows(kl: str, aggregation: str, seed: int) -> None:
+    logp, old, ref, mask, lengths, scores, groups = _random_case(seed)
+    advantages = group_advantages(scores[groups])
+    coefficients = group_coefficients(groups, advantages, lengths, kl, aggregation, num_sequences=len(scores))  # type: ignore[arg-type]
+    dedup, _ = grpo_loss(logp, old, ref, mask, coefficients, beta=0.1)
+    (dedup_grad,) = torch.autograd.grad(dedup, logp)
+    rows = groups.reshape(-1)
+    materialised = grpo_loss_rows(
+        logp[rows],
+        old[rows],
+        ref[rows],
+        mask[rows],
+        advantages.reshape(-1, 1),
+        beta=0.1,
+        kl=kl,
+        aggregation=aggregation,
+    )  # type: ignore[arg-type]
+    (rows_grad,) = torch.autograd.grad(materialised, logp)
+    assert torch.allclose(dedup, materialised, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(dedup_grad, rows_grad, rtol=1e-5, atol=1e-8)
+
+
+# --- TRL's own loss code ----------------------------------------------------------------------
+
+
+def _trl_loss(per_token_logps, old, ref, completion_mask, advantages, beta, epsilon):  # type: ignore[no-untyped-def]
+    """TRL 1.16's GRPOTrainer._compute_loss, run unbound on a stub trainer with our log-probs."""
+    from trl import GRPOTrainer
+
+    stub = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (per_token_logps, torch.zeros_like(per_token_logps), None),
+        aux_loss_enabled=False,
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        epsilon_low=epsilon,
+        epsilon_high=epsilon,
+        loss_type="grpo",
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=None),
+        use_vllm=False,
+        model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=1,
+        _entropy_bonus_enabled=False,
+        _metrics=defaultdict(lambda: defaultdict(list)),
+        accelerator=SimpleNamespace(gather=lambda x: x, num_processes=1, reduce=lambda x, reduction="mean": x),
+    )
+    inputs = {
+        "prompt_ids": torch.zeros(per_token_logps.shape[0], 1, dtype=torch.long),
+        "prompt_mask": torch.ones(per_token_logps.shape[0], 1, dtype=torch.long),
+        "completion_ids": torch.zeros(per_token_logps.shape, dtype=torch.long),
+        "completion_mask": completion_mask.long(),
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+    }
+    return GRPOTrainer._compute_loss(stub, None, inputs)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04, 0.1])
+def test_matches_trl_grpo_loss(beta: float) -> None:
+    """kl=standard, loss_type "grpo", scale_rewards "group": our loss equals TRL's to 1e-5 (value and
+    gradient) given the same advantages. TRL standardises with Bessel's std, hence unbiased=True."""
+    from trl.trainer.utils import nanstd
+
+    logp, old, ref, mask, lengths, scores, _ = _random_case(5, m=8)
+    rewards = scores.view(2, 4)  # two prompts, four generations each
+    trl_adv = ((rewards - rewards.mean(1, keepdim=True)) / (nanstd(rewards, dim=1)[:, None] + 1e-4)).reshape(-1)
+    ours_adv = group_advantages(rewards, unbiased=True).reshape(-1)
+    assert torch.allclose(ours_adv, trl_adv, atol=1e-6)
+
+    trl = _trl_loss(logp, old, ref, mask, trl_adv, beta, 0.2)
+    (trl_grad,) = torch.autograd.grad(trl, logp)
+    groups = torch.arange(8).view(2, 4)
+    coefficients = group_coefficients(groups, ours_adv.view(2, 4), lengths, "standard", "seq_mean", 8)
+    ours, _ = grpo_loss(logp, old, ref, mask, coefficients, beta=beta)
+    (ours_grad,) = torch.autograd.grad(ours, logp)
+    print(f"beta={beta}: ours {float(ours):.8f}, TRL {float(trl):.8f}")
+    assert abs(float(ours) - float(trl)) < 1e-5
+    assert torch.allclose(ours_grad, trl_grad, atol=1e-6)
