@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from types import SimpleNamespace
@@ -135,7 +136,7 @@ def test_advantages_sum_to_zero_per_group(values: list[float]) -> None:
     adv = group_advantages(torch.tensor([values], dtype=torch.float64))
     assert abs(float(adv.sum())) < 1e-9
     order = sorted(range(len(values)), key=values.__getitem__)
-    assert all(adv[0, a] <= adv[0, b] + 1e-12 for a, b in zip(order, order[1:], strict=False))  # monotone
+    assert all(adv[0, a] <= adv[0, b] + 1e-12 for a, b in itertools.pairwise(order))  # monotone
 
 
 @given(st.lists(st.floats(-5, 5), min_size=1, max_size=6), st.lists(st.floats(-5, 5), min_size=1, max_size=6))
