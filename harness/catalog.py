@@ -39,7 +39,8 @@ _STATIC = {
 def registries() -> dict[str, Registry[Any]]:
     """The populated registries (filled once, on first use)."""
     for name, description in _METHODS.items():
-        METHODS.register(name, f"methods.{name}:METHOD", description=description, implemented=False)
+        # Training code exists (harness/train.py); `spogw run` arrives with the runner.
+        METHODS.register(name, f"methods.{name}:CONFIG", description=description, config=f"methods.{name}:CONFIG")
     METHODS.register(
         "static",
         "methods.static:StaticConfig",

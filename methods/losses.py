@@ -175,6 +175,9 @@ class SequenceCoefficients:
     rows: int
     """How many rows the materialised form would have (groups x members)."""
 
+    def to(self, device: torch.device | str) -> SequenceCoefficients:
+        return SequenceCoefficients(self.positive.to(device), self.negative.to(device), self.kl.to(device), self.rows)
+
 
 def group_coefficients(
     groups: torch.Tensor,

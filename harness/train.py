@@ -1,0 +1,314 @@
+"""The one training loop every trainable method uses.
+
+`run_method` drives iterations: collect (offline: the whole iteration with the frozen policy;
+online: one batch per update) -> build units (methods/units.py) -> reference log-probs, computed
+once per iteration and cached -> optimizer steps (AdamW on the LoRA parameters, gradient clipping)
+-> the next iteration. The update step reads only stored rollouts: no workflow runs while a method
+updates. A sequence that belongs to many groups is forwarded once per step (methods/losses.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from harness.collect import CollectSpec, collect_questions, mean_score
+from harness.rollouts import Rollout, RolloutKey, RolloutStore
+from methods.config import GRPOConfig, MethodConfig, PairConfig
+from methods.losses import dpo_loss, group_coefficients, grpo_loss, score_dpo_loss
+from methods.units import GroupUnit, PairUnit, best_worst_pair, grpo_unit, scoreflow_pairs
+
+if TYPE_CHECKING:
+    from harness.benchmarks.base import Benchmark, Item
+    from harness.policy.model import Generator
+    from harness.policy.sampling import SamplingParams
+    from harness.workflows.engine import WorkflowEngine
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward passes
+
+
+def completion_logprobs(
+    model: Any, rollouts: Sequence[Rollout], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, T) per-token log-probs of each rollout's completion and the (S, T) mask: one batched
+    forward, right padding. log_softmax(logits / T), the quantity the sampler recorded."""
+    device = next(model.parameters()).device
+    width = max(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts)
+    completion_width = max(len(r.completion_ids) for r in rollouts)
+    ids = torch.zeros((len(rollouts), width), dtype=torch.long)
+    attention = torch.zeros((len(rollouts), width), dtype=torch.long)
+    for row, rollout in enumerate(rollouts):
+        sequence = list(rollout.prompt_ids) + list(rollout.completion_ids)
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention[row, : len(sequence)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
+    if temperature > 0:
+        logits = logits / temperature
+    logp = torch.zeros((len(rollouts), completion_width), device=device)
+    mask = torch.zeros((len(rollouts), completion_width), device=device)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    for row, rollout in enumerate(rollouts):
+        start, length = len(rollout.prompt_ids), len(rollout.completion_ids)
+        targets = torch.tensor(rollout.completion_ids, device=device)
+        picked = log_probs[row, start - 1 : start - 1 + length].gather(-1, targets[:, None]).squeeze(-1)
+        logp[row, :length] = picked
+        mask[row, :length] = 1.0
+    return logp, mask
+
+
+def _padded(values: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+    out = torch.zeros((len(values), width))
+    for row, seq in enumerate(values):
+        out[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.float32)
+    return out
+
+
+def reference_logprobs(
+    generator: Generator, rollouts: Sequence[Rollout], ref: str, temperature: float, batch: int = 16
+) -> dict[RolloutKey, torch.Tensor]:
+    """Per-token reference log-probs of each rollout, computed once per iteration (no grad)."""
+    cache: dict[RolloutKey, torch.Tensor] = {}
+    with torch.no_grad(), generator.reference(ref):
+        for start in range(0, len(rollouts), batch):
+            chunk = rollouts[start : start + batch]
+            logp, _ = completion_logprobs(generator.model, chunk, temperature)
+            for row, rollout in enumerate(chunk):
+                cache[rollout.key] = logp[row, : len(rollout.completion_ids)].cpu()
+    return cache
+
+
+# ----------------------------------------------------------------------------------------------
+# Update steps
+
+
+def grpo_step(
+    generator: Generator,
+    units: Sequence[GroupUnit],
+    config: GRPOConfig,
+    ref_cache: dict[RolloutKey, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+) -> dict[str, float]:
+    """One optimizer step on the groups of ``units`` (a few questions): each question's unique
+    sequences are forwarded once; the step's loss is the mean of the questions' losses."""
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    totals = {"loss": 0.0, "policy_term": 0.0, "kl_term": 0.0, "clip_fraction": 0.0, "mean_abs_advantage": 0.0}
+    tokens = 0
+    active = [u for u in units if u.groups_kept > 0]
+    for unit in active:
+        rollouts = unit.rollouts
+        logp, mask = completion_logprobs(generator.model, rollouts, temperature)
+        width = logp.shape[1]
+        old = _padded([r.old_logp for r in rollouts], width).to(logp.device)
+        ref = _padded([ref_cache[r.key].tolist() for r in rollouts], width).to(logp.device)
+        lengths = torch.tensor([len(r.completion_ids) for r in rollouts])
+        coefficients = group_coefficients(
+            unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(rollouts)
+        )
+        loss, metrics = grpo_loss(
+            logp, old, ref, mask, coefficients.to(logp.device), config.beta, config.eps_low, config.eps_high
+        )
+        (loss / len(active)).backward()
+        totals["loss"] += loss.item() / len(active)
+        totals["policy_term"] += float(metrics["policy_term"]) / len(active)
+        totals["kl_term"] += float(metrics["kl_term"]) / len(active)
+        totals["clip_fraction"] += float(metrics["clip_fraction"]) / len(active)
+        totals["mean_abs_advantage"] += float(unit.advantages.abs().mean()) / len(active)
+        tokens += int(mask.sum())
+    if active:
+        torch.nn.utils.clip_grad_norm_(generator.trainable_parameters(), config.max_grad_norm)
+        optimizer.step()
+    built = sum(u.groups_built for u in units)
+    totals["groups_kept_fraction"] = sum(u.groups_kept for u in units) / built if built else 0.0
+    totals["tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+    return totals
+
+
+def pair_step(
+    generator: Generator,
+    pairs: Sequence[PairUnit],
+    config: PairConfig,
+    ref_cache: dict[RolloutKey, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+) -> dict[str, float]:
+    """One optimizer step of (Score-)DPO on summed completion log-probs."""
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    chosen = [p.chosen for p in pairs]
+    rejected = [p.rejected for p in pairs]
+    logp_c, mask_c = completion_logprobs(generator.model, chosen, temperature)
+    logp_r, mask_r = completion_logprobs(generator.model, rejected, temperature)
+    sum_c, sum_r = (logp_c * mask_c).sum(-1), (logp_r * mask_r).sum(-1)
+    ref_c = torch.stack([ref_cache[r.key].sum() for r in chosen]).to(sum_c.device)
+    ref_r = torch.stack([ref_cache[r.key].sum() for r in rejected]).to(sum_c.device)
+    if config.loss == "dpo":
+        losses = dpo_loss(sum_c, ref_c, sum_r, ref_r, config.beta)
+    else:
+        s_w = torch.tensor([float(r.score) for r in chosen], device=sum_c.device)  # type: ignore[arg-type]
+        s_l = torch.tensor([float(r.score) for r in rejected], device=sum_c.device)  # type: ignore[arg-type]
+        losses = score_dpo_loss(sum_c, ref_c, sum_r, ref_r, s_w, s_l, config.beta)
+    loss = losses.mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(generator.trainable_parameters(), config.max_grad_norm)
+    optimizer.step()
+    margin = ((sum_c - ref_c) - (sum_r - ref_r)).detach()
+    tokens = int(mask_c.sum() + mask_r.sum())
+    return {
+        "loss": float(loss),
+        "reward_margin": float(margin.mean()),
+        "pairs": float(len(pairs)),
+        "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Iterations
+
+
+@dataclass
+class IterationSummary:
+    iteration: int
+    train_score: float
+    """Mean score of the workflows sampled this iteration (before its update)."""
+    rollouts: int
+    steps: list[dict[str, float]] = field(default_factory=list)
+    collect_s: float = 0.0
+    train_s: float = 0.0
+
+
+def _batches(sequence: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [sequence[i : i + size] for i in range(0, len(sequence), size)]
+
+
+def build_units(rollouts: Sequence[Rollout], config: MethodConfig, seed: int, iteration: int) -> list[Any]:
+    by_question: dict[str, list[Rollout]] = {}
+    for rollout in rollouts:
+        by_question.setdefault(rollout.query_id, []).append(rollout)
+    units: list[Any] = []
+    for index, (query_id, question_rollouts) in enumerate(sorted(by_question.items())):
+        unit_seed = hash((seed, iteration, index)) & 0x7FFFFFFF
+        if isinstance(config, GRPOConfig):
+            unit = grpo_unit(question_rollouts, config, unit_seed)
+            if unit is not None:
+                units.append(unit)
+        elif isinstance(config, PairConfig):
+            pairs = (
+                best_worst_pair(question_rollouts)
+                if config.pairs == "best_worst"
+                else scoreflow_pairs(question_rollouts, config.pairs_per_question, unit_seed)
+            )
+            units.extend(pairs)
+        else:
+            raise TypeError(f"no data builder for {type(config).__name__}; query {query_id}")
+    return units
+
+
+def _train_on(
+    generator: Generator,
+    rollouts: Sequence[Rollout],
+    config: MethodConfig,
+    seed: int,
+    iteration: int,
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+) -> list[dict[str, float]]:
+    """Epochs of updates on an iteration's frozen rollouts (reference log-probs cached once)."""
+    units = build_units(rollouts, config, seed, iteration)
+    if not units:
+        return []
+    members = [r for u in units for r in (u.rollouts if isinstance(u, GroupUnit) else (u.chosen, u.rejected))]
+    unique = list({r.key: r for r in members}.values())
+    ref_cache = reference_logprobs(generator, unique, config.ref, temperature)
+    generator.model.train()
+    steps = []
+    for _ in range(config.epochs):
+        if isinstance(config, GRPOConfig):
+            for batch in _batches(units, config.questions_per_step):
+                steps.append(grpo_step(generator, batch, config, ref_cache, optimizer, temperature))
+        else:
+            for batch in _batches(units, config.pairs_per_step):
+                steps.append(pair_step(generator, batch, config, ref_cache, optimizer, temperature))  # type: ignore[arg-type]
+    return steps
+
+
+async def run_method(
+    generator: Generator,
+    config: MethodConfig,
+    engine: WorkflowEngine,
+    benchmark: Benchmark,
+    items: Sequence[Item],
+    iterations: int,
+    seed: int,
+    params: SamplingParams,
+    store: RolloutStore,
+    experiment: str,
+    label: str,
+    repeats: int,
+    progress: bool = False,
+    on_iteration: Callable[[IterationSummary], None] | None = None,
+) -> list[IterationSummary]:
+    """``iterations`` rounds of collect -> update, then one more collection to measure the result.
+
+    Summary k holds the mean score of the workflows sampled at iteration k (k = 0: the untrained
+    generator; k = iterations: after the last update)."""
+    from harness.policy.checkpoints import save_adapter
+
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(generator.trainable_parameters(), lr=config.learning_rate, weight_decay=0.0)
+    summaries = []
+    for iteration in range(iterations + 1):
+        spec = CollectSpec(experiment, label, seed, iteration, config.num_samples, repeats)
+        start = time.perf_counter()
+        online = isinstance(config, GRPOConfig) and config.schedule == "online" and iteration < iterations
+        steps: list[dict[str, float]] = []
+        if online:
+            collected: list[Rollout] = []
+            for batch in _batches(list(items), config.questions_per_step):  # type: ignore[union-attr]
+                rollouts = await collect_questions(generator, engine, benchmark, batch, spec, params, store, progress)
+                collected += rollouts
+                steps += _train_on(generator, rollouts, config, seed, iteration, optimizer, params.temperature)
+            summary = IterationSummary(
+                iteration, mean_score(collected), len(collected), steps, collect_s=time.perf_counter() - start
+            )
+        else:
+            rollouts = await collect_questions(generator, engine, benchmark, items, spec, params, store, progress)
+            collect_s = time.perf_counter() - start
+            if iteration < iterations:
+                if config.ref == "previous_iteration":  # at iteration 0 this is the untrained adapter
+                    import tempfile
+                    from pathlib import Path
+
+                    with tempfile.TemporaryDirectory() as folder:
+                        saved = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
+                        generator.load_reference(saved)
+                steps = _train_on(generator, rollouts, config, seed, iteration, optimizer, params.temperature)
+            summary = IterationSummary(
+                iteration,
+                mean_score(rollouts),
+                len(rollouts),
+                steps,
+                collect_s,
+                time.perf_counter() - start - collect_s,
+            )
+        summaries.append(summary)
+        if on_iteration is not None:
+            on_iteration(summary)
+    return summaries
+
+
+def run_method_sync(*args: Any, **kwargs: Any) -> list[IterationSummary]:
+    return asyncio.run(run_method(*args, **kwargs))
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))

@@ -1,0 +1,68 @@
+"""The two families of method configs. Each field is one switch of an ablation.
+
+A method file (methods/spogw.py, ...) subclasses one of these with its own defaults; an ablation
+is an override of a field in the experiment file, never an edit of the training loop.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    num_samples: int = Field(16, ge=2)
+    """m: workflows sampled per training question and iteration."""
+    beta: float = Field(0.1, ge=0.0)
+    """KL coefficient (GRPO) or DPO temperature."""
+    ref: Literal["base", "previous_iteration"] = "base"
+    """Reference policy: the base model (adapter off) or the previous iteration's adapter."""
+    epochs: int = Field(1, ge=1)
+    """Passes over an iteration's frozen data (offline schedule)."""
+    learning_rate: float = Field(1e-5, gt=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+
+
+class GRPOConfig(MethodConfig):
+    group_size: int = Field(14, ge=2)
+    """n: members of a group drawn from the m samples (ignored when combinations is off)."""
+    combinations: bool = True
+    """All C(m, n) groups (at most max_groups) or, when off, one group of all m samples."""
+    max_groups: int = Field(120, ge=1)
+    min_group_std: float = Field(0.0, ge=0.0)
+    """Variance filter: groups whose score std (population) is below this are dropped; 0 keeps all."""
+    sharpen_t: int = Field(0, ge=0)
+    """Sharpening: keep the t highest and t lowest of each group; 0 turns it off."""
+    scale: Literal["group", "none"] = "group"
+    kl: Literal["none", "standard", "masked"] = "masked"
+    """none; standard k3 on every sequence; masked = only where the advantage is positive (mKL)."""
+    schedule: Literal["offline", "online"] = "offline"
+    """offline: collect an iteration with the frozen policy, then train on it (ioGRPO); online: one
+    update per collected batch."""
+    questions_per_step: int = Field(4, ge=1)
+    eps_low: float = Field(0.2, ge=0.0, lt=1.0)
+    eps_high: float = Field(0.2, ge=0.0)
+    aggregation: Literal["seq_mean", "token_mean"] = "seq_mean"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GRPOConfig:
+        members = self.group_size if self.combinations else self.num_samples
+        if self.combinations and self.group_size > self.num_samples:
+            raise ValueError(f"group_size n={self.group_size} is larger than num_samples m={self.num_samples}")
+        if 2 * self.sharpen_t > members:
+            raise ValueError(f"sharpening keeps 2t={2 * self.sharpen_t} members of groups of {members}")
+        return self
+
+
+class PairConfig(MethodConfig):
+    pairs: Literal["best_worst", "scoreflow"] = "best_worst"
+    """best_worst: the best vs the worst sample per question; scoreflow: pairs with different scores
+    resampled with probability proportional to (s_w - s_l)^3 (ScoreFlow)."""
+    pairs_per_question: int = Field(4, ge=1)
+    """Pairs drawn per question (scoreflow pairs only)."""
+    loss: Literal["dpo", "score_dpo"] = "dpo"
+    pairs_per_step: int = Field(8, ge=1)
+    schedule: Literal["offline"] = "offline"

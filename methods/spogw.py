@@ -1,0 +1,29 @@
+"""SPOGW: ioGRPO on all C(m, n) groups with the variance filter and sharpening, and the KL penalty only
+where the advantage is positive (mKL). Defaults follow the paper where it is known (m=16, n=14,
+beta=0.1, masked KL, offline); the variance threshold and t are not published: 0.05 and t=4 are our
+defaults.
+
+The config below is the whole method: the training loop (harness/train.py) reads it; an
+ablation is an override of one of its fields in the experiment file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from methods.config import GRPOConfig
+
+
+class SPOGWConfig(GRPOConfig):
+    num_samples: int = 16
+    group_size: int = 14
+    combinations: bool = True
+    max_groups: int = 120
+    min_group_std: float = 0.05
+    sharpen_t: int = 4
+    beta: float = 0.1
+    kl: Literal["none", "standard", "masked"] = "masked"
+    schedule: Literal["offline", "online"] = "offline"
+
+
+FAMILY = "grpo"
+CONFIG = SPOGWConfig

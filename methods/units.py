@@ -1,0 +1,96 @@
+"""Data builders: the rollouts of one question -> training units (groups with advantages, or pairs).
+
+Pure functions of scores and a seed. infra_error rollouts never enter a unit (a failed API call
+says nothing about the workflow); invalid / timeout / runtime_error rollouts do, with score 0.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from harness.rollouts import Rollout
+from methods.config import GRPOConfig
+from methods.losses import build_groups, group_advantages, sharpen, variance_filter
+
+
+@dataclass(frozen=True)
+class GroupUnit:
+    """The groups of one question over its trainable rollouts (indices are positions in ``rollouts``)."""
+
+    query_id: str
+    rollouts: tuple[Rollout, ...]
+    groups: torch.Tensor
+    """(G, k) local indices."""
+    advantages: torch.Tensor
+    """(G, k)."""
+    groups_built: int
+    groups_kept: int
+    std_before: torch.Tensor
+    """(groups_built,) score std of every group before the filter (for the low-variance report)."""
+    std_after: torch.Tensor
+    """(G,) after filtering and sharpening."""
+
+
+def grpo_unit(rollouts: Sequence[Rollout], config: GRPOConfig, seed: int) -> GroupUnit | None:
+    """Groups, curation and advantages for one question; None if nothing trainable remains."""
+    usable = tuple(sorted((r for r in rollouts if r.trainable), key=lambda r: r.sample_idx))
+    if len(usable) < 2:
+        return None
+    scores = torch.tensor([float(r.score) for r in usable], dtype=torch.float32)  # type: ignore[arg-type]
+    m = len(usable)
+    if config.combinations:
+        n = min(config.group_size, m)
+        groups = build_groups(m, n, config.max_groups, seed)
+    else:
+        groups = torch.arange(m)[None]
+    std_before = scores[groups].std(dim=-1, unbiased=False)
+    built = groups.shape[0]
+    if config.min_group_std > 0:
+        groups = variance_filter(scores, groups, config.min_group_std)
+    if config.sharpen_t > 0 and groups.numel() and 2 * config.sharpen_t <= groups.shape[1]:
+        groups = sharpen(scores, groups, config.sharpen_t)
+    if groups.numel() == 0:
+        return GroupUnit(usable[0].query_id, usable, groups, groups.float(), built, 0, std_before, torch.zeros(0))
+    advantages = group_advantages(scores[groups], scale=config.scale)
+    return GroupUnit(
+        usable[0].query_id,
+        usable,
+        groups,
+        advantages,
+        built,
+        groups.shape[0],
+        std_before,
+        scores[groups].std(dim=-1, unbiased=False),
+    )
+
+
+@dataclass(frozen=True)
+class PairUnit:
+    chosen: Rollout
+    rejected: Rollout
+
+
+def best_worst_pair(rollouts: Sequence[Rollout]) -> list[PairUnit]:
+    """The best and the worst trainable sample (ties: lower sample index); none if all scores tie."""
+    usable = sorted((r for r in rollouts if r.trainable), key=lambda r: r.sample_idx)
+    if len(usable) < 2:
+        return []
+    best = max(usable, key=lambda r: (r.score, -r.sample_idx))
+    worst = min(usable, key=lambda r: (r.score, r.sample_idx))
+    return [PairUnit(best, worst)] if best.score > worst.score else []  # type: ignore[operator]
+
+
+def scoreflow_pairs(rollouts: Sequence[Rollout], count: int, seed: int) -> list[PairUnit]:
+    """ScoreFlow's pairs: all pairs with different scores, ``count`` drawn with replacement with
+    probability proportional to (s_w - s_l)^3 (larger score gaps are drawn more often)."""
+    usable = sorted((r for r in rollouts if r.trainable), key=lambda r: r.sample_idx)
+    candidates = [(a, b) for a in usable for b in usable if a.score > b.score]  # type: ignore[operator]
+    if not candidates:
+        return []
+    weights = [(a.score - b.score) ** 3 for a, b in candidates]  # type: ignore[operator]
+    drawn = random.Random(seed).choices(candidates, weights=weights, k=count)
+    return [PairUnit(a, b) for a, b in drawn]

@@ -1,0 +1,229 @@
+"""Data builders, collection and the training loop: the mechanics, on the small tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+import torch
+
+from harness.benchmarks import load_benchmark
+from harness.collect import CollectSpec, collect_questions
+from harness.executors.sim import SimExecutor
+from harness.policy.sampling import SamplingParams
+from harness.rollouts import MemoryStore, Rollout
+from harness.train import _train_on, build_units, completion_logprobs, run_method
+from harness.workflows.engine import WorkflowEngine
+from methods.config import GRPOConfig, PairConfig
+from methods.losses import group_coefficients, grpo_loss, grpo_loss_rows
+from methods.units import best_worst_pair, grpo_unit, scoreflow_pairs
+from tests.conftest import run
+
+GSM = load_benchmark("gsm_synth", size=60)
+
+
+def rollout(idx: int, score: float | None, status: str = "ok", query: str = "q") -> Rollout:
+    return Rollout(
+        "e",
+        "m",
+        0,
+        0,
+        query,
+        idx,
+        "p",
+        "code",
+        (1, 2),
+        (3, 4, 5),
+        (-1.0, -1.0, -1.0),
+        status,
+        "",
+        score,
+        (score,),
+        1,
+        10,
+        0.1,
+    )
+
+
+def test_infra_errors_never_enter_a_unit() -> None:
+    rows = [rollout(0, 1.0), rollout(1, 0.0), rollout(2, None, "infra_error"), rollout(3, 0.5)]
+    unit = grpo_unit(rows, GRPOConfig(num_samples=4, combinations=False, kl="masked"), seed=0)
+    assert unit is not None and [r.sample_idx for r in unit.rollouts] == [0, 1, 3]
+    assert unit.groups.tolist() == [[0, 1, 2]]
+    assert abs(float(unit.advantages.sum())) < 1e-5
+    pairs = best_worst_pair(rows)
+    assert len(pairs) == 1 and (pairs[0].chosen.sample_idx, pairs[0].rejected.sample_idx) == (0, 1)
+    assert all(
+        p.chosen.status != "infra_error" and p.rejected.status != "infra_error"
+        for p in scoreflow_pairs(rows, 50, seed=1)
+    )
+
+
+def test_spogw_unit_combinations_filter_sharpening() -> None:
+    rows = [rollout(i, s) for i, s in enumerate([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])]
+    config = GRPOConfig(num_samples=6, group_size=4, max_groups=100, min_group_std=0.1, sharpen_t=1)
+    unit = grpo_unit(rows, config, seed=0)
+    assert unit is not None and unit.groups_built == 15  # C(6, 4)
+    assert unit.groups.shape[1] == 2  # sharpened to 2t
+    assert unit.groups_kept == 15 - 0  # every 4-subset of three 1s and three 0s has std > 0.1
+    assert all(sorted(float(rows[i].score) for i in g) == [0.0, 1.0] for g in unit.groups.tolist())  # type: ignore[arg-type]
+    same = [rollout(i, 0.5) for i in range(6)]
+    empty = grpo_unit(same, config, seed=0)
+    assert empty is not None and empty.groups_kept == 0  # no variance: every group filtered
+
+
+def test_scoreflow_pairs_favour_large_score_gaps() -> None:
+    rows = [rollout(0, 1.0), rollout(1, 0.9), rollout(2, 0.0)]
+    pairs = scoreflow_pairs(rows, 2000, seed=0)
+    counts = {}
+    for p in pairs:
+        key = (p.chosen.sample_idx, p.rejected.sample_idx)
+        counts[key] = counts.get(key, 0) + 1
+    total = 1.0**3 + 0.9**3 + 0.1**3
+    assert abs(counts[(0, 2)] / 2000 - 1.0 / total) < 0.04
+    assert counts.get((0, 1), 0) / 2000 < 0.01  # gap 0.1 -> weight 0.001
+
+
+def test_bad_configs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="larger than num_samples"):
+        GRPOConfig(num_samples=4, group_size=6)
+    with pytest.raises(ValueError, match="sharpening keeps"):
+        GRPOConfig(num_samples=8, group_size=6, sharpen_t=4)
+    with pytest.raises(ValueError):
+        GRPOConfig(beta=-0.1)
+
+
+@pytest.fixture(scope="module")
+def collected(small_generator):  # type: ignore[no-untyped-def]
+    async def go() -> list[Rollout]:
+        engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+        try:
+            spec = CollectSpec("t", "spogw", 0, 0, num_samples=6, repeats=2)
+            return await collect_questions(
+                small_generator, engine, GSM, list(GSM.items[:3]), spec, SamplingParams(1.0, 1.0, 64), MemoryStore()
+            )
+        finally:
+            await engine.close()
+
+    return run(go())
+
+
+def test_collection_records_every_sample_with_its_status(collected) -> None:  # type: ignore[no-untyped-def]
+    assert len(collected) == 18 and len({r.key for r in collected}) == 18
+    for r in collected:
+        assert r.status in ("ok", "invalid", "timeout", "runtime_error", "infra_error")
+        assert len(r.old_logp) == len(r.completion_ids) and len(r.score_repeats) == 2
+        assert r.score is not None and 0.0 <= r.score <= 1.0
+
+
+def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The offline update never executes a workflow: engine runs and sandbox runs raise during it."""
+    import harness.workflows.engine as engine_module
+    import harness.workflows.sandbox as sandbox_module
+
+    def forbidden(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a workflow ran during the update step")
+
+    monkeypatch.setattr(engine_module.WorkflowEngine, "run", forbidden)
+    monkeypatch.setattr(sandbox_module.Sandbox, "run_python", forbidden)
+    before = [p.detach().clone() for p in small_generator.trainable_parameters()]
+    config = GRPOConfig(num_samples=6, group_size=4, max_groups=15, learning_rate=1e-3, questions_per_step=2)
+    optimizer = torch.optim.AdamW(small_generator.trainable_parameters(), lr=config.learning_rate)
+    steps = _train_on(small_generator, collected, config, 0, 0, optimizer, 1.0)
+    units = build_units(collected, config, 0, 0)
+    if any(u.groups_kept for u in units):
+        assert steps and all(
+            k in steps[0]
+            for k in (
+                "loss",
+                "policy_term",
+                "kl_term",
+                "clip_fraction",
+                "mean_abs_advantage",
+                "groups_kept_fraction",
+                "tokens_per_s",
+            )
+        )
+        after = list(small_generator.trainable_parameters())
+        assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    pair_steps = _train_on(
+        small_generator, collected, PairConfig(num_samples=6, learning_rate=1e-3), 0, 0, optimizer, 1.0
+    )
+    assert all("reward_margin" in s for s in pair_steps)
+
+
+def test_dedup_gradient_equals_materialised_groups_on_a_model(small_generator, collected) -> None:  # type: ignore[no-untyped-def]
+    """One forward per sequence gives the same LoRA gradient as one forward per group member."""
+    varied = [r for r in collected if r.query_id == collected[0].query_id]
+    varied = [dataclasses.replace(r, score=float(i % 3) / 2) for i, r in enumerate(varied)]  # ensure variance
+    unit = grpo_unit(varied, GRPOConfig(num_samples=6, group_size=4, max_groups=15), seed=0)
+    assert unit is not None and unit.groups_kept == 15
+    model = small_generator.model
+    model.eval()  # no dropout: both forms see the same function
+    params = small_generator.trainable_parameters()
+    seqs = list(unit.rollouts)
+    logp, mask = completion_logprobs(model, seqs, 1.0)
+    old = torch.zeros_like(logp)
+    for i, r in enumerate(seqs):
+        old[i, : len(r.old_logp)] = torch.tensor(r.old_logp)
+    ref = old - 0.1
+    lengths = torch.tensor([len(r.completion_ids) for r in seqs])
+    coefficients = group_coefficients(unit.groups, unit.advantages, lengths, "masked", "seq_mean", len(seqs))
+    dedup, _ = grpo_loss(logp, old, ref, mask, coefficients, beta=0.1)
+    dedup_grads = torch.autograd.grad(dedup, params)
+    rows = unit.groups.reshape(-1).tolist()
+    row_logp, row_mask = completion_logprobs(model, [seqs[i] for i in rows], 1.0)  # 60 forwards, not 6
+    materialised = grpo_loss_rows(
+        row_logp, old[rows], ref[rows], row_mask, unit.advantages.reshape(-1, 1), beta=0.1, kl="masked"
+    )
+    row_grads = torch.autograd.grad(materialised, params)
+    dedup_vec = torch.cat([g.reshape(-1) for g in dedup_grads])
+    rows_vec = torch.cat([g.reshape(-1) for g in row_grads])
+    relative = float((dedup_vec - rows_vec).norm() / rows_vec.norm())
+    print(
+        f"loss {float(dedup):.3e} vs {float(materialised):.3e}; gradient relative error {relative:.2e}; "
+        f"forwarded rows {len(seqs)} vs {len(rows)}"
+    )
+    assert abs(float(dedup) - float(materialised)) < 1e-5 * float(rows_vec.abs().sum() + 1)
+    assert relative < 1e-5
+    model.train()
+
+
+def test_run_method_offline_and_online_complete(small_generator) -> None:  # type: ignore[no-untyped-def]
+    async def go(config: GRPOConfig) -> list:  # type: ignore[type-arg]
+        engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+        try:
+            return await run_method(
+                small_generator,
+                config,
+                engine,
+                GSM,
+                list(GSM.items[3:5]),
+                1,
+                0,
+                SamplingParams(1.0, 1.0, 48),
+                MemoryStore(),
+                "t",
+                "x",
+                1,
+            )
+        finally:
+            await engine.close()
+
+    for schedule in ("offline", "online"):
+        summaries = run(
+            go(
+                GRPOConfig(
+                    num_samples=4,
+                    group_size=3,
+                    max_groups=4,
+                    learning_rate=1e-4,
+                    questions_per_step=1,
+                    schedule=schedule,
+                )
+            )
+        )  # type: ignore[arg-type]
+        assert [s.iteration for s in summaries] == [0, 1]
+        assert summaries[0].rollouts == 8 and summaries[1].steps == []
+    assert asyncio.iscoroutinefunction(run_method)
