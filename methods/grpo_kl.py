@@ -1,26 +1,17 @@
 """SPOGW's data curation with the standard k3 KL on every sequence: isolates the effect of mKL.
 
-The config below is the whole method: the training loop (harness/train.py) reads it; an
-ablation is an override of one of its fields in the experiment file."""
+It is SPOGW with one switch changed (kl), written as such, so the two can never drift apart."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from methods.config import GRPOConfig
+from methods.spogw import SPOGWConfig
 
 
-class GRPOKlConfig(GRPOConfig):
-    num_samples: int = 16
-    group_size: int = 14
-    combinations: bool = True
-    max_groups: int = 120
-    min_group_std: float = 0.05
-    sharpen_t: int = 4
-    beta: float = 0.1
+class GRPOKLConfig(SPOGWConfig):
     kl: Literal["none", "standard", "masked"] = "standard"
-    schedule: Literal["offline", "online"] = "offline"
 
 
 FAMILY = "grpo"
-CONFIG = GRPOKlConfig
+CONFIG = GRPOKLConfig
