@@ -9,8 +9,6 @@ updates. A sequence that belongs to many groups is forwarded once per step (meth
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -304,11 +302,3 @@ async def run_method(
         if on_iteration is not None:
             on_iteration(summary)
     return summaries
-
-
-def run_method_sync(*args: Any, **kwargs: Any) -> list[IterationSummary]:
-    return asyncio.run(run_method(*args, **kwargs))
-
-
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
