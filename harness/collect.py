@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from harness.evaluate import score_outcome
 from harness.rollouts import Rollout, RolloutStore
 from harness.workflows.engine import RunStatus
 from harness.workflows.extract import extract_workflow
@@ -80,14 +81,7 @@ async def _execute(
             wall_s=0.0,
         )
     outcomes = await asyncio.gather(*(engine.run(code, item, repeat) for repeat in range(spec.repeats)))
-    scores: list[float | None] = []
-    for outcome in outcomes:
-        if outcome.status is RunStatus.OK:
-            scores.append(await benchmark.score(item, outcome.answer, engine.sandbox))
-        elif outcome.status is RunStatus.INFRA_ERROR:
-            scores.append(None)
-        else:
-            scores.append(0.0)
+    scores = [await score_outcome(benchmark, item, outcome, engine.sandbox) for outcome in outcomes]
     scorable = [s for s in scores if s is not None]
     status = _status_over_repeats([o.status.value for o in outcomes])
     try:

@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item
-from harness.workflows.engine import RunStatus, WorkflowEngine
+from harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
+from harness.workflows.sandbox import Sandbox
+
+
+async def score_outcome(benchmark: Benchmark, item: Item, outcome: RunOutcome, sandbox: Sandbox) -> float | None:
+    """The score of one run: the benchmark's scorer for ok, 0 for the workflow's own failures
+    (invalid, timeout, runtime_error), None for infra_error (it says nothing about the workflow)."""
+    if outcome.status is RunStatus.OK:
+        return await benchmark.score(item, outcome.answer, sandbox)
+    if outcome.status is RunStatus.INFRA_ERROR:
+        return None
+    return 0.0
 
 
 @dataclass(frozen=True)
@@ -49,12 +60,7 @@ async def evaluate_workflow(
 
     async def one(item: Item, repeat: int) -> ItemRun:
         outcome = await engine.run(source, item, repeat)
-        if outcome.status is RunStatus.OK:
-            score: float | None = await benchmark.score(item, outcome.answer, engine.sandbox)
-        elif outcome.status is RunStatus.INFRA_ERROR:
-            score = None
-        else:
-            score = 0.0
+        score = await score_outcome(benchmark, item, outcome, engine.sandbox)
         bar.update(1)
         return ItemRun(
             benchmark=benchmark.name,
