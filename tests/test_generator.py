@@ -279,3 +279,17 @@ def test_sampler_feeds_the_kv_cache_by_the_keyword_the_model_takes(small_generat
     with torch.no_grad():
         forced = token_logprobs(inner, sample.prompt_ids, sample.completion_ids)
     assert float((forced - torch.tensor(sample.logprobs)).abs().max()) < 1e-4
+
+
+def test_loading_a_generator_is_reproducible_and_leaves_the_global_rng_alone(small_generator) -> None:  # type: ignore[no-untyped-def]
+    from harness.policy.model import load_generator
+
+    directory = str(tiny.tiny_dir(tiny.TEST_RECIPE))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = load_generator(GeneratorConfig(name="hf", model=directory), device="cpu")
+    assert torch.equal(torch.rand(3), expected), "load_generator must not reseed the caller's RNG"
+    second = load_generator(GeneratorConfig(name="hf", model=directory), device="cpu")
+    lora_a = [(n, p) for n, p in first.model.named_parameters() if "lora_A" in n]
+    assert lora_a and all(torch.equal(p, dict(second.model.named_parameters())[n]) for n, p in lora_a)

@@ -153,8 +153,11 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     base = base.to(device=device, dtype=dtype)
-    torch.manual_seed(0)  # LoRA's A matrices are random: the same generator config gives the same start
-    model = attach_lora(base, config)
+    # LoRA's A matrices are random: seed them so the same generator config gives the same start,
+    # inside fork_rng so that loading a generator does not reset the caller's random state.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = attach_lora(base, config)
     if config.backend == "vllm":
         from harness.policy.vllm_backend import require_vllm
 
