@@ -187,6 +187,50 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.runner import load_splits, plan_experiment, run_experiment, select_methods, select_seeds
+
+    config = load_experiment(args.experiment, args.set)
+    methods = [m for m in args.methods.split(",") if m] if args.methods else None
+    seeds = _seeds(args.seeds)
+    if args.dry_run:
+        splits = load_splits(config)
+        plan = plan_experiment(config, splits, select_methods(config, methods), select_seeds(config, seeds))
+        for split in splits:
+            print(f"{split.benchmark.name}: {len(split.train)} train / {len(split.test)} test items")
+        print(plan.describe())
+        return 0
+    run_dir = run_experiment(
+        config,
+        Path(args.run_dir) if args.run_dir else None,
+        methods=methods,
+        seeds=seeds,
+        force_new=args.force_new,
+        progress=not args.quiet,
+    )
+    print((run_dir / "report.md").read_text())
+    print(f"run folder  {run_dir}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from harness.runner import export
+
+    for path in export(Path(args.run_dir), Path(args.out) if args.out else None):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spogw",
@@ -239,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="per-item parquet (default runs/eval/...)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_eval)
+    runner = commands.add_parser("run", help="run (or resume) an experiment: methods x seeds x iterations")
+    runner.add_argument("experiment")
+    runner.add_argument("--run-dir", default=None, help="run folder (default runs/<experiment name>)")
+    runner.add_argument("--methods", default=None, help="comma-separated method labels to run (default all)")
+    runner.add_argument("--seeds", default=None, help="comma-separated seeds to run (default all)")
+    runner.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
+    runner.add_argument(
+        "--dry-run", action="store_true", help="print the plan (runs, samples, executor calls) and stop"
+    )
+    runner.add_argument("--force-new", action="store_true", help="move an incompatible run folder aside and start over")
+    runner.add_argument("--quiet", action="store_true", help="no progress bar")
+    runner.set_defaults(func=_run)
+
+    exporter = commands.add_parser("export", help="write a run folder's rollouts and eval_items tables to parquet")
+    exporter.add_argument("run_dir")
+    exporter.add_argument("--out", default=None, help="folder for the parquet files (default: the run folder)")
+    exporter.set_defaults(func=_export)
     return parser
 
 

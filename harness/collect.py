@@ -62,6 +62,7 @@ async def _execute(
         seed=spec.seed,
         iteration=spec.iteration,
         query_id=item.id,
+        benchmark=benchmark.name,
         sample_idx=int(sample.key[-1]),
         prompt=prompt,
         workflow_code=code,

@@ -62,6 +62,13 @@ class BenchmarkConfig(StrictModel):
     def _known_benchmark(cls, value: str) -> str:
         return _registered("benchmarks", value)
 
+    @field_validator("path")
+    @classmethod
+    def _file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"no such file: {value} (relative paths start at the working directory)")
+        return value
+
 
 class LoraConfig(StrictModel):
     r: int = Field(8, gt=0)
@@ -82,6 +89,9 @@ class GeneratorConfig(StrictModel):
     """Generator preset (`tiny`, `smol`) or `hf` for any Hugging Face model id / local path."""
     model: str | None = None
     """Model id or path, for `hf` (e.g. Qwen/Qwen2.5-7B-Instruct)."""
+    tiny_recipe: Literal["standard", "test"] = "standard"
+    """For name `tiny`: `standard` (the CPU default) or `test`, the smaller build the test-suite uses
+    to exercise the machinery fast (it is not a learning model)."""
     backend: Literal["hf", "vllm"] = "hf"
     """Sampling backend; vllm needs the [gpu] extra."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

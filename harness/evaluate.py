@@ -6,7 +6,7 @@ import asyncio
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class ItemRun:
 
 
 async def evaluate_workflow(
-    source: str,
+    source: str | Mapping[str, str],
     benchmark: Benchmark,
     items: Sequence[Item],
     engine: WorkflowEngine,
@@ -52,14 +52,16 @@ async def evaluate_workflow(
     progress: bool = True,
     description: str = "eval",
 ) -> list[ItemRun]:
-    """Run ``source`` on every item ``repeats`` times (concurrently, up to the engine's pool size)."""
+    """Run ``source`` on every item ``repeats`` times (concurrently, up to the engine's pool size).
+    ``source`` is one workflow for all items, or a mapping item id -> that item's workflow (what a
+    generator wrote for it)."""
     from tqdm.auto import tqdm
 
     jobs = [(item, repeat) for item in items for repeat in range(repeats)]
     bar = tqdm(total=len(jobs), desc=description, unit="run", disable=None if progress else True, leave=False)
 
     async def one(item: Item, repeat: int) -> ItemRun:
-        outcome = await engine.run(source, item, repeat)
+        outcome = await engine.run(source if isinstance(source, str) else source[item.id], item, repeat)
         score = await score_outcome(benchmark, item, outcome, engine.sandbox)
         bar.update(1)
         return ItemRun(

@@ -38,6 +38,8 @@ class Rollout:
     wall_s: float
     structure: str = ""
     """The workflow's operator structure (harness.workflows.structure), '' if invalid."""
+    benchmark: str = ""
+    """Name of the benchmark the question belongs to."""
 
     @property
     def key(self) -> RolloutKey:

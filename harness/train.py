@@ -9,9 +9,11 @@ updates. A sequence that belongs to many groups is forwarded once per step (meth
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -211,7 +213,7 @@ def build_units(rollouts: Sequence[Rollout], config: MethodConfig, seed: int, it
     return units
 
 
-def _train_on(
+def train_iteration(
     generator: Generator,
     rollouts: Sequence[Rollout],
     config: MethodConfig,
@@ -239,12 +241,53 @@ def _train_on(
     return steps
 
 
+@dataclass(frozen=True)
+class Task:
+    """The questions of one benchmark that a method collects on (an experiment may mix benchmarks)."""
+
+    benchmark: Benchmark
+    items: Sequence[Item]
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """The torch seed set before an iteration's updates (LoRA dropout): a resumed iteration draws
+    the same numbers as an uninterrupted one."""
+    return (seed * 1_000_003 + iteration * 7_919 + 17) % (2**31 - 1)
+
+
+def latest_checkpoint(directory: Path | None, iterations: int) -> tuple[int, Path | None]:
+    """The highest iteration k whose start-of-iteration state is saved as ``directory/iter<k>``."""
+    if directory is None:
+        return 0, None
+    for k in range(iterations, 0, -1):
+        candidate = directory / f"iter{k}"
+        if candidate.is_dir():
+            return k, candidate
+    return 0, None
+
+
+async def _collect(
+    generator: Generator,
+    engine: WorkflowEngine,
+    tasks: Sequence[Task],
+    spec: CollectSpec,
+    params: SamplingParams,
+    store: RolloutStore,
+    progress: bool,
+) -> list[Rollout]:
+    rollouts: list[Rollout] = []
+    for task in tasks:
+        rollouts += await collect_questions(
+            generator, engine, task.benchmark, task.items, spec, params, store, progress
+        )
+    return rollouts
+
+
 async def run_method(
     generator: Generator,
     config: MethodConfig,
     engine: WorkflowEngine,
-    benchmark: Benchmark,
-    items: Sequence[Item],
+    tasks: Sequence[Task],
     iterations: int,
     seed: int,
     params: SamplingParams,
@@ -254,50 +297,74 @@ async def run_method(
     repeats: int,
     progress: bool = False,
     on_iteration: Callable[[IterationSummary], None] | None = None,
+    checkpoints: Path | None = None,
+    evaluate: Callable[[int], Awaitable[None]] | None = None,
+    final_collection: bool = True,
+    on_phase: Callable[[int, str], None] | None = None,
 ) -> list[IterationSummary]:
-    """``iterations`` rounds of collect -> update, then one more collection to measure the result.
+    """``iterations`` rounds of collect -> update; with ``final_collection`` one more collection
+    measures the result. Summary k holds the mean score of the workflows sampled at iteration k
+    (k = 0: the untrained generator; k = iterations: after the last update).
 
-    Summary k holds the mean score of the workflows sampled at iteration k (k = 0: the untrained
-    generator; k = iterations: after the last update)."""
-    from harness.policy.checkpoints import save_adapter
+    With ``checkpoints`` (a folder), the state after each update round (adapter and optimizer) is
+    saved as ``iter<k+1>`` and a re-run starts from the latest one; the rollouts already in the store
+    are not collected again. ``evaluate(k)`` runs at the start of iteration k (held-out evaluation
+    of the policy of iteration k). Summaries are returned for the iterations this call ran."""
+    from harness.policy.checkpoints import load_training_state, save_adapter
 
-    torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(generator.trainable_parameters(), lr=config.learning_rate, weight_decay=0.0)
+    start_iteration, saved = latest_checkpoint(checkpoints, iterations)
+    if saved is not None:
+        load_training_state(generator.model, optimizer, saved, generator.identity)
     summaries = []
-    for iteration in range(iterations + 1):
+    for iteration in range(start_iteration, iterations + 1):
+        if evaluate is not None:
+            if on_phase is not None:
+                on_phase(iteration, "evaluate")
+            await evaluate(iteration)
+        last = iteration == iterations
+        if last and not final_collection:
+            break
         spec = CollectSpec(experiment, label, seed, iteration, config.num_samples, repeats)
         start = time.perf_counter()
-        online = isinstance(config, GRPOConfig) and config.schedule == "online" and iteration < iterations
+        torch.manual_seed(iteration_seed(seed, iteration))
+        online = isinstance(config, GRPOConfig) and config.schedule == "online" and not last
         steps: list[dict[str, float]] = []
+        collected: list[Rollout] = []
+        if on_phase is not None:
+            on_phase(iteration, "collect+train" if online else "collect")
         if online:
-            collected: list[Rollout] = []
-            for batch in _batches(list(items), config.questions_per_step):  # type: ignore[union-attr]
-                rollouts = await collect_questions(generator, engine, benchmark, batch, spec, params, store, progress)
-                collected += rollouts
-                steps += _train_on(generator, rollouts, config, seed, iteration, optimizer, params.temperature)
-            summary = IterationSummary(
-                iteration, mean_score(collected), len(collected), steps, collect_s=time.perf_counter() - start
-            )
+            for task in tasks:
+                for batch in _batches(list(task.items), config.questions_per_step):  # type: ignore[union-attr]
+                    rollouts = await collect_questions(
+                        generator, engine, task.benchmark, batch, spec, params, store, progress
+                    )
+                    collected += rollouts
+                    steps += train_iteration(
+                        generator, rollouts, config, seed, iteration, optimizer, params.temperature
+                    )
+            collect_s, train_s = time.perf_counter() - start, 0.0
         else:
-            rollouts = await collect_questions(generator, engine, benchmark, items, spec, params, store, progress)
+            collected = await _collect(generator, engine, tasks, spec, params, store, progress)
             collect_s = time.perf_counter() - start
-            if iteration < iterations:
+            if not last:
+                if on_phase is not None:
+                    on_phase(iteration, "train")
                 if config.ref == "previous_iteration":  # at iteration 0 this is the untrained adapter
-                    import tempfile
-                    from pathlib import Path
-
                     with tempfile.TemporaryDirectory() as folder:
-                        saved = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
-                        generator.load_reference(saved)
-                steps = _train_on(generator, rollouts, config, seed, iteration, optimizer, params.temperature)
-            summary = IterationSummary(
-                iteration,
-                mean_score(rollouts),
-                len(rollouts),
-                steps,
-                collect_s,
-                time.perf_counter() - start - collect_s,
+                        previous = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
+                        generator.load_reference(previous)
+                steps = train_iteration(generator, collected, config, seed, iteration, optimizer, params.temperature)
+            train_s = time.perf_counter() - start - collect_s
+        if checkpoints is not None and not last:
+            save_adapter(
+                generator.model,
+                checkpoints / f"iter{iteration + 1}",
+                generator.identity,
+                optimizer,
+                iteration=iteration + 1,
             )
+        summary = IterationSummary(iteration, mean_score(collected), len(collected), steps, collect_s, train_s)
         summaries.append(summary)
         if on_iteration is not None:
             on_iteration(summary)

@@ -6,17 +6,30 @@ is an override of a field in the experiment file, never an edit of the training 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Constrained types of the fields a method file may give new defaults. A subclass that redeclares a
+# field must use these (a bare `beta: float = 0.2` would drop the bound); a test checks every
+# registered method config keeps its family's constraints.
+NumSamples = Annotated[int, Field(ge=2)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+GroupSize = Annotated[int, Field(ge=2)]
+SharpenT = Annotated[int, Field(ge=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
+KLMode = Literal["none", "standard", "masked"]
+Schedule = Literal["offline", "online"]
+PairSelection = Literal["best_worst", "scoreflow"]
+PairLoss = Literal["dpo", "score_dpo"]
 
 
 class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    num_samples: int = Field(16, ge=2)
+    num_samples: NumSamples = 16
     """m: workflows sampled per training question and iteration."""
-    beta: float = Field(0.1, ge=0.0)
+    beta: NonNegative = 0.1
     """KL coefficient (GRPO) or DPO temperature."""
     ref: Literal["base", "previous_iteration"] = "base"
     """Reference policy: the base model (adapter off) or the previous iteration's adapter."""
@@ -27,19 +40,19 @@ class MethodConfig(BaseModel):
 
 
 class GRPOConfig(MethodConfig):
-    group_size: int = Field(14, ge=2)
+    group_size: GroupSize = 14
     """n: members of a group drawn from the m samples (ignored when combinations is off)."""
     combinations: bool = True
     """All C(m, n) groups (at most max_groups) or, when off, one group of all m samples."""
-    max_groups: int = Field(120, ge=1)
-    min_group_std: float = Field(0.0, ge=0.0)
+    max_groups: AtLeastOne = 120
+    min_group_std: NonNegative = 0.0
     """Variance filter: groups whose score std (population) is below this are dropped; 0 keeps all."""
-    sharpen_t: int = Field(0, ge=0)
+    sharpen_t: SharpenT = 0
     """Sharpening: keep the t highest and t lowest of each group; 0 turns it off."""
     scale: Literal["group", "none"] = "group"
-    kl: Literal["none", "standard", "masked"] = "masked"
+    kl: KLMode = "masked"
     """none; standard k3 on every sequence; masked = only where the advantage is positive (mKL)."""
-    schedule: Literal["offline", "online"] = "offline"
+    schedule: Schedule = "offline"
     """offline: collect an iteration with the frozen policy, then train on it (ioGRPO); online: one
     update per collected batch."""
     questions_per_step: int = Field(4, ge=1)
@@ -58,11 +71,11 @@ class GRPOConfig(MethodConfig):
 
 
 class PairConfig(MethodConfig):
-    pairs: Literal["best_worst", "scoreflow"] = "best_worst"
+    pairs: PairSelection = "best_worst"
     """best_worst: the best vs the worst sample per question; scoreflow: pairs with different scores
     resampled with probability proportional to (s_w - s_l)^3 (ScoreFlow)."""
-    pairs_per_question: int = Field(4, ge=1)
+    pairs_per_question: AtLeastOne = 4
     """Pairs drawn per question (scoreflow pairs only)."""
-    loss: Literal["dpo", "score_dpo"] = "dpo"
+    loss: PairLoss = "dpo"
     pairs_per_step: int = Field(8, ge=1)
     schedule: Literal["offline"] = "offline"

@@ -5,14 +5,12 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from methods.config import PairConfig
+from methods.config import PairConfig, PairLoss, PairSelection
 
 
 class DPOConfig(PairConfig):
-    pairs: Literal["best_worst", "scoreflow"] = "best_worst"
-    loss: Literal["dpo", "score_dpo"] = "dpo"
+    pairs: PairSelection = "best_worst"
+    loss: PairLoss = "dpo"
 
 
 FAMILY = "pairs"

@@ -4,13 +4,12 @@ It is SPOGW with one switch changed (kl), written as such, so the two can never 
 
 from __future__ import annotations
 
-from typing import Literal
-
+from methods.config import KLMode
 from methods.spogw import SPOGWConfig
 
 
 class GRPOKLConfig(SPOGWConfig):
-    kl: Literal["none", "standard", "masked"] = "standard"
+    kl: KLMode = "standard"
 
 
 FAMILY = "grpo"

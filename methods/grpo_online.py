@@ -6,19 +6,17 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from methods.config import GRPOConfig
+from methods.config import GRPOConfig, KLMode, NonNegative, NumSamples, Schedule, SharpenT
 
 
 class GRPOOnlineConfig(GRPOConfig):
-    num_samples: int = 8
+    num_samples: NumSamples = 8
     combinations: bool = False
-    min_group_std: float = 0.0
-    sharpen_t: int = 0
-    beta: float = 0.04
-    kl: Literal["none", "standard", "masked"] = "standard"
-    schedule: Literal["offline", "online"] = "online"
+    min_group_std: NonNegative = 0.0
+    sharpen_t: SharpenT = 0
+    beta: NonNegative = 0.04
+    kl: KLMode = "standard"
+    schedule: Schedule = "online"
 
 
 FAMILY = "grpo"

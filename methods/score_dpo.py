@@ -6,15 +6,13 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from methods.config import PairConfig
+from methods.config import AtLeastOne, PairConfig, PairLoss, PairSelection
 
 
 class ScoreDPOConfig(PairConfig):
-    pairs: Literal["best_worst", "scoreflow"] = "scoreflow"
-    pairs_per_question: int = 8
-    loss: Literal["dpo", "score_dpo"] = "score_dpo"
+    pairs: PairSelection = "scoreflow"
+    pairs_per_question: AtLeastOne = 8
+    loss: PairLoss = "score_dpo"
 
 
 FAMILY = "pairs"

@@ -8,21 +8,19 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from methods.config import GRPOConfig
+from methods.config import AtLeastOne, GroupSize, GRPOConfig, KLMode, NonNegative, NumSamples, Schedule, SharpenT
 
 
 class SPOGWConfig(GRPOConfig):
-    num_samples: int = 16
-    group_size: int = 14
+    num_samples: NumSamples = 16
+    group_size: GroupSize = 14
     combinations: bool = True
-    max_groups: int = 120
-    min_group_std: float = 0.05
-    sharpen_t: int = 4
-    beta: float = 0.1
-    kl: Literal["none", "standard", "masked"] = "masked"
-    schedule: Literal["offline", "online"] = "offline"
+    max_groups: AtLeastOne = 120
+    min_group_std: NonNegative = 0.05
+    sharpen_t: SharpenT = 4
+    beta: NonNegative = 0.1
+    kl: KLMode = "masked"
+    schedule: Schedule = "offline"
 
 
 FAMILY = "grpo"

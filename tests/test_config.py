@@ -136,3 +136,30 @@ def test_method_overrides_are_validated_by_the_method_config(tmp_path: Path) -> 
         load_experiment(write(tmp_path, "e.yaml", text))
     ok = text.replace("group_size: 20", "kl: standard")
     assert load_experiment(write(tmp_path, "ok.yaml", ok)).methods[0].overrides == {"kl": "standard", "num_samples": 16}
+
+
+def test_every_method_config_keeps_its_familys_field_constraints() -> None:
+    """A method file that redeclares a field with a bare type would silently drop its bound
+    (e.g. beta >= 0); every registered config must carry the family's constraints."""
+    import importlib
+
+    from harness.catalog import registries
+    from methods.config import GRPOConfig, MethodConfig, PairConfig
+
+    methods = registries()["methods"]
+    checked = 0
+    for entry in methods:
+        module_name, _, attr = entry.metadata["config"].partition(":")
+        config_cls = getattr(importlib.import_module(module_name), attr)
+        family = next((base for base in (GRPOConfig, PairConfig) if issubclass(config_cls, base)), None)
+        if family is None:
+            assert not issubclass(config_cls, MethodConfig), entry.name
+            continue
+        for name, field in family.model_fields.items():
+            assert config_cls.model_fields[name].metadata == field.metadata, f"{entry.name}.{name}"
+            assert config_cls.model_fields[name].annotation == field.annotation, f"{entry.name}.{name}"
+        for bad in ({"beta": -0.1}, {"num_samples": 1}):
+            with pytest.raises(ValueError):
+                config_cls.model_validate(bad)
+        checked += 1
+    assert checked == 6

@@ -13,7 +13,7 @@ from harness.collect import CollectSpec, collect_questions
 from harness.executors.sim import SimExecutor
 from harness.policy.sampling import SamplingParams
 from harness.rollouts import MemoryStore, Rollout
-from harness.train import _train_on, build_units, completion_logprobs, run_method
+from harness.train import Task, build_units, completion_logprobs, run_method, train_iteration
 from harness.workflows.engine import WorkflowEngine
 from methods.config import GRPOConfig, PairConfig
 from methods.losses import group_coefficients, grpo_loss, grpo_loss_rows
@@ -130,7 +130,7 @@ def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypat
     before = [p.detach().clone() for p in small_generator.trainable_parameters()]
     config = GRPOConfig(num_samples=6, group_size=4, max_groups=15, learning_rate=1e-3, questions_per_step=2)
     optimizer = torch.optim.AdamW(small_generator.trainable_parameters(), lr=config.learning_rate)
-    steps = _train_on(small_generator, collected, config, 0, 0, optimizer, 1.0)
+    steps = train_iteration(small_generator, collected, config, 0, 0, optimizer, 1.0)
     units = build_units(collected, config, 0, 0)
     if any(u.groups_kept for u in units):
         assert steps and all(
@@ -147,7 +147,7 @@ def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypat
         )
         after = list(small_generator.trainable_parameters())
         assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
-    pair_steps = _train_on(
+    pair_steps = train_iteration(
         small_generator, collected, PairConfig(num_samples=6, learning_rate=1e-3), 0, 0, optimizer, 1.0
     )
     assert all("reward_margin" in s for s in pair_steps)
@@ -198,8 +198,7 @@ def test_run_method_offline_and_online_complete(small_generator) -> None:  # typ
                 small_generator,
                 config,
                 engine,
-                GSM,
-                list(GSM.items[3:5]),
+                [Task(GSM, list(GSM.items[3:5]))],
                 1,
                 0,
                 SamplingParams(1.0, 1.0, 48),

@@ -15,12 +15,20 @@ class AdapterMismatch(ValueError):
     """An adapter folder trained on another base model (or not an adapter folder at all)."""
 
 
-def save_adapter(model: Any, directory: Path, base_identity: str, **meta: Any) -> Path:
-    """Save the trainable adapter to ``directory`` (write to a temporary folder, then rename)."""
+OPTIMIZER = "optimizer.pt"
+
+
+def save_adapter(model: Any, directory: Path, base_identity: str, optimizer: Any | None = None, **meta: Any) -> Path:
+    """Save the trainable adapter (and the optimizer's state, to resume training) to ``directory``:
+    written to a temporary folder, fsynced, then renamed, so a folder that exists is complete."""
     directory = Path(directory)
     staging = directory.with_name(f".{directory.name}.saving-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging), selected_adapters=["default"])
+    if optimizer is not None:
+        import torch
+
+        torch.save(optimizer.state_dict(), staging / OPTIMIZER)
     (staging / META).write_text(json.dumps({"base": base_identity, **meta}, indent=2))
     for path in staging.rglob("*"):
         if path.is_file():
@@ -52,3 +60,15 @@ def load_adapter_weights(model: Any, directory: Path, base_identity: str) -> Non
     check_adapter_base(directory, base_identity)
     weights = load_peft_weights(str(directory))
     set_peft_model_state_dict(model, weights, adapter_name="default")
+
+
+def load_training_state(model: Any, optimizer: Any, directory: Path, base_identity: str) -> dict[str, Any]:
+    """Resume: the adapter's weights and the optimizer's state from ``directory``; returns its metadata."""
+    import torch
+
+    load_adapter_weights(model, directory, base_identity)
+    state_path = Path(directory) / OPTIMIZER
+    if not state_path.is_file():
+        raise AdapterMismatch(f"{directory}: no optimizer state ({OPTIMIZER}); it was not saved to resume from")
+    optimizer.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    return check_adapter_base(directory, base_identity)

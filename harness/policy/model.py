@@ -134,7 +134,7 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
     if config.name == "tiny":
         from harness.policy import tiny
 
-        recipe = tiny.TinyRecipe()
+        recipe = tiny.TEST_RECIPE if config.tiny_recipe == "test" else tiny.TinyRecipe()
         base, tokenizer, _ = tiny.load(recipe, progress=progress)
         identity, style, max_prompt = f"tiny-{tiny.recipe_hash(recipe)}", "compact", recipe.max_prompt_tokens
     elif config.name == "smol":

@@ -1,0 +1,627 @@
+"""An experiment = methods x seeds x iterations of collect -> train -> evaluate, in one run folder.
+
+``<run_dir>`` holds everything a run produces, and everything it needs to resume:
+
+    config.resolved.yaml   the experiment as validated (a re-run compares against it)
+    rollouts.sqlite        tables rollouts and eval_items (harness/store.py), written idempotently
+    checkpoints/<label>/seed<k>/iter<i>/   adapter + optimizer state at the start of iteration i
+    done/<label>.seed<k>   marker: this method x seed is complete
+    mlflow.db, mlartifacts/, tracking.json   MLflow (harness/tracking.py)
+    item_scores.parquet    per (method, seed, iteration, benchmark, item): mean test score
+    report.md              the summary table (reports/summary.py)
+
+Re-running the same command continues where a killed run stopped: finished runs are skipped, a
+half-collected iteration collects only what is missing (the rollout store is keyed), training
+restarts from the latest checkpoint with the same random state, and evaluation chunks already
+stored are not run again. Every draw is keyed (sampling by (seed, iteration, question, sample),
+the simulator by its call), so a resumed run writes the same rows an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from harness.config import ConfigError, ExperimentConfig, MethodSpec
+
+if TYPE_CHECKING:
+    from harness.benchmarks.base import Benchmark, Item
+    from harness.policy.model import Generator
+    from harness.store import EvalRow, SQLiteStore
+    from harness.tracking import Tracker
+    from harness.workflows.engine import WorkflowEngine
+
+RESOLVED = "config.resolved.yaml"
+EVAL_CHUNK = 16
+"""Test items sampled in one batch. Chunks are fixed slices of the item list, and a chunk's rows
+are written in one transaction, so a resumed evaluation samples exactly the batches it did before."""
+
+
+# ----------------------------------------------------------------------------------------------
+# What will run
+
+
+@dataclass(frozen=True)
+class BenchmarkSplit:
+    benchmark: Benchmark
+    train: Sequence[Item]
+    test: Sequence[Item]
+
+
+def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
+    """Every benchmark of the experiment, loaded and split (AFlow protocol: the split's seed)."""
+    from harness.benchmarks import load_benchmark
+
+    splits = []
+    for index, spec in enumerate(config.benchmarks):
+        try:
+            benchmark = load_benchmark(spec.name, path=spec.path, size=spec.size)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"benchmarks.{index}.path = {spec.path!r}: cannot load {spec.name}: {err}") from None
+        train = list(benchmark.split("train", spec.split.test_fraction, spec.split.seed))[: spec.train_limit]
+        test = list(benchmark.split("test", spec.split.test_fraction, spec.split.seed))[: spec.test_limit]
+        if not test:
+            raise ConfigError(f"benchmarks.{index}: {spec.name} has no test items after the split and test_limit")
+        splits.append(BenchmarkSplit(benchmark, train, test))
+    return splits
+
+
+def method_config(spec: MethodSpec) -> Any:
+    """The method's pydantic config with the experiment's overrides applied."""
+    from harness.catalog import registries
+    from harness.config import _resolve
+
+    entry = registries()["methods"].entry(spec.name)
+    entry.load()
+    return _resolve(entry.metadata["config"]).model_validate(spec.overrides)
+
+
+def estimated_calls_per_run(source: str) -> float:
+    """Executor calls one run of a workflow makes, counted from its code: every ``await self.op(...)``,
+    times the literal ``range(k)`` of the loops around it (Review/Revise-style branches counted)."""
+    tree = ast.parse(source)
+
+    def count(node: ast.AST, multiplier: int) -> float:
+        total = 0.0
+        for child in ast.iter_child_nodes(node):
+            factor = multiplier
+            if isinstance(child, ast.For | ast.AsyncFor) and isinstance(child.iter, ast.Call):
+                args = child.iter.args
+                if getattr(child.iter.func, "id", "") == "range" and args and isinstance(args[-1], ast.Constant):
+                    factor = multiplier * int(args[-1].value)
+            if isinstance(child, ast.Await) and isinstance(child.value, ast.Call):
+                func = child.value.func
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+                    total += multiplier
+            total += count(child, factor)
+        return total
+
+    return max(count(tree, 1), 1.0)
+
+
+def grammar_calls_per_run(domain: str) -> float:
+    """Mean executor calls per run over the operator grammar's structures of ``domain``: the
+    dry-run's estimate for generated workflows (the real number depends on what the policy writes)."""
+    from harness.workflows.grammar import all_structures, render
+
+    structures = all_structures(domain)
+    return statistics.fmean(estimated_calls_per_run(render(s)) for s in structures)
+
+
+@dataclass
+class PlannedRun:
+    label: str
+    method: str
+    seed: int
+    iterations: int
+    generator_samples: int
+    workflow_runs: int
+    executor_calls: float
+
+
+@dataclass
+class Plan:
+    experiment: str
+    runs: list[PlannedRun] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"experiment {self.experiment}: {len(self.runs)} run(s) (method x seed)"]
+        width = max((len(r.label) for r in self.runs), default=5)
+        lines.append(f"  {'method':<{width}}  seed  iters  generator samples  workflow runs  executor calls (estimate)")
+        for r in self.runs:
+            lines.append(
+                f"  {r.label:<{width}}  {r.seed:>4}  {r.iterations:>5}  {r.generator_samples:>17,}  "
+                f"{r.workflow_runs:>13,}  {r.executor_calls:>25,.0f}"
+            )
+        total_samples = sum(r.generator_samples for r in self.runs)
+        total_runs = sum(r.workflow_runs for r in self.runs)
+        total_calls = sum(r.executor_calls for r in self.runs)
+        lines.append(
+            f"  total: {total_samples:,} generator samples, {total_runs:,} workflow runs, "
+            f"about {total_calls:,.0f} executor calls"
+        )
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def plan_experiment(
+    config: ExperimentConfig, splits: Sequence[BenchmarkSplit], methods: Sequence[MethodSpec], seeds: Sequence[int]
+) -> Plan:
+    from methods.static import StaticConfig, workflow_source
+
+    plan = Plan(config.name)
+    repeats = config.evaluation.repeats
+    test_items = sum(len(s.test) for s in splits)
+    generated_calls = {s.benchmark.domain: grammar_calls_per_run(s.benchmark.domain) for s in splits}
+    for spec in methods:
+        method = method_config(spec)
+        for seed in seeds:
+            if isinstance(method, StaticConfig):
+                calls_per_run = estimated_calls_per_run(workflow_source(method.workflow)[1])
+                runs = test_items * repeats
+                plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * calls_per_run))
+                continue
+            evaluations = config.iterations + 1 if config.evaluation.every_iteration else 2
+            samples = runs = 0
+            calls = 0.0
+            for split in splits:
+                per_run = generated_calls[split.benchmark.domain]
+                collected = config.iterations * len(split.train) * method.num_samples
+                evaluated = evaluations * len(split.test)
+                samples += collected + evaluated
+                runs += (collected + evaluated) * repeats
+                calls += (collected + evaluated) * repeats * per_run
+            plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, config.iterations, samples, runs, calls))
+    plan.notes.append(
+        "executor calls of generated workflows are estimated with the mean call count of the operator "
+        "grammar's structures ("
+        + ", ".join(f"{d}: {c:.1f}/run" for d, c in generated_calls.items())
+        + "); static workflows are counted from their code"
+    )
+    if config.executor.name == "sim":
+        plan.notes.append("executor sim: SIMULATED, no API cost")
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------
+# The run folder
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    if isinstance(data, list):
+        out = {}
+        for index, value in enumerate(data):
+            out.update(_flat(value, f"{prefix}{index}."))
+        return out or {prefix.rstrip("."): []}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'field: old -> new' for every dotted field whose value differs."""
+    flat_old, flat_new = _flat(old), _flat(new)
+    return [
+        f"{key}: {flat_old.get(key, '(absent)')!r} -> {flat_new.get(key, '(absent)')!r}"
+        for key in sorted(set(flat_old) | set(flat_new))
+        if flat_old.get(key, "(absent)") != flat_new.get(key, "(absent)")
+    ]
+
+
+def prepare_run_dir(config: ExperimentConfig, run_dir: Path, force_new: bool) -> None:
+    """Create the run folder, or check that the folder holds a run of this same experiment."""
+    resolved = config.model_dump(mode="json")
+    path = run_dir / RESOLVED
+    if path.is_file():
+        previous = yaml.safe_load(path.read_text()) or {}
+        differences = config_differences(previous, resolved)
+        if differences and not force_new:
+            raise ConfigError(
+                f"{run_dir} holds a run of a different experiment configuration; fields that differ:\n  "
+                + "\n  ".join(differences)
+                + "\nUse another --run-dir, or --force-new to move the old run aside and start over."
+            )
+        if differences:
+            moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(run_dir, moved)
+            print(f"moved the previous run folder to {moved}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".yaml.tmp")
+    temporary.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    os.replace(temporary, path)
+
+
+def _done_marker(run_dir: Path, label: str, seed: int) -> Path:
+    return run_dir / "done" / f"{label}.seed{seed}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation on the held-out split
+
+
+def _structure(code: str | None) -> str:
+    from harness.workflows.structure import structure_of
+
+    if not code:
+        return ""
+    try:
+        return structure_of(code)
+    except SyntaxError:
+        return ""
+
+
+async def _evaluate_chunk(
+    sources: dict[str, str],
+    split: BenchmarkSplit,
+    items: Sequence[Item],
+    engine: WorkflowEngine,
+    store: SQLiteStore,
+    experiment: str,
+    label: str,
+    seed: int,
+    iteration: int,
+    repeats: int,
+) -> None:
+    from harness.evaluate import evaluate_workflow
+    from harness.store import EvalRow
+
+    runs = await evaluate_workflow(sources, split.benchmark, items, engine, repeats, progress=False)
+    structures = {item_id: _structure(code) for item_id, code in sources.items()}
+    rows = [
+        EvalRow(
+            experiment=experiment,
+            method=label,
+            seed=seed,
+            iteration=iteration,
+            benchmark=split.benchmark.name,
+            item_id=run.item_id,
+            repeat=run.repeat,
+            workflow_code=sources[run.item_id],
+            structure=structures[run.item_id],
+            status=run.status,
+            reason=run.reason,
+            score=run.score,
+            calls=run.calls,
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            wall_s=run.wall_s,
+        )
+        for run in runs
+    ]
+    store.put_eval(rows)
+
+
+def _missing_chunks(items: Sequence[Item], done: set[str]) -> list[Sequence[Item]]:
+    chunks = [items[i : i + EVAL_CHUNK] for i in range(0, len(items), EVAL_CHUNK)]
+    return [chunk for chunk in chunks if any(item.id not in done for item in chunk)]
+
+
+async def evaluate_generator(
+    generator: Generator,
+    splits: Sequence[BenchmarkSplit],
+    engine: WorkflowEngine,
+    store: SQLiteStore,
+    experiment: str,
+    label: str,
+    seed: int,
+    iteration: int,
+    repeats: int,
+    params: Any,
+) -> None:
+    """One workflow sampled per test item (key (seed, iteration, 'eval:'+item, 0)), run ``repeats`` times."""
+    from harness.workflows.extract import extract_workflow
+
+    for split in splits:
+        done = store.eval_done(label, seed, iteration, split.benchmark.name)
+        for chunk in _missing_chunks(split.test, done):
+            prompts = [generator.prompt(item.domain, item.question) for item in chunk]
+            keys = [(seed, iteration, f"eval:{item.id}", 0) for item in chunk]
+            samples = generator.sample(prompts, keys, params)
+            sources = {item.id: extract_workflow(s.text) or "" for item, s in zip(chunk, samples, strict=True)}
+            await _evaluate_chunk(sources, split, chunk, engine, store, experiment, label, seed, iteration, repeats)
+
+
+async def evaluate_static(
+    source: str,
+    splits: Sequence[BenchmarkSplit],
+    engine: WorkflowEngine,
+    store: SQLiteStore,
+    experiment: str,
+    label: str,
+    seed: int,
+    repeats: int,
+) -> None:
+    for split in splits:
+        done = store.eval_done(label, seed, 0, split.benchmark.name)
+        for chunk in _missing_chunks(split.test, done):
+            sources = {item.id: source for item in chunk}
+            await _evaluate_chunk(sources, split, chunk, engine, store, experiment, label, seed, 0, repeats)
+
+
+def iteration_metrics(rows: Sequence[EvalRow]) -> dict[str, float]:
+    """Mean test score per benchmark (item score = mean over its scorable repeats) and overall."""
+    by_item: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        if row.score is not None:
+            by_item.setdefault((row.benchmark, row.item_id), []).append(row.score)
+    metrics: dict[str, float] = {}
+    benchmarks = sorted({b for b, _ in by_item})
+    for benchmark in benchmarks:
+        scores = [statistics.fmean(v) for (b, _), v in by_item.items() if b == benchmark]
+        metrics[f"test_score.{benchmark}"] = statistics.fmean(scores)
+    if by_item:
+        metrics["test_score"] = statistics.fmean(statistics.fmean(v) for v in by_item.values())
+    valid = [row.status == "ok" for row in rows]
+    if valid:
+        metrics["test_ok_fraction"] = sum(valid) / len(valid)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class RunContext:
+    config: ExperimentConfig
+    run_dir: Path
+    splits: list[BenchmarkSplit]
+    store: SQLiteStore
+    tracker: Tracker
+    parent_run: str | None
+    progress: Callable[[str], None]
+
+
+def _engine(config: ExperimentConfig, seed: int) -> WorkflowEngine:
+    from harness.executors import build_executor
+    from harness.workflows.engine import WorkflowEngine
+
+    options: dict[str, Any] = {}
+    executor_config = config.executor
+    if executor_config.name == "sim":
+        options = {"profile": executor_config.profile, "seed": seed}
+    else:
+        options = executor_config.model_dump(
+            include={"model", "base_url", "api_key_env", "temperature", "max_tokens", "call_timeout_s", "max_retries"}
+        )
+    executor = build_executor(executor_config.name, **options)
+    return WorkflowEngine(
+        executor,
+        concurrency=executor_config.concurrency,
+        timeout_s=executor_config.workflow_timeout_s,
+        max_calls=executor_config.max_calls_per_run,
+    )
+
+
+def _log_eval(context: RunContext, run_id: str | None, label: str, seed: int, iteration: int) -> dict[str, float]:
+    rows = [r for r in context.store.eval_rows(label) if r.seed == seed and r.iteration == iteration]
+    metrics = iteration_metrics(rows)
+    context.tracker.log_metrics(run_id, metrics, iteration)
+    return metrics
+
+
+async def _run_static(context: RunContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
+    from methods.static import workflow_source
+
+    _, source = workflow_source(method.workflow)
+    engine = _engine(context.config, seed)
+    try:
+        context.progress(f"{spec.display_label} s{seed}: evaluate")
+        await evaluate_static(
+            source,
+            context.splits,
+            engine,
+            context.store,
+            context.config.name,
+            spec.display_label,
+            seed,
+            context.config.evaluation.repeats,
+        )
+    finally:
+        await engine.close()
+    _log_eval(context, run_id, spec.display_label, seed, 0)
+
+
+async def _run_trainable(context: RunContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
+    from harness.policy.model import load_generator
+    from harness.policy.sampling import SamplingParams
+    from harness.train import Task, run_method
+
+    config = context.config
+    label = spec.display_label
+    generator = load_generator(config.generator, progress=False)
+    sampling = config.generator.sampling
+    params = SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop))
+    engine = _engine(config, seed)
+    checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+    async def evaluate(iteration: int) -> None:
+        if not (config.evaluation.every_iteration or iteration in (0, config.iterations)):
+            return
+        await evaluate_generator(
+            generator,
+            context.splits,
+            engine,
+            context.store,
+            config.name,
+            label,
+            seed,
+            iteration,
+            config.evaluation.repeats,
+            params,
+        )
+        _log_eval(context, run_id, label, seed, iteration)
+
+    def on_iteration(summary: Any) -> None:
+        metrics = {
+            "train_score": summary.train_score,
+            "rollouts": summary.rollouts,
+            "collect_s": summary.collect_s,
+            "train_s": summary.train_s,
+        }
+        context.tracker.log_metrics(run_id, metrics, summary.iteration)
+        for index, step in enumerate(summary.steps):
+            context.tracker.log_metrics(
+                run_id, {f"step.{k}": v for k, v in step.items()}, summary.iteration * 100_000 + index
+            )
+
+    try:
+        await run_method(
+            generator,
+            method,
+            engine,
+            [Task(s.benchmark, s.train) for s in context.splits],
+            config.iterations,
+            seed,
+            params,
+            context.store,
+            config.name,
+            label,
+            config.evaluation.repeats,
+            on_iteration=on_iteration,
+            checkpoints=checkpoints,
+            evaluate=evaluate,
+            final_collection=False,
+            on_phase=lambda iteration, phase: context.progress(f"{label} s{seed} it{iteration}: {phase}"),
+        )
+    finally:
+        await engine.close()
+    final = checkpoints / f"iter{config.iterations}"
+    if final.is_dir():
+        context.tracker.log_artifact(run_id, final, "adapter")
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: Path | None = None,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    force_new: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run (or resume) every method x seed of ``config`` in ``run_dir``; returns the run folder."""
+    from tqdm.auto import tqdm
+
+    from harness.store import SQLiteStore
+    from harness.tracking import Tracker
+    from methods.static import StaticConfig
+
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
+    selected = select_methods(config, methods)
+    chosen_seeds = select_seeds(config, seeds)
+    splits = load_splits(config)
+    prepare_run_dir(config, run_dir, force_new)
+    store = SQLiteStore(run_dir / "rollouts.sqlite")
+    tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
+    simulated = {"simulated": str(config.executor.name == "sim").lower()}
+    identity = {
+        "executor": config.executor.name + (f":{config.executor.profile}" if config.executor.name == "sim" else ""),
+        "generator": config.generator.model or config.generator.name,
+    }
+    parent = tracker.start_parent(config.name, config.model_dump(mode="json"), {**simulated, **identity})
+    tracker.log_artifact(parent, run_dir / RESOLVED)
+
+    todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
+    bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=None if progress else True)
+    context = RunContext(config, run_dir, splits, store, tracker, parent, lambda text: bar.set_postfix_str(text))
+    try:
+        for spec, seed in todo:
+            marker = _done_marker(run_dir, spec.display_label, seed)
+            if marker.exists():
+                bar.update(1)
+                continue
+            method = method_config(spec)
+            run_id = tracker.start_child(
+                parent,
+                spec.display_label,
+                seed,
+                {"method": spec.name, **method.model_dump(mode="json")},
+                {**simulated, **identity},
+            )
+            if isinstance(method, StaticConfig):
+                asyncio.run(_run_static(context, spec, method, seed, run_id))
+            else:
+                asyncio.run(_run_trainable(context, spec, method, seed, run_id))
+            tracker.finish(run_id)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            bar.update(1)
+        bar.close()
+        finish_run(run_dir, store, config)
+        tracker.log_artifact(parent, run_dir / "item_scores.parquet")
+        tracker.log_artifact(parent, run_dir / "report.md")
+        tracker.finish(parent)
+    finally:
+        store.close()
+    return run_dir
+
+
+def select_methods(config: ExperimentConfig, labels: Sequence[str] | None) -> list[MethodSpec]:
+    if not labels:
+        return list(config.methods)
+    known = {m.display_label: m for m in config.methods}
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise ConfigError(f"--methods {','.join(unknown)}: not a method label of {config.name} ({', '.join(known)})")
+    return [known[label] for label in labels]
+
+
+def select_seeds(config: ExperimentConfig, seeds: Sequence[int] | None) -> list[int]:
+    if not seeds:
+        return list(config.seeds)
+    unknown = [s for s in seeds if s not in config.seeds]
+    if unknown:
+        raise ConfigError(f"--seeds {unknown}: not seeds of {config.name} ({config.seeds})")
+    return list(seeds)
+
+
+def finish_run(run_dir: Path, store: SQLiteStore, config: ExperimentConfig) -> None:
+    """Per-item scores parquet and the report, from the store (so they always reflect every run)."""
+    from reports.summary import item_score_frame, write_summary
+
+    frame = item_score_frame(store.table("eval_items"))
+    _write_parquet_atomic(frame, run_dir / "item_scores.parquet")
+    write_summary(frame, config, run_dir / "report.md")
+
+
+def _write_parquet_atomic(frame: Any, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(temporary, index=False)
+    os.replace(temporary, path)
+
+
+def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Both tables of ``<run_dir>/rollouts.sqlite`` as parquet files (for pandas, polars, DuckDB)."""
+    from harness.store import SQLiteStore
+
+    database = run_dir / "rollouts.sqlite"
+    if not database.is_file():
+        raise FileNotFoundError(f"{run_dir}: no rollouts.sqlite (is this a run folder?)")
+    out_dir = out_dir or run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with SQLiteStore(database) as store:
+        for table in ("rollouts", "eval_items"):
+            path = out_dir / f"{table}.parquet"
+            _write_parquet_atomic(store.table(table), path)
+            written.append(path)
+    return written
+
+
+def remove_run(run_dir: Path) -> None:
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,175 @@
+"""The run folder's database: ``<run_dir>/rollouts.sqlite`` with tables ``rollouts`` and ``eval_items``.
+
+SQLite in WAL mode, one transaction per write batch, ``INSERT OR IGNORE`` on the unique keys: a
+process killed at any moment leaves every batch either fully written or absent, and writing the same
+rows again (a resumed run) changes nothing. Tuples (token ids, log-probs, per-repeat scores) are
+stored as JSON text, which round-trips floats exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from harness.rollouts import Rollout, RolloutKey
+
+ROLLOUT_KEY = ("experiment", "method", "seed", "iteration", "query_id", "sample_idx")
+_ROLLOUT_JSON = ("prompt_ids", "completion_ids", "old_logp", "score_repeats")
+_ROLLOUT_TYPES = {
+    "seed": "INTEGER",
+    "iteration": "INTEGER",
+    "sample_idx": "INTEGER",
+    "score": "REAL",
+    "executor_calls": "INTEGER",
+    "executor_tokens": "INTEGER",
+    "wall_s": "REAL",
+}
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One execution of the workflow a method produced for a held-out item (or a static workflow)."""
+
+    experiment: str
+    method: str
+    seed: int
+    iteration: int
+    benchmark: str
+    item_id: str
+    repeat: int
+    workflow_code: str | None
+    structure: str
+    status: str
+    reason: str
+    score: float | None
+    """None for infra_error (not the workflow's fault; left out of item scores)."""
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
+
+
+EVAL_KEY = ("method", "seed", "iteration", "benchmark", "item_id", "repeat")
+_EVAL_TYPES = {
+    "seed": "INTEGER",
+    "iteration": "INTEGER",
+    "repeat": "INTEGER",
+    "score": "REAL",
+    "calls": "INTEGER",
+    "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER",
+    "wall_s": "REAL",
+}
+
+
+def _create_table(name: str, columns: Sequence[str], types: dict[str, str], key: Sequence[str]) -> str:
+    body = ", ".join(f'"{c}" {types.get(c, "TEXT")}' for c in columns)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))"
+
+
+class SQLiteStore:
+    """A durable RolloutStore plus the evaluation rows of one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves, one per batch.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a killed process
+        self._rollout_columns = [f.name for f in fields(Rollout)]
+        self._eval_columns = [f.name for f in fields(EvalRow)]
+        self._db.execute(_create_table("rollouts", self._rollout_columns, _ROLLOUT_TYPES, ROLLOUT_KEY))
+        self._db.execute(_create_table("eval_items", self._eval_columns, _EVAL_TYPES, EVAL_KEY))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(f'"{c}"' for c in columns)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- rollouts ------------------------------------------------------------------------------
+
+    def put(self, rollouts: list[Rollout]) -> None:
+        def row(rollout: Rollout) -> list[Any]:
+            values = asdict(rollout)
+            return [json.dumps(values[c]) if c in _ROLLOUT_JSON else values[c] for c in self._rollout_columns]
+
+        self._insert("rollouts", self._rollout_columns, [row(r) for r in rollouts])
+
+    def keys(self, experiment: str, method: str, seed: int, iteration: int) -> set[RolloutKey]:
+        cursor = self._db.execute(
+            "SELECT query_id, sample_idx FROM rollouts WHERE experiment=? AND method=? AND seed=? AND iteration=?",
+            (experiment, method, seed, iteration),
+        )
+        return {(experiment, method, seed, iteration, q, int(k)) for q, k in cursor}
+
+    def get(self, experiment: str, method: str, seed: int, iteration: int) -> list[Rollout]:
+        names = ", ".join(f'"{c}"' for c in self._rollout_columns)
+        cursor = self._db.execute(
+            f"SELECT {names} FROM rollouts WHERE experiment=? AND method=? AND seed=? AND iteration=? "
+            "ORDER BY query_id, sample_idx",
+            (experiment, method, seed, iteration),
+        )
+        return [self._rollout(values) for values in cursor]
+
+    def _rollout(self, values: Sequence[Any]) -> Rollout:
+        data = dict(zip(self._rollout_columns, values, strict=True))
+        for column in _ROLLOUT_JSON:
+            data[column] = tuple(json.loads(data[column]))
+        return Rollout(**data)
+
+    # -- evaluation rows -----------------------------------------------------------------------
+
+    def put_eval(self, rows: Sequence[EvalRow]) -> None:
+        self._insert("eval_items", self._eval_columns, [astuple_in_order(r, self._eval_columns) for r in rows])
+
+    def eval_done(self, method: str, seed: int, iteration: int, benchmark: str) -> set[str]:
+        """Item ids whose evaluation rows (all repeats, written in one batch) are stored."""
+        cursor = self._db.execute(
+            "SELECT DISTINCT item_id FROM eval_items WHERE method=? AND seed=? AND iteration=? AND benchmark=?",
+            (method, seed, iteration, benchmark),
+        )
+        return {item for (item,) in cursor}
+
+    def eval_rows(self, method: str | None = None) -> list[EvalRow]:
+        names = ", ".join(f'"{c}"' for c in self._eval_columns)
+        where, args = ("WHERE method=?", (method,)) if method is not None else ("", ())
+        cursor = self._db.execute(
+            f"SELECT {names} FROM eval_items {where} ORDER BY method, seed, iteration, benchmark, item_id, repeat",
+            args,
+        )
+        return [EvalRow(**dict(zip(self._eval_columns, values, strict=True))) for values in cursor]
+
+    # -- export --------------------------------------------------------------------------------
+
+    def table(self, name: str) -> Any:
+        """The whole table as a pandas DataFrame (JSON columns left as text)."""
+        import pandas as pd
+
+        if name not in ("rollouts", "eval_items"):
+            raise ValueError(f"no table {name!r}; tables: rollouts, eval_items")
+        return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
+
+
+def astuple_in_order(row: Any, columns: Sequence[str]) -> list[Any]:
+    values = asdict(row)
+    return [values[c] for c in columns]

@@ -1,0 +1,178 @@
+"""MLflow tracking of an experiment run: one parent run per experiment, one nested run per method x seed.
+
+The tracking URI is the configured one, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<run_dir>/mlflow.db`` with artifacts under ``<run_dir>/mlartifacts``; `mlflow ui
+--backend-store-uri <uri>` shows everything. The runs' ids are kept in ``<run_dir>/tracking.json``
+so that a resumed experiment logs into the same runs instead of starting new ones. We talk to
+MlflowClient with explicit run ids (no fluent active-run stack: no hidden state between runs).
+
+Without mlflow installed (e.g. a bare GPU box) the run goes on untracked, with one warning: the
+run folder (SQLite, parquet, report) is the record of truth either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "transformers", "peft", "trl", "mlflow", "optuna", "pydantic", "spogw-harness")
+_PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
+_METRIC_BATCH = 1000
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"}; lists of mappings are indexed (methods.0.name)."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, member in enumerate(value):
+                flat.update(flatten(member, f"{name}.{index}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def git_commit(path: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit, package versions and device: what a reader needs to reproduce a number."""
+    tags = {"git_commit": git_commit(Path(__file__).resolve().parents[1]), "python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            tags[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{package}"] = "not installed"
+    try:
+        import torch
+
+        tags["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    except ImportError:
+        tags["device"] = "unknown"
+    return tags
+
+
+def tracking_uri(configured: str | None, run_dir: Path) -> str:
+    if configured:
+        return configured
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve() / 'mlflow.db'}"
+
+
+def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Tracker:
+    """The experiment's MLflow runs (``client`` None: tracking off, every call a no-op)."""
+
+    def __init__(self, run_dir: Path, experiment_name: str, uri: str | None = None, enabled: bool = True) -> None:
+        self.run_dir = run_dir
+        self.uri = tracking_uri(uri, run_dir)
+        self.client: Any = None
+        self._ids_path = run_dir / "tracking.json"
+        self._ids: dict[str, Any] = json.loads(self._ids_path.read_text()) if self._ids_path.is_file() else {}
+        if not enabled:
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            warnings.warn(
+                "mlflow is not installed: this run is not tracked (the run folder has all results)", stacklevel=2
+            )
+            return
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            artifacts = (run_dir.resolve() / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+            self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifacts)
+        else:
+            self.experiment_id = experiment.experiment_id
+
+    def _save_ids(self) -> None:
+        temporary = self._ids_path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self._ids, indent=2))
+        os.replace(temporary, self._ids_path)
+
+    def _run(self, key: str, name: str, tags: dict[str, str], parent: str | None = None) -> str | None:
+        if self.client is None:
+            return None
+        run_id = self._ids.get("runs", {}).get(key)
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+                self.client.update_run(run_id, status="RUNNING")
+                return str(run_id)
+            except Exception:  # the tracking store was replaced: start a new run
+                pass
+        all_tags = {"mlflow.runName": name, **tags}
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        self._ids.setdefault("runs", {})[key] = run.info.run_id
+        self._save_ids()
+        return str(run.info.run_id)
+
+    def start_parent(self, name: str, params: Mapping[str, Any], tags: dict[str, str]) -> str | None:
+        run_id = self._run("__parent__", name, {**environment_tags(), **tags})
+        if run_id is not None:
+            self.log_params(run_id, flatten(params))
+        return run_id
+
+    def start_child(
+        self, parent: str | None, label: str, seed: int, params: Mapping[str, Any], tags: dict[str, str]
+    ) -> str | None:
+        run_id = self._run(f"{label}/seed{seed}", f"{label}-seed{seed}", {**tags, "method": label}, parent)
+        if run_id is not None:
+            self.log_params(run_id, {**flatten(params), "seed": str(seed)})
+        return run_id
+
+    def log_params(self, run_id: str | None, params: Mapping[str, str]) -> None:
+        if self.client is None or run_id is None:
+            return
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        fresh = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]  # params are write-once
+        for chunk in _chunks(fresh, _PARAM_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int) -> None:
+        if self.client is None or run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entries = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]  # NaN is not loggable
+        for chunk in _chunks(entries, _METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def log_artifact(self, run_id: str | None, path: Path, folder: str | None = None) -> None:
+        if self.client is None or run_id is None or not path.exists():
+            return
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), folder)
+        else:
+            self.client.log_artifact(run_id, str(path), folder)
+
+    def finish(self, run_id: str | None, status: str = "FINISHED") -> None:
+        if self.client is not None and run_id is not None:
+            self.client.set_terminated(run_id, status=status)

@@ -1,0 +1,237 @@
+"""The runner, the run folder's store, resume after kill -9, MLflow tracking, the CLI's `run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import ConfigError, load_experiment
+from harness.rollouts import Rollout
+from harness.runner import config_differences, prepare_run_dir
+from harness.store import EvalRow, SQLiteStore
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = REPO / "tests" / "data" / "runner_small.yaml"
+
+
+def _rollout(query: str, idx: int, score: float | None = 0.5) -> Rollout:
+    return Rollout(
+        "e", "spogw", 0, 1, query, idx, "prompt", "code", (1, 2), (3, 4), (-0.25, -1e-9), "ok", "", score,
+        (score, None), 3, 30, 0.1, "Custom", "gsm_synth",
+    )  # fmt: skip
+
+
+def test_store_round_trips_rollouts_exactly_and_ignores_rewrites(tmp_path: Path) -> None:
+    rows = [_rollout("q1", 0), _rollout("q1", 1, None), _rollout("q2", 0, 1.0)]
+    with SQLiteStore(tmp_path / "r.sqlite") as store:
+        store.put(rows)
+        store.put([_rollout("q1", 0, 0.0)])  # same key again: ignored, the first write stands
+        got = store.get("e", "spogw", 0, 1)
+        assert got == sorted(rows, key=lambda r: (r.query_id, r.sample_idx))
+        assert store.keys("e", "spogw", 0, 1) == {r.key for r in rows}
+        assert store.get("e", "spogw", 0, 2) == []
+    with SQLiteStore(tmp_path / "r.sqlite") as reopened:  # durable
+        assert len(reopened.get("e", "spogw", 0, 1)) == 3
+        assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_eval_rows_are_keyed_and_idempotent(tmp_path: Path) -> None:
+    def row(item: str, repeat: int, score: float | None) -> EvalRow:
+        return EvalRow("e", "cot", 0, 0, "gsm_synth", item, repeat, "code", "Custom", "ok", "", score, 1, 10, 5, 0.1)
+
+    with SQLiteStore(tmp_path / "r.sqlite") as store:
+        store.put_eval([row("a", 0, 1.0), row("a", 1, None), row("b", 0, 0.0)])
+        store.put_eval([row("a", 0, 0.0)])
+        assert store.eval_done("cot", 0, 0, "gsm_synth") == {"a", "b"}
+        rows = store.eval_rows("cot")
+        assert [(r.item_id, r.repeat, r.score) for r in rows] == [("a", 0, 1.0), ("a", 1, None), ("b", 0, 0.0)]
+        assert len(store.table("eval_items")) == 3
+
+
+def test_changed_experiment_on_a_run_folder_is_refused_with_the_fields(tmp_path: Path) -> None:
+    first = load_experiment(SMALL)
+    prepare_run_dir(first, tmp_path / "run", force_new=False)
+    prepare_run_dir(first, tmp_path / "run", force_new=False)  # same config: resumes
+    changed = load_experiment(SMALL, ["iterations=3", "executor.profile=weak"])
+    with pytest.raises(ConfigError) as err:
+        prepare_run_dir(changed, tmp_path / "run", force_new=False)
+    assert "iterations: 2 -> 3" in str(err.value) and "executor.profile: 'medium' -> 'weak'" in str(err.value)
+    prepare_run_dir(changed, tmp_path / "run", force_new=True)
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(moved) == 1 and (moved[0] / "config.resolved.yaml").is_file()
+    assert yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())["iterations"] == 3
+
+
+def test_config_differences_names_list_members() -> None:
+    old = {"methods": [{"name": "spogw", "overrides": {"beta": 0.1}}], "seeds": [0, 1]}
+    new = {"methods": [{"name": "spogw", "overrides": {"beta": 0.2}}], "seeds": [0]}
+    assert config_differences(old, new) == ["methods.0.overrides.beta: 0.1 -> 0.2", "seeds.1: 1 -> '(absent)'"]
+
+
+def _spogw(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "value"),
+    [
+        ("methods.0.name=spogww", "methods.0.name", "'spogww'"),
+        ("methods.0.overrides.group_size=9", "methods.0", "larger than num_samples m=4"),
+        ("methods.0.overrides.sharpen_t=2", "methods.0", "2t=4"),
+        ("methods.0.overrides.beta=-0.1", "methods.0", "beta"),
+        ("benchmarks.0.path=/nonexistent/HumanEval.jsonl", "benchmarks.0.path", "/nonexistent/HumanEval.jsonl"),
+    ],
+)
+def test_bad_experiment_fails_before_any_work(tmp_path: Path, override: str, field: str, value: str) -> None:
+    result = _spogw("run", str(SMALL), "--run-dir", str(tmp_path / "run"), "--set", override, "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert field in result.stderr and value in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_benchmark_file_fails_before_any_work(tmp_path: Path) -> None:
+    broken = tmp_path / "HumanEval.jsonl"
+    broken.write_text('{"task_id": "HumanEval/0", "prompt": "def f():\\n"}\nnot json\n')
+    overrides = ["benchmarks.0.name=humaneval", f"benchmarks.0.path={broken}", "benchmarks.0.size=null"]
+    args = [a for o in overrides for a in ("--set", o)]
+    result = _spogw("run", str(SMALL), "--run-dir", str(tmp_path / "run"), *args, "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert "benchmarks.0.path" in result.stderr and str(broken) in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    result = _spogw("run", str(SMALL), "--run-dir", str(tmp_path / "run"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "spogw     0      2" in result.stdout and "executor calls" in result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end, with kill -9 and resume (the standard tiny generator: its workflows really run)
+
+E2E_SETTINGS = ["generator.tiny_recipe=standard", "benchmarks.0.test_limit=6"]
+STABLE_COLUMNS_DROPPED = ["wall_s"]  # elapsed time is the only thing a re-run may change
+
+
+def _tables(run_dir: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
+        out = {}
+        for table in ("rollouts", "eval_items"):
+            columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})") if c[1] not in STABLE_COLUMNS_DROPPED]
+            out[table] = sorted(db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
+        return out
+
+
+def _state(run_dir: Path) -> str:
+    """Which phase a run is in, read from its folder (what a kill interrupts)."""
+    database = run_dir / "rollouts.sqlite"
+    if not database.exists():
+        return "starting"
+    try:
+        with sqlite3.connect(database, timeout=0.05) as db:
+            rollouts = db.execute("SELECT count(*) FROM rollouts WHERE iteration=0").fetchone()[0]
+            evals = db.execute("SELECT count(*) FROM eval_items WHERE method='spogw' AND iteration=1").fetchone()[0]
+    except sqlite3.Error:
+        return "starting"
+    checkpoint = (run_dir / "checkpoints" / "spogw" / "seed0" / "iter1").is_dir()
+    if 0 < rollouts < 12:
+        return "collecting"
+    if rollouts == 12 and not checkpoint:
+        return "training"
+    if checkpoint and evals == 0:
+        return "evaluating"
+    return "other"
+
+
+@pytest.fixture(scope="module")
+def standard_tiny(spogw_cache: Path) -> Path:
+    from harness.policy import tiny
+
+    return tiny.build(tiny.TinyRecipe(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, standard_tiny: Path) -> Path:
+    import harness
+
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    overrides = {key.replace(".", "__"): yaml.safe_load(value) for key, value in (s.split("=") for s in E2E_SETTINGS)}
+    returned = harness.run(SMALL, run_dir=run_dir, progress=False, **overrides)  # the notebook API
+    assert returned == run_dir
+    return run_dir
+
+
+def test_run_folder_holds_every_artifact(uninterrupted: Path) -> None:
+    import pandas as pd
+
+    for name in ("mlflow.db", "rollouts.sqlite", "item_scores.parquet", "report.md", "config.resolved.yaml"):
+        assert (uninterrupted / name).is_file(), name
+    frame = pd.read_parquet(uninterrupted / "item_scores.parquet")
+    assert set(frame["method"]) == {"spogw", "cot"}
+    assert sorted(frame[frame["method"] == "spogw"]["iteration"].unique()) == [0, 1, 2]
+    assert len(frame[(frame["method"] == "spogw") & (frame["iteration"] == 2)]) == 6
+    report = (uninterrupted / "report.md").read_text()
+    assert "SIMULATED executor" in report and "| spogw | 2 |" in report and "| cot | 0 |" in report
+    tables = _tables(uninterrupted)
+    assert len(tables["rollouts"]) == 2 * 3 * 4  # 2 training iterations x 3 questions x m=4
+    assert len(tables["eval_items"]) == (3 + 1) * 6 * 2  # spogw iterations 0-2 and cot, 6 items, 2 repeats
+    statuses = {
+        row[0] for row in sqlite3.connect(uninterrupted / "rollouts.sqlite").execute("SELECT status FROM rollouts")
+    }
+    assert "ok" in statuses  # workflows ran for real
+
+
+def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupted: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{uninterrupted / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("runner_small")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert len(parent) == 1 and len(children) == 2
+    assert parent[0].data.params["iterations"] == "2" and parent[0].data.tags["simulated"] == "true"
+    assert parent[0].data.tags["git_commit"] and parent[0].data.tags["version.torch"].startswith("2.")
+    spogw = next(r for r in children if r.data.tags["method"] == "spogw")
+    assert spogw.data.params["num_samples"] == "4" and spogw.data.params["seed"] == "0"
+    history = client.get_metric_history(spogw.info.run_id, "test_score")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert client.get_metric_history(spogw.info.run_id, "step.loss")
+    artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"config.resolved.yaml", "item_scores.parquet", "report.md"} <= artifacts
+    assert any(a.path == "adapter" for a in client.list_artifacts(spogw.info.run_id))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["collecting", "training", "evaluating"])
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, uninterrupted: Path, phase: str) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "harness.cli", "run", str(SMALL), "--run-dir", str(run_dir), "--quiet"]
+    for setting in E2E_SETTINGS:
+        command += ["--set", setting]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    seen = "starting"
+    while process.poll() is None and time.monotonic() < deadline:
+        seen = _state(run_dir)
+        if seen == phase:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    print(f"killed while {seen!r} (exit {process.returncode})")
+    assert seen == phase and process.returncode == -signal.SIGKILL, process.stderr.read() if process.stderr else ""
+    resumed = _spogw(*command[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _tables(run_dir) == _tables(uninterrupted)
