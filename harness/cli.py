@@ -231,6 +231,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from harness.schema_doc import render
+
+    text = render()
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spogw",
@@ -300,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("run_dir")
     exporter.add_argument("--out", default=None, help="folder for the parquet files (default: the run folder)")
     exporter.set_defaults(func=_export)
+    schema = commands.add_parser("schema", help="the experiment-file reference (every field, type, default, meaning)")
+    schema.add_argument("--out", default=None, help="write it to this file (docs/experiments.md)")
+    schema.set_defaults(func=_schema)
     return parser
 
 

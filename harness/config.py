@@ -34,7 +34,7 @@ def _registered(kind: str, value: str) -> str:
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False, use_attribute_docstrings=True)
 
 
 class SplitConfig(StrictModel):
@@ -52,6 +52,7 @@ class BenchmarkConfig(StrictModel):
     size: int | None = Field(None, gt=0)
     """Number of items to generate (generated benchmarks only)."""
     split: SplitConfig = SplitConfig()
+    """How the items divide into training and test questions."""
     train_limit: int | None = Field(None, gt=0)
     """Use at most this many training items (the first after the split shuffle)."""
     test_limit: int | None = Field(None, gt=0)
@@ -72,16 +73,24 @@ class BenchmarkConfig(StrictModel):
 
 class LoraConfig(StrictModel):
     r: int = Field(8, gt=0)
+    """LoRA rank (the paper-like default 8)."""
     alpha: int = Field(16, gt=0)
+    """LoRA scaling numerator: the update is (alpha / r) B A."""
     dropout: float = Field(0.01, ge=0.0, lt=1.0)
+    """Dropout on the LoRA branch during updates (never while sampling or computing references)."""
     target_modules: list[str] = ["q_proj", "v_proj"]
+    """Module names LoRA adapts (Qwen2 names; peft matches them by suffix)."""
 
 
 class SamplingConfig(StrictModel):
     temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature of the generator (the log-probs the loss uses are at this temperature)."""
     top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling: draw from the smallest token set holding this probability mass."""
     max_new_tokens: int = Field(512, gt=0)
+    """Longest completion; a workflow cut off here is usually invalid."""
     stop: list[str] = ["</graph>"]
+    """Strings that end a completion (the prompt asks for the workflow inside <graph> tags)."""
 
 
 class GeneratorConfig(StrictModel):
@@ -97,7 +106,9 @@ class GeneratorConfig(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto: bf16 on GPU, fp32 on CPU."""
     lora: LoraConfig = LoraConfig()
+    """The LoRA adapter that training updates (the base model stays frozen)."""
     sampling: SamplingConfig = SamplingConfig()
+    """How workflows are sampled, in collection and in evaluation."""
 
     @field_validator("name")
     @classmethod
@@ -113,14 +124,19 @@ class ExecutorConfig(StrictModel):
     model: str | None = None
     """Model name sent to the endpoint (openai/hf/vllm)."""
     base_url: str | None = None
+    """Endpoint of an OpenAI-compatible server (openai executor), e.g. http://localhost:8000/v1."""
     api_key_env: str | None = None
     """Name of the environment variable that holds the API key; the key itself never goes in a file."""
     temperature: float = Field(0.0, ge=0.0)
+    """Executor sampling temperature (0: greedy, as in ScoreFlow's evaluation)."""
     max_tokens: int = Field(1024, gt=0)
+    """Longest executor reply per call."""
     concurrency: int = Field(4, gt=0)
     """Workflow runs in flight at once (each runs in its own isolated worker process)."""
     call_timeout_s: float = Field(120.0, gt=0)
+    """Wall-clock limit of one executor call."""
     max_retries: int = Field(5, ge=0)
+    """Retries of a failed executor call (with backoff) before the run is an infra_error."""
     workflow_timeout_s: float = Field(60.0, gt=0)
     """Wall-clock limit of one workflow run, executor calls included."""
     max_calls_per_run: int = Field(32, gt=0)
@@ -177,37 +193,54 @@ class EvaluationConfig(StrictModel):
     repeats: int = Field(3, gt=0)
     """Executions of each (item, workflow); the item score is their mean (ScoreFlow uses 3)."""
     split: Literal["train", "test"] = "test"
+    """Which split the held-out evaluation uses (test; train only for debugging)."""
     every_iteration: bool = True
+    """Evaluate after every iteration (learning curves); off: only the untrained and the final policy."""
 
 
 class TrackingConfig(StrictModel):
     uri: str | None = None
     """MLflow tracking URI; None means sqlite:///<run_dir>/mlflow.db (or $MLFLOW_TRACKING_URI)."""
     experiment_name: str | None = None
+    """MLflow experiment name; None uses the experiment's name."""
 
 
 class StatsConfig(StrictModel):
     baseline: str | None = None
     """Method label that paired tests compare against."""
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    """Significance level of the paired tests (family-wise, after correction)."""
     alternative: Literal["two-sided", "greater", "less"] = "two-sided"
+    """Alternative hypothesis of the paired tests, method versus baseline."""
     bootstrap_samples: int = Field(10_000, gt=99)
+    """Resamples of the bootstrap confidence intervals."""
 
 
 class ExperimentConfig(StrictModel):
     version: int
     """Schema version of the experiment file."""
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Experiment name: the default run folder runs/<name> and the MLflow experiment."""
     description: str = ""
+    """One line shown by `spogw list experiments`."""
     benchmarks: list[BenchmarkConfig] = Field(min_length=1)
+    """Benchmarks to train and evaluate on; a generator trains on the training questions of all of them."""
     generator: GeneratorConfig = GeneratorConfig()
+    """The workflow generator (the policy being trained)."""
     executor: ExecutorConfig = ExecutorConfig()
+    """The executor LLM that runs the workflows."""
     methods: list[MethodSpec] = Field(min_length=1)
+    """Methods to compare; the same method may appear under several labels with different overrides."""
     seeds: list[int] = Field([0, 1, 2], min_length=1)
+    """Every method runs once per seed (sampling, LoRA dropout and the simulator follow it)."""
     iterations: int = Field(3, ge=0)
+    """Rounds of collect -> train (0: evaluate the untrained generator only)."""
     evaluation: EvaluationConfig = EvaluationConfig()
+    """Held-out evaluation (and the executions per workflow in collection)."""
     tracking: TrackingConfig = TrackingConfig()
+    """MLflow tracking."""
     stats: StatsConfig = StatsConfig()
+    """Statistics of the report."""
 
     @field_validator("version")
     @classmethod

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -321,12 +320,22 @@ async def evaluate_generator(
     iteration: int,
     repeats: int,
     params: Any,
+    shared_with: Sequence[str] = (),
 ) -> None:
-    """One workflow sampled per test item (key (seed, iteration, 'eval:'+item, 0)), run ``repeats`` times."""
+    """One workflow sampled per test item (key (seed, iteration, 'eval:'+item, 0)), run ``repeats`` times.
+
+    ``shared_with``: labels whose evaluation at this iteration is identical by construction (the
+    untrained generator at iteration 0: the same model, keys and executor seed for every method);
+    when one of them has every row, they are copied instead of recomputed."""
     from harness.workflows.extract import extract_workflow
 
     for split in splits:
         done = store.eval_done(label, seed, iteration, split.benchmark.name)
+        wanted = {item.id for item in split.test}
+        for donor in shared_with:
+            if not wanted <= done and store.eval_done(donor, seed, iteration, split.benchmark.name) == wanted:
+                store.copy_eval(donor, label, seed, iteration, split.benchmark.name)
+                done = store.eval_done(label, seed, iteration, split.benchmark.name)
         for chunk in _missing_chunks(split.test, done):
             prompts = [generator.prompt(item.domain, item.question) for item in chunk]
             keys = [(seed, iteration, f"eval:{item.id}", 0) for item in chunk]
@@ -384,6 +393,8 @@ class RunContext:
     tracker: Tracker
     parent_run: str | None
     progress: Callable[[str], None]
+    trainable_labels: tuple[str, ...] = ()
+    """Labels of the trained methods: their iteration-0 evaluations (the untrained generator) coincide."""
 
 
 def _engine(config: ExperimentConfig, seed: int) -> WorkflowEngine:
@@ -464,6 +475,7 @@ async def _run_trainable(context: RunContext, spec: MethodSpec, method: Any, see
             iteration,
             config.evaluation.repeats,
             params,
+            shared_with=context.trainable_labels if iteration == 0 else (),
         )
         _log_eval(context, run_id, label, seed, iteration)
 
@@ -538,7 +550,10 @@ def run_experiment(
 
     todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
     bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=None if progress else True)
-    context = RunContext(config, run_dir, splits, store, tracker, parent, lambda text: bar.set_postfix_str(text))
+    trainable = tuple(m.display_label for m in config.methods if not isinstance(method_config(m), StaticConfig))
+    context = RunContext(
+        config, run_dir, splits, store, tracker, parent, lambda text: bar.set_postfix_str(text), trainable
+    )
     try:
         for spec, seed in todo:
             marker = _done_marker(run_dir, spec.display_label, seed)
@@ -621,7 +636,3 @@ def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
             _write_parquet_atomic(store.table(table), path)
             written.append(path)
     return written
-
-
-def remove_run(run_dir: Path) -> None:
-    shutil.rmtree(run_dir, ignore_errors=True)

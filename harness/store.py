@@ -150,6 +150,20 @@ class SQLiteStore:
         )
         return {item for (item,) in cursor}
 
+    def copy_eval(self, source: str, target: str, seed: int, iteration: int, benchmark: str) -> int:
+        """Copy ``source``'s evaluation rows to method ``target`` (same seed, iteration, benchmark);
+        returns the rows copied. For evaluations that cannot differ between methods."""
+        names = [c for c in self._eval_columns if c != "method"]
+        listed = ", ".join(f'"{c}"' for c in names)
+        self._db.execute("BEGIN IMMEDIATE")
+        cursor = self._db.execute(
+            f'INSERT OR IGNORE INTO eval_items ("method", {listed}) SELECT ?, {listed} FROM eval_items '
+            "WHERE method=? AND seed=? AND iteration=? AND benchmark=?",
+            (target, source, seed, iteration, benchmark),
+        )
+        self._db.execute("COMMIT")
+        return cursor.rowcount
+
     def eval_rows(self, method: str | None = None) -> list[EvalRow]:
         names = ", ".join(f'"{c}"' for c in self._eval_columns)
         where, args = ("WHERE method=?", (method,)) if method is not None else ("", ())

@@ -25,7 +25,7 @@ PairLoss = Literal["dpo", "score_dpo"]
 
 
 class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
 
     num_samples: NumSamples = 16
     """m: workflows sampled per training question and iteration."""
@@ -36,7 +36,9 @@ class MethodConfig(BaseModel):
     epochs: int = Field(1, ge=1)
     """Passes over an iteration's frozen data (offline schedule)."""
     learning_rate: float = Field(1e-5, gt=0.0)
+    """AdamW learning rate of the LoRA parameters."""
     max_grad_norm: float = Field(1.0, gt=0.0)
+    """Gradient clipping (global L2 norm) before each optimizer step."""
 
 
 class GRPOConfig(MethodConfig):
@@ -45,20 +47,26 @@ class GRPOConfig(MethodConfig):
     combinations: bool = True
     """All C(m, n) groups (at most max_groups) or, when off, one group of all m samples."""
     max_groups: AtLeastOne = 120
+    """Cap on groups per question: beyond it, this many distinct combinations are drawn with the seed."""
     min_group_std: NonNegative = 0.0
     """Variance filter: groups whose score std (population) is below this are dropped; 0 keeps all."""
     sharpen_t: SharpenT = 0
     """Sharpening: keep the t highest and t lowest of each group; 0 turns it off."""
     scale: Literal["group", "none"] = "group"
+    """Advantage: (s - mean) / (std + eps) per group, or none = s - mean only."""
     kl: KLMode = "masked"
     """none; standard k3 on every sequence; masked = only where the advantage is positive (mKL)."""
     schedule: Schedule = "offline"
     """offline: collect an iteration with the frozen policy, then train on it (ioGRPO); online: one
     update per collected batch."""
     questions_per_step: int = Field(4, ge=1)
+    """Questions (with all their groups) per optimizer step; online: questions collected per update."""
     eps_low: float = Field(0.2, ge=0.0, lt=1.0)
+    """Lower clip of the ratio: r >= 1 - eps_low."""
     eps_high: float = Field(0.2, ge=0.0)
+    """Upper clip of the ratio: r <= 1 + eps_high."""
     aggregation: Literal["seq_mean", "token_mean"] = "seq_mean"
+    """seq_mean: mean over each sequence's tokens, then over sequences (GRPO); token_mean: over all tokens."""
 
     @model_validator(mode="after")
     def _consistent(self) -> GRPOConfig:
@@ -77,5 +85,8 @@ class PairConfig(MethodConfig):
     pairs_per_question: AtLeastOne = 4
     """Pairs drawn per question (scoreflow pairs only)."""
     loss: PairLoss = "dpo"
+    """dpo: sigmoid DPO; score_dpo: ScoreFlow's score-weighted DPO."""
     pairs_per_step: int = Field(8, ge=1)
+    """Preference pairs per optimizer step."""
     schedule: Literal["offline"] = "offline"
+    """Pairs are built from a whole collected iteration (offline only)."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class StaticConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     workflow: str = "cot_sc"
     """A registered static workflow (`spogw list workflows`) or a path to a workflow file."""

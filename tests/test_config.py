@@ -163,3 +163,14 @@ def test_every_method_config_keeps_its_familys_field_constraints() -> None:
                 config_cls.model_validate(bad)
         checked += 1
     assert checked == 6
+
+
+def test_experiment_reference_doc_is_current_and_complete(repo) -> None:  # type: ignore[no-untyped-def]
+    """docs/experiments.md is generated from the schema; regenerate with `spogw schema --out docs/experiments.md`."""
+    from harness.schema_doc import render
+
+    text = render()
+    assert (repo / "docs" / "experiments.md").read_text() == text, "stale: run spogw schema --out docs/experiments.md"
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) > 60
+    assert not [row for row in rows if row.rstrip().endswith("|  |")], "every field needs a docstring (its meaning)"

@@ -235,3 +235,16 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, uninterru
     resumed = _spogw(*command[3:])
     assert resumed.returncode == 0, resumed.stderr
     assert _tables(run_dir) == _tables(uninterrupted)
+
+
+def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
+    """The paper-scale file is the quickstart's experiment with other model fields; here it can only plan."""
+    paper = REPO / "experiments" / "paper_qwen7b_gpt4omini.yaml"
+    result = _spogw("run", str(paper), "--run-dir", str(tmp_path / "run"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "gsm_synth: 100 train / 400 test items" in result.stdout
+    assert "humaneval: 33 train / 131 test items" in result.stdout
+    assert "executor calls" in result.stdout and not (tmp_path / "run").exists()
+    config = load_experiment(paper)
+    spogw = next(m for m in config.methods if m.name == "spogw")
+    assert spogw.overrides.get("num_samples", 16) == 16 and spogw.overrides.get("group_size", 14) == 14
