@@ -263,29 +263,32 @@ def _structure(code: str | None) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class EvalTarget:
+    """Where evaluation rows go: the store, and the fixed part of their key."""
+
+    store: SQLiteStore
+    experiment: str
+    label: str
+    seed: int
+    iteration: int
+    repeats: int
+
+
 async def _evaluate_chunk(
-    sources: dict[str, str],
-    split: BenchmarkSplit,
-    items: Sequence[Item],
-    engine: WorkflowEngine,
-    store: SQLiteStore,
-    experiment: str,
-    label: str,
-    seed: int,
-    iteration: int,
-    repeats: int,
+    sources: dict[str, str], split: BenchmarkSplit, items: Sequence[Item], engine: WorkflowEngine, target: EvalTarget
 ) -> None:
     from harness.evaluate import evaluate_workflow
     from harness.store import EvalRow
 
-    runs = await evaluate_workflow(sources, split.benchmark, items, engine, repeats, progress=False)
+    runs = await evaluate_workflow(sources, split.benchmark, items, engine, target.repeats, progress=False)
     structures = {item_id: _structure(code) for item_id, code in sources.items()}
     rows = [
         EvalRow(
-            experiment=experiment,
-            method=label,
-            seed=seed,
-            iteration=iteration,
+            experiment=target.experiment,
+            method=target.label,
+            seed=target.seed,
+            iteration=target.iteration,
             benchmark=split.benchmark.name,
             item_id=run.item_id,
             repeat=run.repeat,
@@ -301,7 +304,7 @@ async def _evaluate_chunk(
         )
         for run in runs
     ]
-    store.put_eval(rows)
+    target.store.put_eval(rows)
 
 
 def _missing_chunks(items: Sequence[Item], done: set[str]) -> list[Sequence[Item]]:
@@ -313,12 +316,7 @@ async def evaluate_generator(
     generator: Generator,
     splits: Sequence[BenchmarkSplit],
     engine: WorkflowEngine,
-    store: SQLiteStore,
-    experiment: str,
-    label: str,
-    seed: int,
-    iteration: int,
-    repeats: int,
+    target: EvalTarget,
     params: Any,
     shared_with: Sequence[str] = (),
 ) -> None:
@@ -329,36 +327,30 @@ async def evaluate_generator(
     when one of them has every row, they are copied instead of recomputed."""
     from harness.workflows.extract import extract_workflow
 
+    store, seed, iteration = target.store, target.seed, target.iteration
     for split in splits:
-        done = store.eval_done(label, seed, iteration, split.benchmark.name)
+        name = split.benchmark.name
+        done = store.eval_done(target.label, seed, iteration, name)
         wanted = {item.id for item in split.test}
         for donor in shared_with:
-            if not wanted <= done and store.eval_done(donor, seed, iteration, split.benchmark.name) == wanted:
-                store.copy_eval(donor, label, seed, iteration, split.benchmark.name)
-                done = store.eval_done(label, seed, iteration, split.benchmark.name)
+            if not wanted <= done and store.eval_done(donor, seed, iteration, name) == wanted:
+                store.copy_eval(donor, target.label, seed, iteration, name)
+                done = store.eval_done(target.label, seed, iteration, name)
         for chunk in _missing_chunks(split.test, done):
             prompts = [generator.prompt(item.domain, item.question) for item in chunk]
             keys = [(seed, iteration, f"eval:{item.id}", 0) for item in chunk]
             samples = generator.sample(prompts, keys, params)
             sources = {item.id: extract_workflow(s.text) or "" for item, s in zip(chunk, samples, strict=True)}
-            await _evaluate_chunk(sources, split, chunk, engine, store, experiment, label, seed, iteration, repeats)
+            await _evaluate_chunk(sources, split, chunk, engine, target)
 
 
 async def evaluate_static(
-    source: str,
-    splits: Sequence[BenchmarkSplit],
-    engine: WorkflowEngine,
-    store: SQLiteStore,
-    experiment: str,
-    label: str,
-    seed: int,
-    repeats: int,
+    source: str, splits: Sequence[BenchmarkSplit], engine: WorkflowEngine, target: EvalTarget
 ) -> None:
     for split in splits:
-        done = store.eval_done(label, seed, 0, split.benchmark.name)
+        done = target.store.eval_done(target.label, target.seed, target.iteration, split.benchmark.name)
         for chunk in _missing_chunks(split.test, done):
-            sources = {item.id: source for item in chunk}
-            await _evaluate_chunk(sources, split, chunk, engine, store, experiment, label, seed, 0, repeats)
+            await _evaluate_chunk({item.id: source for item in chunk}, split, chunk, engine, target)
 
 
 def iteration_metrics(rows: Sequence[EvalRow]) -> dict[str, float]:
@@ -432,16 +424,10 @@ async def _run_static(context: RunContext, spec: MethodSpec, method: Any, seed: 
     engine = _engine(context.config, seed)
     try:
         context.progress(f"{spec.display_label} s{seed}: evaluate")
-        await evaluate_static(
-            source,
-            context.splits,
-            engine,
-            context.store,
-            context.config.name,
-            spec.display_label,
-            seed,
-            context.config.evaluation.repeats,
+        target = EvalTarget(
+            context.store, context.config.name, spec.display_label, seed, 0, context.config.evaluation.repeats
         )
+        await evaluate_static(source, context.splits, engine, target)
     finally:
         await engine.close()
     _log_eval(context, run_id, spec.display_label, seed, 0)
@@ -464,19 +450,9 @@ async def _run_trainable(context: RunContext, spec: MethodSpec, method: Any, see
     async def evaluate(iteration: int) -> None:
         if not (config.evaluation.every_iteration or iteration in (0, config.iterations)):
             return
-        await evaluate_generator(
-            generator,
-            context.splits,
-            engine,
-            context.store,
-            config.name,
-            label,
-            seed,
-            iteration,
-            config.evaluation.repeats,
-            params,
-            shared_with=context.trainable_labels if iteration == 0 else (),
-        )
+        target = EvalTarget(context.store, config.name, label, seed, iteration, config.evaluation.repeats)
+        shared = context.trainable_labels if iteration == 0 else ()
+        await evaluate_generator(generator, context.splits, engine, target, params, shared_with=shared)
         _log_eval(context, run_id, label, seed, iteration)
 
     def on_iteration(summary: Any) -> None:
