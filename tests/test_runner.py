@@ -248,3 +248,16 @@ def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
     config = load_experiment(paper)
     spogw = next(m for m in config.methods if m.name == "spogw")
     assert spogw.overrides.get("num_samples", 16) == 16 and spogw.overrides.get("group_size", 14) == 14
+
+
+def test_export_writes_both_tables_to_parquet(uninterrupted: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    result = _spogw("export", str(uninterrupted), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rollouts = pd.read_parquet(tmp_path / "rollouts.parquet")
+    evals = pd.read_parquet(tmp_path / "eval_items.parquet")
+    tables = _tables(uninterrupted)
+    assert len(rollouts) == len(tables["rollouts"]) and len(evals) == len(tables["eval_items"])
+    assert not rollouts.duplicated(["experiment", "method", "seed", "iteration", "query_id", "sample_idx"]).any()
+    assert _spogw("export", str(tmp_path / "missing")).returncode == 2
