@@ -331,6 +331,10 @@ async def run_method(
         online = isinstance(config, GRPOConfig) and config.schedule == "online" and not last
         steps: list[dict[str, float]] = []
         collected: list[Rollout] = []
+        if config.ref == "previous_iteration" and not last:  # at iteration 0 this is the untrained adapter
+            with tempfile.TemporaryDirectory() as folder:
+                previous = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
+                generator.load_reference(previous)
         if on_phase is not None:
             on_phase(iteration, "collect+train" if online else "collect")
         if online:
@@ -350,10 +354,6 @@ async def run_method(
             if not last:
                 if on_phase is not None:
                     on_phase(iteration, "train")
-                if config.ref == "previous_iteration":  # at iteration 0 this is the untrained adapter
-                    with tempfile.TemporaryDirectory() as folder:
-                        previous = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
-                        generator.load_reference(previous)
                 steps = train_iteration(generator, collected, config, seed, iteration, optimizer, params.temperature)
             train_s = time.perf_counter() - start - collect_s
         if checkpoints is not None and not last:

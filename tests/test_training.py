@@ -226,3 +226,28 @@ def test_run_method_offline_and_online_complete(small_generator) -> None:  # typ
         assert [s.iteration for s in summaries] == [0, 1]
         assert summaries[0].rollouts == 8 and summaries[1].steps == []
     assert asyncio.iscoroutinefunction(run_method)
+
+
+def test_online_schedule_with_the_previous_iteration_as_reference(small_generator) -> None:  # type: ignore[no-untyped-def]
+    """The reference adapter is loaded for online runs too (it was only loaded on the offline path)."""
+    from harness.policy.model import REFERENCE
+
+    if REFERENCE in small_generator.model.peft_config:  # left by another test: start without one
+        small_generator.model.delete_adapter(REFERENCE)
+    config = GRPOConfig(
+        num_samples=4, group_size=3, max_groups=4, learning_rate=1e-4, questions_per_step=1,
+        schedule="online", ref="previous_iteration", beta=0.1, kl="standard",
+    )  # fmt: skip
+
+    async def go() -> list:  # type: ignore[type-arg]
+        engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+        try:
+            return await run_method(
+                small_generator, config, engine, [Task(GSM, list(GSM.items[5:7]))], 1, 0,
+                SamplingParams(1.0, 1.0, 48), MemoryStore(), "t", "prev", 1,
+            )  # fmt: skip
+        finally:
+            await engine.close()
+
+    summaries = run(go())
+    assert [s.iteration for s in summaries] == [0, 1] and summaries[0].rollouts == 8
