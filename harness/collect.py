@@ -20,7 +20,7 @@ from harness.evaluate import score_outcome
 from harness.rollouts import Rollout, RolloutStore
 from harness.workflows.engine import RunStatus
 from harness.workflows.extract import extract_workflow
-from harness.workflows.structure import structure_of
+from harness.workflows.structure import structure_or_empty
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
@@ -85,10 +85,7 @@ async def _execute(
     scores = [await score_outcome(benchmark, item, outcome, engine.sandbox) for outcome in outcomes]
     scorable = [s for s in scores if s is not None]
     status = _status_over_repeats([o.status.value for o in outcomes])
-    try:
-        structure = structure_of(code) if status != "invalid" else ""
-    except SyntaxError:
-        structure = ""
+    structure = structure_or_empty(code) if status != "invalid" else ""
     return Rollout(
         **common,  # type: ignore[arg-type]
         status=status,

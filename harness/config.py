@@ -323,6 +323,24 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     return deep_merge(included, data)
 
 
+def dotted_fields(data: Any, index_scalar_lists: bool = True, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings and lists -> {"a.b.0.c": value}, the paths ``--set`` takes. Lists whose members
+    are all mappings are always indexed; other non-empty lists are indexed too, or kept whole (one
+    value, e.g. ``seeds: [0, 1]``) when ``index_scalar_lists`` is False."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(dotted_fields(value, index_scalar_lists, f"{prefix}{key}."))
+        return out
+    indexed = isinstance(data, list) and data and (index_scalar_lists or all(isinstance(m, dict) for m in data))
+    if indexed:
+        out = {}
+        for index, value in enumerate(data):
+            out.update(dotted_fields(value, index_scalar_lists, f"{prefix}{index}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
     """Apply ``a.b=value`` overrides (value parsed as YAML; list items addressed by index)."""
     data = copy.deepcopy(data)

@@ -19,7 +19,6 @@ the simulator by its call), so a resumed run writes the same rows an uninterrupt
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import os
 import statistics
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.config import ConfigError, ExperimentConfig, MethodSpec
+from harness.config import ConfigError, ExperimentConfig, MethodSpec, dotted_fields
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
@@ -85,36 +84,13 @@ def method_config(spec: MethodSpec) -> Any:
     return _resolve(entry.metadata["config"]).model_validate(spec.overrides)
 
 
-def estimated_calls_per_run(source: str) -> float:
-    """Executor calls one run of a workflow makes, counted from its code: every ``await self.op(...)``,
-    times the literal ``range(k)`` of the loops around it (Review/Revise-style branches counted)."""
-    tree = ast.parse(source)
-
-    def count(node: ast.AST, multiplier: int) -> float:
-        total = 0.0
-        for child in ast.iter_child_nodes(node):
-            factor = multiplier
-            if isinstance(child, ast.For | ast.AsyncFor) and isinstance(child.iter, ast.Call):
-                args = child.iter.args
-                if getattr(child.iter.func, "id", "") == "range" and args and isinstance(args[-1], ast.Constant):
-                    factor = multiplier * int(args[-1].value)
-            if isinstance(child, ast.Await) and isinstance(child.value, ast.Call):
-                func = child.value.func
-                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
-                    total += multiplier
-            total += count(child, factor)
-        return total
-
-    return max(count(tree, 1), 1.0)
-
-
 def grammar_calls_per_run(domain: str) -> float:
     """Mean executor calls per run over the operator grammar's structures of ``domain``: the
     dry-run's estimate for generated workflows (the real number depends on what the policy writes)."""
     from harness.workflows.grammar import all_structures, render
+    from harness.workflows.structure import calls_per_run
 
-    structures = all_structures(domain)
-    return statistics.fmean(estimated_calls_per_run(render(s)) for s in structures)
+    return statistics.fmean(calls_per_run(render(s)) for s in all_structures(domain))
 
 
 @dataclass
@@ -157,6 +133,7 @@ class Plan:
 def plan_experiment(
     config: ExperimentConfig, splits: Sequence[BenchmarkSplit], methods: Sequence[MethodSpec], seeds: Sequence[int]
 ) -> Plan:
+    from harness.workflows.structure import calls_per_run
     from methods.static import StaticConfig, workflow_source
 
     plan = Plan(config.name)
@@ -167,9 +144,9 @@ def plan_experiment(
         method = method_config(spec)
         for seed in seeds:
             if isinstance(method, StaticConfig):
-                calls_per_run = estimated_calls_per_run(workflow_source(method.workflow)[1])
+                per_run = calls_per_run(workflow_source(method.workflow)[1])
                 runs = test_items * repeats
-                plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * calls_per_run))
+                plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * per_run))
                 continue
             evaluations = config.iterations + 1 if config.evaluation.every_iteration else 2
             samples = runs = 0
@@ -197,23 +174,9 @@ def plan_experiment(
 # The run folder
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    if isinstance(data, list):
-        out = {}
-        for index, value in enumerate(data):
-            out.update(_flat(value, f"{prefix}{index}."))
-        return out or {prefix.rstrip("."): []}
-    return {prefix.rstrip("."): data}
-
-
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'field: old -> new' for every dotted field whose value differs."""
-    flat_old, flat_new = _flat(old), _flat(new)
+    flat_old, flat_new = dotted_fields(old), dotted_fields(new)
     return [
         f"{key}: {flat_old.get(key, '(absent)')!r} -> {flat_new.get(key, '(absent)')!r}"
         for key in sorted(set(flat_old) | set(flat_new))
@@ -252,17 +215,6 @@ def _done_marker(run_dir: Path, label: str, seed: int) -> Path:
 # Evaluation on the held-out split
 
 
-def _structure(code: str | None) -> str:
-    from harness.workflows.structure import structure_of
-
-    if not code:
-        return ""
-    try:
-        return structure_of(code)
-    except SyntaxError:
-        return ""
-
-
 @dataclass(frozen=True)
 class EvalTarget:
     """Where evaluation rows go: the store, and the fixed part of their key."""
@@ -280,9 +232,10 @@ async def _evaluate_chunk(
 ) -> None:
     from harness.evaluate import evaluate_workflow
     from harness.store import EvalRow
+    from harness.workflows.structure import structure_or_empty
 
     runs = await evaluate_workflow(sources, split.benchmark, items, engine, target.repeats, progress=False)
-    structures = {item_id: _structure(code) for item_id, code in sources.items()}
+    structures = {item_id: structure_or_empty(code) for item_id, code in sources.items()}
     rows = [
         EvalRow(
             experiment=target.experiment,
@@ -377,7 +330,7 @@ def iteration_metrics(rows: Sequence[EvalRow]) -> dict[str, float]:
 
 
 @dataclass
-class RunContext:
+class ExperimentContext:
     config: ExperimentConfig
     run_dir: Path
     splits: list[BenchmarkSplit]
@@ -393,8 +346,8 @@ def _engine(config: ExperimentConfig, seed: int) -> WorkflowEngine:
     from harness.executors import build_executor
     from harness.workflows.engine import WorkflowEngine
 
-    options: dict[str, Any] = {}
     executor_config = config.executor
+    options: dict[str, Any]
     if executor_config.name == "sim":
         options = {"profile": executor_config.profile, "seed": seed}
     else:
@@ -410,14 +363,16 @@ def _engine(config: ExperimentConfig, seed: int) -> WorkflowEngine:
     )
 
 
-def _log_eval(context: RunContext, run_id: str | None, label: str, seed: int, iteration: int) -> dict[str, float]:
-    rows = [r for r in context.store.eval_rows(label) if r.seed == seed and r.iteration == iteration]
+def _log_eval(
+    context: ExperimentContext, run_id: str | None, label: str, seed: int, iteration: int
+) -> dict[str, float]:
+    rows = context.store.eval_rows(label, seed, iteration)
     metrics = iteration_metrics(rows)
     context.tracker.log_metrics(run_id, metrics, iteration)
     return metrics
 
 
-async def _run_static(context: RunContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
+async def _run_static(context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
     from methods.static import workflow_source
 
     _, source = workflow_source(method.workflow)
@@ -433,7 +388,9 @@ async def _run_static(context: RunContext, spec: MethodSpec, method: Any, seed: 
     _log_eval(context, run_id, spec.display_label, seed, 0)
 
 
-async def _run_trainable(context: RunContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
+async def _run_trainable(
+    context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None
+) -> None:
     from harness.policy.model import load_generator
     from harness.policy.sampling import SamplingParams
     from harness.train import Task, run_method
@@ -527,7 +484,7 @@ def run_experiment(
     todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
     bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=None if progress else True)
     trainable = tuple(m.display_label for m in config.methods if not isinstance(method_config(m), StaticConfig))
-    context = RunContext(
+    context = ExperimentContext(
         config, run_dir, splits, store, tracker, parent, lambda text: bar.set_postfix_str(text), trainable
     )
     try:

@@ -109,11 +109,8 @@ class SQLiteStore:
     # -- rollouts ------------------------------------------------------------------------------
 
     def put(self, rollouts: list[Rollout]) -> None:
-        def row(rollout: Rollout) -> list[Any]:
-            values = asdict(rollout)
-            return [json.dumps(values[c]) if c in _ROLLOUT_JSON else values[c] for c in self._rollout_columns]
-
-        self._insert("rollouts", self._rollout_columns, [row(r) for r in rollouts])
+        rows = [_values(r, self._rollout_columns, _ROLLOUT_JSON) for r in rollouts]
+        self._insert("rollouts", self._rollout_columns, rows)
 
     def keys(self, experiment: str, method: str, seed: int, iteration: int) -> set[RolloutKey]:
         cursor = self._db.execute(
@@ -140,7 +137,7 @@ class SQLiteStore:
     # -- evaluation rows -----------------------------------------------------------------------
 
     def put_eval(self, rows: Sequence[EvalRow]) -> None:
-        self._insert("eval_items", self._eval_columns, [astuple_in_order(r, self._eval_columns) for r in rows])
+        self._insert("eval_items", self._eval_columns, [_values(r, self._eval_columns) for r in rows])
 
     def eval_done(self, method: str, seed: int, iteration: int, benchmark: str) -> set[str]:
         """Item ids whose evaluation rows (all repeats, written in one batch) are stored."""
@@ -164,12 +161,16 @@ class SQLiteStore:
         self._db.execute("COMMIT")
         return cursor.rowcount
 
-    def eval_rows(self, method: str | None = None) -> list[EvalRow]:
+    def eval_rows(
+        self, method: str | None = None, seed: int | None = None, iteration: int | None = None
+    ) -> list[EvalRow]:
+        """Evaluation rows, optionally of one method (and seed, and iteration), in key order."""
         names = ", ".join(f'"{c}"' for c in self._eval_columns)
-        where, args = ("WHERE method=?", (method,)) if method is not None else ("", ())
+        filters = [(c, v) for c, v in (("method", method), ("seed", seed), ("iteration", iteration)) if v is not None]
+        where = ("WHERE " + " AND ".join(f"{c}=?" for c, _ in filters)) if filters else ""
         cursor = self._db.execute(
             f"SELECT {names} FROM eval_items {where} ORDER BY method, seed, iteration, benchmark, item_id, repeat",
-            args,
+            tuple(v for _, v in filters),
         )
         return [EvalRow(**dict(zip(self._eval_columns, values, strict=True))) for values in cursor]
 
@@ -184,6 +185,7 @@ class SQLiteStore:
         return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
 
 
-def astuple_in_order(row: Any, columns: Sequence[str]) -> list[Any]:
+def _values(row: Any, columns: Sequence[str], json_columns: Sequence[str] = ()) -> list[Any]:
+    """A dataclass row's values in column order, tuples of ``json_columns`` as JSON text."""
     values = asdict(row)
-    return [values[c] for c in columns]
+    return [json.dumps(values[c]) if c in json_columns else values[c] for c in columns]

@@ -28,19 +28,13 @@ _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 _METRIC_BATCH = 1000
 
 
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"a.b.c": "value"}; lists of mappings are indexed (methods.0.name)."""
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            for index, member in enumerate(value):
-                flat.update(flatten(member, f"{name}.{index}."))
-        else:
-            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return flat
+def flatten(data: Mapping[str, Any]) -> dict[str, str]:
+    """Nested config -> MLflow params {"a.b.c": "value"}; lists of mappings are indexed
+    (methods.0.name), other lists are one JSON value (seeds: "[0, 1, 2]")."""
+    from harness.config import dotted_fields
+
+    flat = dotted_fields(dict(data), index_scalar_lists=False)
+    return {k: json.dumps(v) if isinstance(v, list | tuple) else str(v) for k, v in flat.items()}
 
 
 def git_commit(path: Path) -> str:

@@ -71,3 +71,18 @@ def test_answer_extraction() -> None:
     assert last_number("total: 1,000") == 1000.0
     assert math_answer("The answer is 12.") == "12"
     assert code_answer("text\n```python\ndef f():\n    return 1\n```\nmore") == "def f():\n    return 1"
+
+
+def test_structure_and_call_count_of_the_static_workflows() -> None:
+    """Hand-counted: CoT-SC = 5 Custom calls in a loop + ScEnsemble; ScoreFlow math = 2 Custom +
+    Programmer + ScEnsemble. Unparsable or empty code has no structure."""
+    from harness.workflows.structure import calls_per_run, structure_of, structure_or_empty
+    from methods.static import workflow_source
+
+    cot_sc, math = workflow_source("cot_sc")[1], workflow_source("scoreflow_math")[1]
+    assert structure_of(cot_sc) == "(Custom)x5>ScEnsemble"
+    assert structure_of(math) == "(Custom)x2>Programmer>ScEnsemble"
+    assert calls_per_run(cot_sc) == 6.0 and calls_per_run(math) == 4.0
+    assert calls_per_run("x = 1") == 1.0  # at least one call is planned for
+    assert structure_or_empty(cot_sc) == structure_of(cot_sc)
+    assert structure_or_empty("class Workflow(:") == "" and structure_or_empty(None) == ""

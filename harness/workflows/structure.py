@@ -51,11 +51,19 @@ def _calls(statements: list[ast.stmt], fields: dict[str, str]) -> list[str]:
                     found.append(f"[{'>'.join(inner)}]")
             continue
         for node in ast.walk(statement):
-            if isinstance(node, ast.Await) and isinstance(node.value, ast.Call):
-                func = node.value.func
-                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
-                    found.append(fields.get(func.attr, func.attr))
+            member = _awaited_member(node)
+            if member is not None:
+                found.append(fields.get(member, member))
     return found
+
+
+def _awaited_member(node: ast.AST) -> str | None:
+    """``x`` for a node ``await self.x(...)`` (an operator call), else None."""
+    if isinstance(node, ast.Await) and isinstance(node.value, ast.Call):
+        func = node.value.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+            return func.attr
+    return None
 
 
 def _literal_range(node: ast.expr) -> int | None:
@@ -79,3 +87,32 @@ def structure_of(source: str) -> str:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "run_workflow":
             return ">".join(_calls(node.body, fields))
     return ""
+
+
+def structure_or_empty(source: str | None) -> str:
+    """`structure_of`, or '' for no code or code that does not parse (an invalid workflow)."""
+    if not source:
+        return ""
+    try:
+        return structure_of(source)
+    except SyntaxError:
+        return ""
+
+
+def calls_per_run(source: str) -> float:
+    """Executor calls one run of ``source`` makes, counted from its code: every ``await self.op(...)``
+    times the literal ``range(k)`` of the loops around it (both branches of an if counted; at least 1).
+    An estimate for planning, not a measurement."""
+
+    def count(node: ast.AST, multiplier: int) -> int:
+        total = 0
+        for child in ast.iter_child_nodes(node):
+            factor = multiplier
+            if isinstance(child, ast.For | ast.AsyncFor):
+                factor *= _literal_range(child.iter) or 1
+            if _awaited_member(child) is not None:
+                total += multiplier
+            total += count(child, factor)
+        return total
+
+    return float(max(count(ast.parse(source), 1), 1))
