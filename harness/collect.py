@@ -99,7 +99,9 @@ async def _execute(
     )
 
 
-def _old_logprobs(generator: Generator, samples: list[Sample], temperature: float) -> list[tuple[float, ...]]:
+def _old_logprobs(
+    generator: Generator, prompt: str, samples: list[Sample], temperature: float
+) -> list[tuple[float, ...]]:
     """The sampler's log-probs, or a teacher-forced recomputation when they are not exact.
 
     Measured on an H200: in bf16 the sampler and the training forward differ by up to 0.024; vLLM
@@ -110,12 +112,18 @@ def _old_logprobs(generator: Generator, samples: list[Sample], temperature: floa
 
     if generator.exact_sampler_logprobs:
         return [s.logprobs for s in samples]
+    vocab = generator.model.get_output_embeddings().weight.shape[0]
+
+    def allowed(sample: Sample) -> torch.Tensor | None:
+        constraint = generator.constraint
+        return None if constraint is None else constraint.allowed_mask(prompt, sample.completion_ids, vocab)
+
     was_training = generator.model.training
     generator.model.eval()
     try:
         with torch.no_grad():
             return [
-                tuple(token_logprobs(generator.model, s.prompt_ids, s.completion_ids, temperature).tolist())
+                tuple(token_logprobs(generator.model, s.prompt_ids, s.completion_ids, temperature, allowed(s)).tolist())
                 for s in samples
             ]
     finally:
@@ -155,7 +163,7 @@ async def collect_questions(
         prompt = generator.prompt(item.domain, item.question)
         keys = [(spec.seed, spec.iteration, item.id, k) for k in missing]
         samples = generator.sample([prompt] * len(missing), keys, params)
-        old = _old_logprobs(generator, samples, params.temperature)
+        old = _old_logprobs(generator, prompt, samples, params.temperature)
         rollouts = await asyncio.gather(
             *(_execute(s, prompt, item, spec, benchmark, engine, lp) for s, lp in zip(samples, old, strict=True))
         )

@@ -105,6 +105,11 @@ class GeneratorConfig(StrictModel):
     """Sampling backend; vllm needs the [gpu] extra."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto: bf16 on GPU, fp32 on CPU."""
+    decoding: Literal["auto", "free", "grammar"] = "auto"
+    """`free`: any token; `grammar`: only workflows of the operator grammar (a token trie per domain,
+    applied in sampling and in the trainer's log-probs; hf backend only); `auto`: grammar for the
+    `tiny` preset (a million-parameter model cannot keep declarations and calls consistent under
+    RL, docs/methods.md), free for real models."""
     lora: LoraConfig = LoraConfig()
     """The LoRA adapter that training updates (the base model stays frozen)."""
     sampling: SamplingConfig = SamplingConfig()

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.config import ConfigError, ExperimentConfig, MethodSpec, dotted_fields
+from harness.policy.model import decoding_mode
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
@@ -477,6 +478,7 @@ def run_experiment(
     identity = {
         "executor": config.executor.name + (f":{config.executor.profile}" if config.executor.name == "sim" else ""),
         "generator": config.generator.model or config.generator.name,
+        "decoding": decoding_mode(config.generator),
     }
     parent = tracker.start_parent(config.name, config.model_dump(mode="json"), {**simulated, **identity})
     tracker.log_artifact(parent, run_dir / RESOLVED)

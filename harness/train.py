@@ -26,6 +26,7 @@ from methods.units import GroupUnit, PairUnit, best_worst_pair, grpo_unit, score
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
+    from harness.policy.constraint import GrammarConstraint
     from harness.policy.model import Generator
     from harness.policy.sampling import SamplingParams
     from harness.workflows.engine import WorkflowEngine
@@ -36,10 +37,13 @@ if TYPE_CHECKING:
 
 
 def completion_logprobs(
-    model: Any, rollouts: Sequence[Rollout], temperature: float
+    model: Any, rollouts: Sequence[Rollout], temperature: float, constraint: GrammarConstraint | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, T) per-token log-probs of each rollout's completion and the (S, T) mask: one batched
-    forward, right padding. log_softmax(logits / T), the quantity the sampler recorded."""
+    forward, right padding. log_softmax(logits / T) over the tokens the decoding ``constraint``
+    allowed (all without one): the quantity the sampler recorded."""
+    from harness.policy.constraint import masked_log_softmax
+
     device = next(model.parameters()).device
     width = max(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts)
     completion_width = max(len(r.completion_ids) for r in rollouts)
@@ -54,11 +58,16 @@ def completion_logprobs(
         logits = logits / temperature
     logp = torch.zeros((len(rollouts), completion_width), device=device)
     mask = torch.zeros((len(rollouts), completion_width), device=device)
-    log_probs = torch.log_softmax(logits, dim=-1)
     for row, rollout in enumerate(rollouts):
         start, length = len(rollout.prompt_ids), len(rollout.completion_ids)
         targets = torch.tensor(rollout.completion_ids, device=device)
-        picked = log_probs[row, start - 1 : start - 1 + length].gather(-1, targets[:, None]).squeeze(-1)
+        allowed = (
+            constraint.allowed_mask(rollout.prompt, rollout.completion_ids, logits.shape[-1])
+            if constraint is not None
+            else None
+        )
+        log_probs = masked_log_softmax(logits[row, start - 1 : start - 1 + length], allowed)
+        picked = log_probs.gather(-1, targets[:, None]).squeeze(-1)
         logp[row, :length] = picked
         mask[row, :length] = 1.0
     return logp, mask
@@ -79,7 +88,7 @@ def reference_logprobs(
     with torch.no_grad(), generator.reference(ref):
         for start in range(0, len(rollouts), batch):
             chunk = rollouts[start : start + batch]
-            logp, _ = completion_logprobs(generator.model, chunk, temperature)
+            logp, _ = completion_logprobs(generator.model, chunk, temperature, generator.constraint)
             for row, rollout in enumerate(chunk):
                 cache[rollout.key] = logp[row, : len(rollout.completion_ids)].cpu()
     return cache
@@ -106,7 +115,7 @@ def grpo_step(
     active = [u for u in units if u.groups_kept > 0]
     for unit in active:
         rollouts = unit.rollouts
-        logp, mask = completion_logprobs(generator.model, rollouts, temperature)
+        logp, mask = completion_logprobs(generator.model, rollouts, temperature, generator.constraint)
         width = logp.shape[1]
         old = _padded([r.old_logp for r in rollouts], width).to(logp.device)
         ref = _padded([ref_cache[r.key].tolist() for r in rollouts], width).to(logp.device)
@@ -146,8 +155,8 @@ def pair_step(
     optimizer.zero_grad(set_to_none=True)
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
-    logp_c, mask_c = completion_logprobs(generator.model, chosen, temperature)
-    logp_r, mask_r = completion_logprobs(generator.model, rejected, temperature)
+    logp_c, mask_c = completion_logprobs(generator.model, chosen, temperature, generator.constraint)
+    logp_r, mask_r = completion_logprobs(generator.model, rejected, temperature, generator.constraint)
     sum_c, sum_r = (logp_c * mask_c).sum(-1), (logp_r * mask_r).sum(-1)
     ref_c = torch.stack([ref_cache[r.key].sum() for r in chosen]).to(sum_c.device)
     ref_r = torch.stack([ref_cache[r.key].sum() for r in rejected]).to(sum_c.device)

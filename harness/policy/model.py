@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from harness.config import GeneratorConfig
+    from harness.policy.constraint import GrammarConstraint
 
 TRAINABLE = "default"
 REFERENCE = "reference"
@@ -37,6 +38,8 @@ class Generator:
     prompt_style: PromptStyle = "full"
     max_prompt_tokens: int | None = None
     sampling_backend: str = "hf"
+    constraint: GrammarConstraint | None = None
+    """Grammar-constrained decoding (generator.decoding); the trainer applies the same mask."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -54,7 +57,7 @@ class Generator:
         return build_prompt(domain, question, self.prompt_style)
 
     def sample(self, prompts: Sequence[str], keys: Sequence[SampleKey], params: SamplingParams) -> list[Sample]:
-        return sample_hf(self.model, self.tokenizer, prompts, keys, params, self.max_prompt_tokens)
+        return sample_hf(self.model, self.tokenizer, prompts, keys, params, self.max_prompt_tokens, self.constraint)
 
     @property
     def device(self) -> torch.device:
@@ -162,4 +165,19 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         from harness.policy.vllm_backend import require_vllm
 
         require_vllm()
-    return Generator(model, tokenizer, identity, style, max_prompt, config.backend)
+    constraint = None
+    if decoding_mode(config) == "grammar":
+        from harness.policy.constraint import GrammarConstraint
+
+        constraint = GrammarConstraint(tokenizer)
+    return Generator(model, tokenizer, identity, style, max_prompt, config.backend, constraint)
+
+
+def decoding_mode(config: GeneratorConfig) -> str:
+    """`free` or `grammar`: what generator.decoding resolves to (auto: grammar for `tiny` only)."""
+    mode = config.decoding
+    if mode == "auto":
+        mode = "grammar" if config.name == "tiny" else "free"
+    if mode == "grammar" and config.backend == "vllm":
+        raise ValueError("generator.decoding 'grammar' needs backend 'hf' (the vLLM path has no trie constraint)")
+    return mode

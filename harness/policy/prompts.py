@@ -36,6 +36,17 @@ def build_prompt(domain: str, question: str, style: PromptStyle = "full", versio
     return template(domain, version).replace("{question}", question.strip())
 
 
+def prompt_domain(prompt: str, version: str = TEMPLATE_VERSION) -> str:
+    """The domain a prompt built by `build_prompt` was built for (compact tag or full template)."""
+    for domain in DOMAINS:
+        if prompt.startswith(f"<|{domain}|>\n"):
+            return domain
+        head = template(domain, version).split("{question}")[0]
+        if head and prompt.startswith(head):
+            return domain
+    raise ValueError(f"cannot tell the domain of a prompt that starts {prompt[:60]!r}: not built by build_prompt")
+
+
 def template_id(style: PromptStyle, version: str = TEMPLATE_VERSION) -> str:
     """Identity of the prompt format, recorded with every run."""
     return f"{style}-{version}" if style == "full" else "compact-v1"

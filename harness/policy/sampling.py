@@ -6,8 +6,9 @@ question, sample index), so a sample does not depend on which other samples shar
 resumed collection that re-samples only what is missing gets the same completions.
 
 Log-probs are those of the *sampling policy* as the trainer recomputes it: log_softmax(logits / T)
-of the sampled token (temperature T; top-p truncation is not part of it, as in TRL). With T = 0
-decoding is greedy and the log-probs are those of T = 1.
+of the sampled token (temperature T; top-p truncation is not part of it, as in TRL), over the tokens
+a decoding constraint allows when there is one (harness.policy.constraint). With T = 0 decoding is
+greedy and the log-probs are those of T = 1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
+
+    from harness.policy.constraint import GrammarConstraint
 
 SampleKey = tuple[Any, ...]
 """(seed, iteration, question id, sample index): everything a sample's randomness depends on."""
@@ -89,10 +92,14 @@ def sample_hf(
     keys: Sequence[SampleKey],
     params: SamplingParams,
     max_prompt_tokens: int | None = None,
+    constraint: GrammarConstraint | None = None,
 ) -> list[Sample]:
-    """Sample one completion per (prompt, key) with a batched KV-cache decode loop."""
+    """Sample one completion per (prompt, key) with a batched KV-cache decode loop; with a
+    ``constraint``, only the tokens it allows are ever drawn."""
     import torch
     from transformers import DynamicCache
+
+    from harness.policy.constraint import masked_log_softmax
 
     if len(prompts) != len(keys):
         raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
@@ -115,6 +122,7 @@ def sample_hf(
     logprobs: list[list[float]] = [[] for _ in prompts]
     finish: list[str | None] = [None] * len(prompts)
     eos = tokenizer.eos_token_id
+    nodes = [constraint.root(p) for p in prompts] if constraint is not None else []
     cache = DynamicCache()
     cache_kw = {_cache_keyword(model): cache}
     was_training = model.training
@@ -135,7 +143,14 @@ def sample_hf(
             next_position = positions[:, -1] + 1
             for _ in range(params.max_new_tokens):
                 scaled = logits / params.temperature if params.temperature > 0 else logits
-                step_logprobs = torch.log_softmax(scaled, dim=-1)
+                allowed = None
+                if constraint is not None:
+                    allowed = torch.ones_like(scaled, dtype=torch.bool)
+                    for row, node in enumerate(nodes):
+                        if finish[row] is None and node is not None:
+                            allowed[row] = False
+                            allowed[row, constraint.allowed(node)] = True
+                step_logprobs = masked_log_softmax(scaled, allowed)
                 probs = _top_p_filter(step_logprobs.exp(), params.top_p).cpu()
                 tokens = torch.empty(len(prompts), dtype=torch.long)
                 for row in range(len(prompts)):
@@ -145,8 +160,10 @@ def sample_hf(
                     if params.temperature > 0:
                         token = int(torch.multinomial(probs[row], 1, generator=generators[row]))
                     else:
-                        token = int(torch.argmax(logits[row]))
+                        token = int(torch.argmax(step_logprobs[row]))
                     tokens[row] = token
+                    if constraint is not None:
+                        nodes[row] = constraint.advance(nodes[row], token)
                     completions[row].append(token)
                     logprobs[row].append(float(step_logprobs[row, token]))
                     if eos is not None and token == eos:
@@ -183,13 +200,20 @@ def sample_hf(
 
 
 def token_logprobs(
-    model: Any, prompt_ids: Sequence[int], completion_ids: Sequence[int], temperature: float = 1.0
+    model: Any,
+    prompt_ids: Sequence[int],
+    completion_ids: Sequence[int],
+    temperature: float = 1.0,
+    allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Teacher-forced log-probs of ``completion_ids`` after ``prompt_ids``: (T,) float32.
 
     The same quantity the sampler records, recomputed by a full forward pass (what the trainer
-    does for the current policy and the reference policy)."""
+    does for the current policy and the reference policy). ``allowed`` (T, V) bool: the decoding
+    constraint's mask (GrammarConstraint.allowed_mask), None for free decoding."""
     import torch
+
+    from harness.policy.constraint import masked_log_softmax
 
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids) + list(completion_ids)], dtype=torch.long, device=device)
@@ -197,4 +221,4 @@ def token_logprobs(
     if temperature > 0:
         logits = logits / temperature
     target = torch.tensor(list(completion_ids), dtype=torch.long, device=device)
-    return torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)
+    return masked_log_softmax(logits, allowed).gather(-1, target[:, None]).squeeze(-1)
