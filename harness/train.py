@@ -173,7 +173,7 @@ def pair_step(
     margin = ((sum_c - ref_c) - (sum_r - ref_r)).detach()
     tokens = int(mask_c.sum() + mask_r.sum())
     return {
-        "loss": float(loss),
+        "loss": loss.item(),
         "reward_margin": float(margin.mean()),
         "pairs": float(len(pairs)),
         "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
