@@ -3,7 +3,8 @@
 bf16 random-init Qwen2 (about 300M parameters at the default size) + LoRA through
 harness.policy.model.attach_lora, sampling through harness.policy.sampling.sample_hf, sampled vs
 teacher-forced log-probs, one LoRA training step (backward + AdamW), the base-reference forward,
-and peak GPU memory. Needs only torch, transformers and peft (no pydantic).
+grammar-constrained sampling, the in-process `hf` executor, and peak GPU memory. Needs only torch,
+transformers and peft (no pydantic).
 
     python bench/gpu_check.py --tokenizer DIR [--hidden 1024 --layers 16] [--device cuda]
 """
@@ -14,6 +15,7 @@ import argparse
 import json
 import time
 from types import SimpleNamespace
+from typing import Any
 
 
 def report(**fields: object) -> None:
@@ -136,11 +138,94 @@ def main() -> None:
         base_frozen=frozen_same,
     )
 
+    constrained_checks(generator, prompts, keys, device)
+    generator.model.train()
+    executor_check(config, tokenizer, device, args.dtype)
+
     with torch.no_grad(), generator.reference("base"):
         reference = token_logprobs(model, samples[0].prompt_ids, samples[0].completion_ids)
     report(check="reference_base", finite=bool(torch.isfinite(reference).all()), training_restored=model.training)
     if device.startswith("cuda"):
         report(check="memory", peak_allocated_gib=round(torch.cuda.max_memory_allocated() / 2**30, 3))
+
+
+def constrained_checks(generator: Any, prompts: list[str], keys: list[Any], device: str) -> None:
+    """Grammar-constrained sampling on the device: every sample is a grammar workflow, and the
+    masked teacher-forced log-probs match the sampler's."""
+    import dataclasses
+
+    import torch
+
+    from harness.policy.constraint import GrammarConstraint
+    from harness.policy.sampling import SamplingParams, token_logprobs
+    from harness.workflows.extract import extract_workflow
+    from harness.workflows.grammar import all_structures, render
+
+    constraint = GrammarConstraint(generator.tokenizer)
+    constrained = dataclasses.replace(generator, constraint=constraint)
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=96)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    samples = constrained.sample(prompts, keys, params)
+    elapsed = time.perf_counter() - start
+    grammar = {render(s).strip() for s in all_structures("math")}
+    valid = sum((extract_workflow(s.text) or "").strip() in grammar for s in samples)
+    vocab = generator.model.get_output_embeddings().weight.shape[0]
+    worst = 0.0
+    generator.model.eval()
+    with torch.no_grad():
+        for prompt, sample in zip(prompts[:4], samples[:4], strict=True):
+            allowed = constraint.allowed_mask(prompt, sample.completion_ids, vocab)
+            forced = token_logprobs(generator.model, sample.prompt_ids, sample.completion_ids, 1.0, allowed)
+            worst = max(worst, float((forced.cpu() - torch.tensor(sample.logprobs)).abs().max()))
+    tokens = sum(len(s.completion_ids) for s in samples)
+    report(
+        check="constrained_sampling",
+        samples=len(samples),
+        grammar_workflows=valid,
+        tokens=tokens,
+        tokens_per_s=round(tokens / elapsed, 1),
+        logprob_max_abs_diff=worst,
+    )
+
+
+def executor_check(config: Any, tokenizer: Any, device: str, dtype: str) -> None:
+    """The in-process `hf` executor on the device (a fresh random model of the same shape, saved as
+    a plain folder): concurrent calls batched, tokens counted."""
+    import asyncio
+    import tempfile
+
+    from transformers import Qwen2ForCausalLM
+
+    from harness.benchmarks.base import Item
+    from harness.executors.base import CallInfo
+    from harness.executors.local_model import HFExecutor
+
+    with tempfile.TemporaryDirectory() as folder:
+        Qwen2ForCausalLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        executor = HFExecutor(folder, device=device, dtype=dtype, max_tokens=32, max_batch=8, batch_wait_s=0.05)
+        item = Item("gpu", "math", "What is 6 * 7?", "42")
+
+        async def go() -> list[Any]:
+            calls = [
+                executor.complete(f"Question {k}: what is {k} * 7?", CallInfo("Custom", item, 0, k)) for k in range(16)
+            ]
+            out = await asyncio.gather(*calls)
+            await executor.close()
+            return out
+
+        start = time.perf_counter()
+        completions = asyncio.run(go())
+        elapsed = time.perf_counter() - start
+    report(
+        check="hf_executor",
+        calls=executor.stats.calls,
+        batches=executor.stats.network_calls,
+        completion_tokens=sum(c.completion_tokens for c in completions),
+        seconds=round(elapsed, 3),
+    )
 
 
 if __name__ == "__main__":

@@ -61,17 +61,40 @@ def registries() -> dict[str, Registry[Any]]:
         domain="math",
     )
 
+    for name, loader, description, domain in (
+        ("gsm8k", "gsm8k:load_gsm8k", "GSM8K (upstream JSONL or hub openai/gsm8k); last-number scoring", "math"),
+        ("math", "math_competition:load_math", "MATH (upstream JSONL or a hub copy); math-verify equivalence", "math"),
+        (
+            "mbpp",
+            "mbpp:load_mbpp",
+            "MBPP (AFlow JSONL or hub google-research-datasets/mbpp); tests in the sandbox",
+            "code",
+        ),
+        ("hotpotqa", "qa:load_hotpotqa", "HotpotQA with its context passages (JSONL or hub); token F1", "qa"),
+        ("drop", "qa:load_drop", "DROP (AFlow JSONL or hub ucinlp/drop); max token F1 over the references", "qa"),
+    ):
+        BENCHMARKS.register(name, f"harness.benchmarks.{loader}", description=description, domain=domain)
+
     EXECUTORS.register(
         "sim",
         "harness.executors.sim:SimExecutor",
         description="SIMULATED executor LLM (seeded, documented in docs/simulator.md); not an LLM result",
     )
-    for name, description in {
-        "openai": "any OpenAI-compatible endpoint (OpenAI, vLLM serve, SGLang)",
-        "hf": "in-process transformers model",
-        "vllm": "in-process vLLM engine ([gpu] extra)",
-    }.items():
-        EXECUTORS.register(name, f"harness.executors.{name}:Executor", description=description, implemented=False)
+    EXECUTORS.register(
+        "openai",
+        "harness.executors.openai_api:OpenAIExecutor",
+        description="any OpenAI-compatible endpoint (OpenAI, vLLM serve, SGLang, llama.cpp, transformers serve)",
+    )
+    EXECUTORS.register(
+        "hf",
+        "harness.executors.local_model:HFExecutor",
+        description="in-process transformers model, batched (executor.model: id, folder or 'smol')",
+    )
+    EXECUTORS.register(
+        "vllm",
+        "harness.executors.local_model:VLLMExecutor",
+        description="in-process vLLM engine ([gpu] extra; imported only when chosen)",
+    )
 
     for name, description in {
         "tiny": "small Qwen2-shaped model built and warmed up locally (CPU default; not a real LM)",

@@ -113,8 +113,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     from harness.benchmarks import load_benchmark
     from harness.catalog import registries
+    from harness.config import ExecutorConfig
     from harness.evaluate import evaluate_workflow, item_scores, status_counts, write_parquet
-    from harness.executors import build_executor, parse_executor_spec
+    from harness.executors import executor_from_config, parse_executor_spec
     from harness.workflows.engine import WorkflowEngine, validate_cached
     from harness.workflows.isolation import isolation_level
     from harness.workflows.validate import WorkflowInvalid
@@ -130,10 +131,28 @@ def _eval(args: argparse.Namespace) -> int:
     except WorkflowInvalid as err:
         raise UsageError(f"{args.workflow}: invalid workflow: {err}") from None
     executor_name, options = parse_executor_spec(args.executor)
-    if executor_name == "sim":
-        options["seed"] = args.seed
-    executor = build_executor(executor_name, **options)
-    benchmark = load_benchmark(args.benchmark, path=args.data, size=args.size)
+    fields = {
+        "name": executor_name,
+        "model": args.model,
+        "base_url": args.base_url,
+        "api_key_env": args.api_key_env,
+        "cache": not args.no_cache,
+        "max_tokens": args.max_tokens,
+        "max_concurrent_calls": args.max_concurrent_calls,
+        "concurrency": args.concurrency,
+        **options,
+    }
+    if executor_name != "sim":
+        fields.setdefault("profile", None)
+    executor = executor_from_config(ExecutorConfig(**fields), seed=args.seed)
+    benchmark = load_benchmark(
+        args.benchmark,
+        path=args.data,
+        size=args.size,
+        hub=args.hub,
+        hub_config=args.hub_config,
+        hub_split=args.hub_split,
+    )
     if args.split == "all":
         items = list(benchmark.items)
     else:
@@ -183,6 +202,9 @@ def _eval(args: argparse.Namespace) -> int:
         print("score       none: no run was scorable")
     print("status      " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"cost        {sum(r.calls for r in runs)} executor calls, {tokens} tokens")
+    stats = getattr(executor, "stats", None)
+    if stats is not None:
+        print(f"requests    {stats.summary()}")
     print(f"per-item    {out}")
     return 0
 
@@ -287,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-fraction", type=float, default=0.8)
     evaluate.add_argument("--split-seed", type=int, default=0)
     evaluate.add_argument("--data", default=None, help="benchmark data file in the upstream format")
+    evaluate.add_argument("--hub", default=None, help="a `datasets` dataset: hub id or local dataset folder")
+    evaluate.add_argument("--hub-config", default=None, help="the dataset's configuration (e.g. main)")
+    evaluate.add_argument("--hub-split", default=None, help="the dataset's split (default: the benchmark's)")
+    evaluate.add_argument("--model", default=None, help="executor model (openai: served name; hf: id, folder, smol)")
+    evaluate.add_argument("--base-url", default=None, help="openai executor endpoint, e.g. http://127.0.0.1:8000/v1")
+    evaluate.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    evaluate.add_argument("--max-concurrent-calls", type=int, default=16, help="openai requests in flight")
+    evaluate.add_argument("--max-tokens", type=int, default=1024, help="longest executor reply per call")
+    evaluate.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     evaluate.add_argument("--size", type=int, default=None, help="items to generate (generated benchmarks)")
     evaluate.add_argument("--seed", type=int, default=0, help="simulator seed; also seeds the bootstrap")
     evaluate.add_argument("--concurrency", type=int, default=4)

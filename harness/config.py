@@ -49,8 +49,15 @@ class BenchmarkConfig(StrictModel):
     """Registered benchmark name (`spogw list benchmarks`)."""
     path: str | None = None
     """Local data file in the upstream format; None uses the benchmark's bundled or generated data."""
+    hub: str | None = None
+    """A `datasets` dataset instead of a file: a Hugging Face hub id (e.g. openai/gsm8k; needs
+    internet once, then the datasets cache) or a local dataset folder."""
+    hub_config: str | None = None
+    """The dataset's configuration (e.g. `main` for openai/gsm8k, `distractor` for HotpotQA)."""
+    hub_split: str | None = None
+    """The dataset split to read (default: the benchmark's usual evaluation split)."""
     size: int | None = Field(None, gt=0)
-    """Number of items to generate (generated benchmarks only)."""
+    """Generated benchmarks: number of items to generate; others: keep the first `size` items."""
     split: SplitConfig = SplitConfig()
     """How the items divide into training and test questions."""
     train_limit: int | None = Field(None, gt=0)
@@ -69,6 +76,12 @@ class BenchmarkConfig(StrictModel):
         if value is not None and not Path(value).expanduser().is_file():
             raise ValueError(f"no such file: {value} (relative paths start at the working directory)")
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BenchmarkConfig:
+        if self.path is not None and self.hub is not None:
+            raise ValueError("give either path (a file) or hub (a dataset), not both")
+        return self
 
 
 class LoraConfig(StrictModel):
@@ -127,7 +140,8 @@ class ExecutorConfig(StrictModel):
     profile: str | None = "medium"
     """Simulator profile (sim only)."""
     model: str | None = None
-    """Model name sent to the endpoint (openai/hf/vllm)."""
+    """Model name sent to the endpoint (openai), or the model id / local folder to load in process
+    (hf, vllm; hf also takes `smol`, the offline SmolLM2-135M-Instruct)."""
     base_url: str | None = None
     """Endpoint of an OpenAI-compatible server (openai executor), e.g. http://localhost:8000/v1."""
     api_key_env: str | None = None
@@ -138,10 +152,25 @@ class ExecutorConfig(StrictModel):
     """Longest executor reply per call."""
     concurrency: int = Field(4, gt=0)
     """Workflow runs in flight at once (each runs in its own isolated worker process)."""
+    max_concurrent_calls: int = Field(16, gt=0)
+    """Requests in flight to the endpoint at once (openai); calls beyond wait their turn."""
     call_timeout_s: float = Field(120.0, gt=0)
     """Wall-clock limit of one executor call."""
     max_retries: int = Field(5, ge=0)
     """Retries of a failed executor call (with backoff) before the run is an infra_error."""
+    cache: bool = True
+    """Keep every response on disk (`$SPOGW_CACHE/executor-responses.sqlite`, keyed by endpoint,
+    model, messages, sampling parameters, repeat and occurrence): a re-run makes no new calls."""
+    input_price_per_mtok: float = Field(0.0, ge=0.0)
+    """USD per million prompt tokens, for the cost columns of reports (0: not priced)."""
+    output_price_per_mtok: float = Field(0.0, ge=0.0)
+    """USD per million completion tokens."""
+    device: str | None = None
+    """Device of an in-process executor model (hf): cuda, cpu; default: the GPU if there is one."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype of an in-process executor model (hf): auto is bf16 on a GPU, fp32 on a CPU."""
+    max_batch: int = Field(8, gt=0)
+    """Calls generated together by an in-process executor (hf, vllm)."""
     workflow_timeout_s: float = Field(60.0, gt=0)
     """Wall-clock limit of one workflow run, executor calls included."""
     max_calls_per_run: int = Field(32, gt=0)

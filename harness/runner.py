@@ -59,14 +59,15 @@ class BenchmarkSplit:
 
 def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
     """Every benchmark of the experiment, loaded and split (AFlow protocol: the split's seed)."""
-    from harness.benchmarks import load_benchmark
+    from harness.benchmarks import load_from_config
 
     splits = []
     for index, spec in enumerate(config.benchmarks):
         try:
-            benchmark = load_benchmark(spec.name, path=spec.path, size=spec.size)
+            benchmark = load_from_config(spec)
         except (OSError, ValueError) as err:
-            raise ConfigError(f"benchmarks.{index}.path = {spec.path!r}: cannot load {spec.name}: {err}") from None
+            field, value = ("hub", spec.hub) if spec.hub is not None else ("path", spec.path)
+            raise ConfigError(f"benchmarks.{index}.{field} = {value!r}: cannot load {spec.name}: {err}") from None
         train = list(benchmark.split("train", spec.split.test_fraction, spec.split.seed))[: spec.train_limit]
         test = list(benchmark.split("test", spec.split.test_fraction, spec.split.seed))[: spec.test_limit]
         if not test:
@@ -344,23 +345,14 @@ class ExperimentContext:
 
 
 def _engine(config: ExperimentConfig, seed: int) -> WorkflowEngine:
-    from harness.executors import build_executor
+    from harness.executors import executor_from_config
     from harness.workflows.engine import WorkflowEngine
 
-    executor_config = config.executor
-    options: dict[str, Any]
-    if executor_config.name == "sim":
-        options = {"profile": executor_config.profile, "seed": seed}
-    else:
-        options = executor_config.model_dump(
-            include={"model", "base_url", "api_key_env", "temperature", "max_tokens", "call_timeout_s", "max_retries"}
-        )
-    executor = build_executor(executor_config.name, **options)
     return WorkflowEngine(
-        executor,
-        concurrency=executor_config.concurrency,
-        timeout_s=executor_config.workflow_timeout_s,
-        max_calls=executor_config.max_calls_per_run,
+        executor_from_config(config.executor, seed),
+        concurrency=config.executor.concurrency,
+        timeout_s=config.executor.workflow_timeout_s,
+        max_calls=config.executor.max_calls_per_run,
     )
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from harness.benchmarks import load_benchmark
-from harness.benchmarks.gsm_synth import TEMPLATES, generate, score_number
+from harness.benchmarks.gsm_synth import TEMPLATES, generate
 from harness.benchmarks.humaneval import load_humaneval, program_for, score_tests
+from harness.benchmarks.scoring import score_last_number
 from harness.workflows.sandbox import Sandbox
 from tests.conftest import run
 
@@ -42,7 +43,7 @@ def test_gsm_synth_answers_are_right_for_a_known_template() -> None:
 def test_numeric_scorer(answer: str, expected: float) -> None:
     item = generate(1)[0]
     item = type(item)(**{**item.__dict__, "answer": "1000"})
-    assert run(score_number(item, answer, Sandbox())) == expected
+    assert run(score_last_number(item, answer, Sandbox())) == expected
 
 
 def test_split_is_deterministic_disjoint_and_covering() -> None:

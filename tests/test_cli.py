@@ -58,11 +58,6 @@ def test_eval_invalid_workflow_exit_2(capsys: pytest.CaptureFixture[str], tmp_pa
     assert not out.exists()
 
 
-def test_eval_unimplemented_executor_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "--benchmark", "gsm_synth", "--workflow", "io", "--executor", "openai"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 def test_eval_writes_per_item_parquet_and_labels_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "scores.parquet"
     code = main(

@@ -238,11 +238,22 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, uninterru
 
 
 def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
-    """The paper-scale file is the quickstart's experiment with other model fields; here it can only plan."""
+    """The paper-scale file is the quickstart's experiment with other model fields; here it can only
+    plan, with local folders in the hub layouts standing in for the hub datasets (no download)."""
     paper = REPO / "experiments" / "paper_qwen7b_gpt4omini.yaml"
-    result = _spogw("run", str(paper), "--run-dir", str(tmp_path / "run"), "--dry-run")
+    hub = REPO / "tests" / "data" / "hub"
+    stand_ins = []
+    for index, name in enumerate(["gsm8k", "math", None, "mbpp", "hotpotqa", "drop"]):
+        if name is not None:
+            stand_ins += [
+                "--set",
+                f"benchmarks.{index}.hub={hub / name}",
+                "--set",
+                f"benchmarks.{index}.hub_config=null",
+            ]
+    result = _spogw("run", str(paper), "--run-dir", str(tmp_path / "run"), "--dry-run", *stand_ins)
     assert result.returncode == 0, result.stderr
-    assert "gsm_synth: 100 train / 400 test items" in result.stdout
+    assert "gsm8k: 2 train / 8 test items" in result.stdout and "drop: 2 train / 8 test items" in result.stdout
     assert "humaneval: 33 train / 131 test items" in result.stdout
     assert "executor calls" in result.stdout and not (tmp_path / "run").exists()
     config = load_experiment(paper)

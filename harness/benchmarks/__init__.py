@@ -9,13 +9,26 @@ if TYPE_CHECKING:
     from harness.config import BenchmarkConfig
 
 
-def load_benchmark(name: str, path: str | None = None, size: int | None = None) -> Benchmark:
-    """Load a registered benchmark by name (its data file or generator size optional)."""
+def load_benchmark(
+    name: str,
+    path: str | None = None,
+    size: int | None = None,
+    hub: str | None = None,
+    hub_config: str | None = None,
+    hub_split: str | None = None,
+) -> Benchmark:
+    """Load a registered benchmark by name: from its data file, a `datasets` dataset (hub id or
+    local folder), or its bundled or generated data; ``size`` keeps the first items."""
     from harness.catalog import registries
 
     loader = registries()["benchmarks"].get(name)
-    return loader(path=path, size=size)  # type: ignore[no-any-return]
+    options: dict[str, object] = {"path": path, "size": size}
+    if hub is not None:
+        options |= {"hub": hub, "hub_config": hub_config}
+        if hub_split is not None:
+            options["hub_split"] = hub_split
+    return loader(**options)  # type: ignore[no-any-return]
 
 
 def load_from_config(config: BenchmarkConfig) -> Benchmark:
-    return load_benchmark(config.name, config.path, config.size)
+    return load_benchmark(config.name, config.path, config.size, config.hub, config.hub_config, config.hub_split)

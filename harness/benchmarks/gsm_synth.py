@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
-from harness.workflows.answers import format_number, last_number
-from harness.workflows.sandbox import Sandbox
+from harness.benchmarks.scoring import score_last_number
+from harness.workflows.answers import format_number
 
 NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam")
 THINGS = ("apples", "stickers", "marbles", "books", "cookies", "pencils", "stamps", "shells")
@@ -239,26 +239,19 @@ def generate(size: int, seed: int = 0) -> list[Item]:
     return items
 
 
-async def score_number(item: Item, answer: str, sandbox: Sandbox) -> float:
-    """GSM8K scoring: 1.0 if the last number in ``answer`` equals the reference, else 0.0."""
-    predicted = last_number(answer)
-    reference = float(item.answer)
-    if predicted is None:
-        return 0.0
-    return 1.0 if abs(predicted - reference) <= 1e-6 * max(1.0, abs(reference)) else 0.0
-
-
-def load_gsm_synth(size: int | None = None, seed: int = 0, path: str | None = None) -> Benchmark:
-    if path is not None:
-        raise ValueError("gsm_synth is generated; it reads no file (set benchmark.size instead of path)")
+def load_gsm_synth(
+    size: int | None = None, seed: int = 0, path: str | None = None, hub: str | None = None, **_: object
+) -> Benchmark:
+    if path is not None or hub is not None:
+        raise ValueError("gsm_synth is generated; it reads no file or dataset (set benchmark.size instead)")
     size = size or 250
     return Benchmark(
         name="gsm_synth",
         domain="math",
         items=tuple(generate(size, seed)),
-        scorer=score_number,
+        scorer=score_last_number,
         source=f"harness generator gsm_synth (12 templates), size={size}, seed={seed}",
     )
 
 
-__all__ = ["TEMPLATES", "format_number", "generate", "load_gsm_synth", "score_number"]
+__all__ = ["TEMPLATES", "format_number", "generate", "load_gsm_synth"]

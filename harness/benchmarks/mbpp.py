@@ -1,0 +1,85 @@
+"""MBPP: short Python functions from a description, graded by running their tests in the sandbox.
+
+Upstream format (ScoreFlow/AFlow's JSONL): `task_id`, `prompt`, `code` (reference solution), `test`
+(a `check` function: `def check(candidate)` as in HumanEval, or `def check()` calling the function by
+name, as AFlow writes it), `entry_point`, `test_list`. The hub dataset
+`google-research-datasets/mbpp` has `text`, `code`, `test_list` and `test_setup_code` instead: the
+prompt is the description followed by the tests (the MBPP paper's prompt), the entry point the
+function the first test calls, and the test the assertions themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from harness.benchmarks.base import Benchmark, Item
+from harness.benchmarks.data import field, read_rows
+from harness.workflows.answers import code_answer
+from harness.workflows.sandbox import Sandbox
+
+HUB_ID = "google-research-datasets/mbpp"
+TEST_TIMEOUT_S = 15.0
+_CALLED = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(")
+
+
+def _hub_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, str, str]:
+    """(prompt, test, entry point) of a row in the hub layout."""
+    tests = field(row, "test_list", where, number, list)
+    if not tests:
+        raise ValueError(f"{where}: row {number}: field 'test_list' is empty")
+    called = _CALLED.search(str(tests[0]))
+    if called is None:
+        raise ValueError(f"{where}: row {number}: cannot tell which function {tests[0]!r} tests")
+    text = field(row, "text", where, number)
+    prompt = f"{text}\nYour code should pass these tests:\n\n" + "\n".join(map(str, tests))
+    setup = row.get("test_setup_code") or ""
+    return prompt, f"{setup}\n" + "\n".join(map(str, tests)), called.group(1)
+
+
+def load_mbpp(
+    path: str | None = None,
+    size: int | None = None,
+    hub: str | None = None,
+    hub_config: str | None = None,
+    hub_split: str = "test",
+) -> Benchmark:
+    rows, where = read_rows(path, hub, hub_config, hub_split)
+    items = []
+    for number, row in enumerate(rows, start=1):
+        if "prompt" in row:
+            prompt, test = field(row, "prompt", where, number), field(row, "test", where, number)
+            entry_point = field(row, "entry_point", where, number)
+        else:
+            prompt, test, entry_point = _hub_fields(row, where, number)
+        items.append(
+            Item(
+                id=str(row.get("task_id", f"mbpp-{number}")),
+                domain="code",
+                question=prompt,
+                answer=field(row, "code", where, number),
+                entry_point=entry_point,
+                test=test,
+            )
+        )
+    items = items[:size] if size is not None else items
+    return Benchmark("mbpp", "code", tuple(items), score_mbpp, f"{where} ({len(items)} problems)")
+
+
+def program_for(item: Item, answer: str) -> str:
+    """The answer's code followed by the item's tests, called the way the test expects."""
+    test = item.test or ""
+    if re.search(r"def\s+check\s*\(\s*candidate", test):
+        call = f"check({item.entry_point})"
+    elif re.search(r"def\s+check\s*\(\s*\)", test):
+        call = "check()"
+    else:
+        call = ""  # plain assertions
+    return f"{code_answer(answer)}\n\n{test}\n\n{call}\n"
+
+
+async def score_mbpp(item: Item, answer: str, sandbox: Sandbox) -> float:
+    """1.0 if the answer passes the item's tests in the sandbox, else 0.0."""
+    result = await sandbox.run_python(program_for(item, answer), timeout_s=TEST_TIMEOUT_S)
+    return 1.0 if result.passed else 0.0

@@ -1,0 +1,98 @@
+"""Question answering over given passages: HotpotQA (token F1) and DROP (max token F1).
+
+HotpotQA upstream format (ScoreFlow/AFlow's JSONL): `question`, `answer`, `context` as a list of
+[title, [sentences]]; the hub dataset `hotpotqa/hotpot_qa` (config `distractor`) gives `context` as
+{"title": [...], "sentences": [[...]]}, read the same. The passages go into the question the
+generator and the operators see.
+
+DROP upstream format: `context` (passage and question together, as AFlow writes it) and `ref_text`
+with the acceptable answers separated by `|`; the hub dataset `ucinlp/drop` gives `passage`,
+`question` and `answers_spans.spans`, turned into the same two fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from harness.benchmarks.base import Benchmark, Item
+from harness.benchmarks.data import field, read_rows
+from harness.benchmarks.scoring import max_token_f1, token_f1
+from harness.workflows.answers import qa_answer
+from harness.workflows.sandbox import Sandbox
+
+
+def _paragraphs(context: Any, where: str, number: int) -> list[tuple[str, str]]:
+    """(title, text) pairs from either HotpotQA context layout."""
+    if isinstance(context, Mapping):
+        titles, sentences = context.get("title"), context.get("sentences")
+        if isinstance(titles, list) and isinstance(sentences, list) and len(titles) == len(sentences):
+            return [(str(t), "".join(map(str, s))) for t, s in zip(titles, sentences, strict=True)]
+    elif isinstance(context, list) and all(isinstance(p, list) and len(p) == 2 for p in context):
+        return [(str(title), "".join(map(str, sentences))) for title, sentences in context]
+    raise ValueError(f"{where}: row {number}: field 'context' is neither [[title, sentences]] nor {{title, sentences}}")
+
+
+async def score_hotpotqa(item: Item, answer: str, sandbox: Sandbox) -> float:
+    return token_f1(qa_answer(answer), item.answer)
+
+
+async def score_drop(item: Item, answer: str, sandbox: Sandbox) -> float:
+    return max_token_f1(qa_answer(answer), item.answer.split("|"))
+
+
+def load_hotpotqa(
+    path: str | None = None,
+    size: int | None = None,
+    hub: str | None = None,
+    hub_config: str | None = None,
+    hub_split: str = "validation",
+) -> Benchmark:
+    rows, where = read_rows(path, hub, hub_config, hub_split)
+    items = []
+    for number, row in enumerate(rows, start=1):
+        question = field(row, "question", where, number)
+        passages = "\n".join(f"{title}: {text}" for title, text in _paragraphs(row.get("context"), where, number))
+        items.append(
+            Item(
+                id=str(row.get("_id") or row.get("id") or f"hotpotqa-{number}"),
+                domain="qa",
+                question=f"Context:\n{passages}\n\nQuestion: {question}",
+                answer=field(row, "answer", where, number),
+            )
+        )
+    items = items[:size] if size is not None else items
+    return Benchmark("hotpotqa", "qa", tuple(items), score_hotpotqa, f"{where} ({len(items)} questions)")
+
+
+def _drop_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, str]:
+    if "ref_text" in row:
+        return field(row, "context", where, number), field(row, "ref_text", where, number)
+    spans = row.get("answers_spans")
+    if not isinstance(spans, Mapping) or not spans.get("spans"):
+        raise ValueError(f"{where}: row {number}: neither 'ref_text' nor 'answers_spans.spans'")
+    passage, question = field(row, "passage", where, number), field(row, "question", where, number)
+    return f"{passage}\nQuestion: {question}", "|".join(map(str, spans["spans"]))
+
+
+def load_drop(
+    path: str | None = None,
+    size: int | None = None,
+    hub: str | None = None,
+    hub_config: str | None = None,
+    hub_split: str = "validation",
+) -> Benchmark:
+    rows, where = read_rows(path, hub, hub_config, hub_split)
+    items = []
+    for number, row in enumerate(rows, start=1):
+        context, references = _drop_fields(row, where, number)
+        items.append(
+            Item(
+                id=str(row.get("id") or row.get("query_id") or f"drop-{number}"),
+                domain="qa",
+                question=context,
+                answer=references,
+            )
+        )
+    items = items[:size] if size is not None else items
+    return Benchmark("drop", "qa", tuple(items), score_drop, f"{where} ({len(items)} questions)")

