@@ -201,7 +201,9 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print("score       none: no run was scorable")
     print("status      " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"cost        {sum(r.calls for r in runs)} executor calls, {tokens} tokens")
+    dollars = sum(r.cost_usd for r in runs)
+    priced = f", ${dollars:.4f}" if dollars else ""
+    print(f"cost        {sum(r.calls for r in runs)} executor calls, {tokens} tokens{priced}")
     stats = getattr(executor, "stats", None)
     if stats is not None:
         print(f"requests    {stats.summary()}")

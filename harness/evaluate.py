@@ -39,6 +39,7 @@ class ItemRun:
     calls: int
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float
     wall_s: float
     answer: str | None
 
@@ -74,6 +75,7 @@ async def evaluate_workflow(
             calls=outcome.calls,
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
+            cost_usd=outcome.cost_usd,
             wall_s=outcome.wall_s,
             answer=outcome.answer,
         )

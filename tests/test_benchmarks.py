@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from harness.benchmarks import load_benchmark
+from harness.benchmarks.data import Source
 from harness.benchmarks.gsm_synth import TEMPLATES, generate
 from harness.benchmarks.humaneval import load_humaneval, program_for, score_tests
 from harness.benchmarks.scoring import score_last_number
@@ -66,14 +67,14 @@ def test_humaneval_jsonl_broken_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "he.jsonl"
     path.write_text('{"task_id": "x", "prompt": "", "entry_point": "f", "canonical_solution": "", "test": ""}\n{oops\n')
     with pytest.raises(ValueError, match=r"he.jsonl:2: not valid JSON"):
-        load_humaneval(str(path))
+        load_humaneval(Source(path=str(path)))
 
 
 def test_humaneval_missing_field_is_named(tmp_path: Path) -> None:
     path = tmp_path / "he.jsonl"
     path.write_text('{"task_id": "x", "prompt": "def f():\\n"}\n')
     with pytest.raises(ValueError, match=r"he.jsonl:1: missing or non-string field"):
-        load_humaneval(str(path))
+        load_humaneval(Source(path=str(path)))
 
 
 def test_humaneval_scorer_body_only_and_full_and_wrong() -> None:

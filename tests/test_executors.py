@@ -324,3 +324,22 @@ def test_executor_from_config_builds_each_backend(tmp_path: Path, monkeypatch) -
     run(executor.close())
     with pytest.raises(ImportError, match=r"\[gpu\]"):
         executor_from_config(ExecutorConfig(name="vllm", profile=None, model="x"))
+
+
+def test_each_run_is_priced_from_its_tokens() -> None:
+    benchmark = load_benchmark("gsm_synth", size=4)
+    _, source = workflow_source("cot_sc")
+
+    async def go() -> list:  # type: ignore[type-arg]
+        async with StubServer() as server:
+            executor = OpenAIExecutor("stub", server.url, input_price_per_mtok=2.0, output_price_per_mtok=8.0)
+            engine = WorkflowEngine(executor, concurrency=4, timeout_s=30)
+            try:
+                return await evaluate_workflow(source, benchmark, list(benchmark.items), engine, repeats=1)
+            finally:
+                await engine.close()
+
+    runs = run(go())
+    for r in runs:
+        assert r.status == RunStatus.OK and r.calls > 1 and r.completion_tokens == 9 * r.calls
+        assert r.cost_usd == pytest.approx((2.0 * r.prompt_tokens + 8.0 * r.completion_tokens) / 1e6)

@@ -19,15 +19,11 @@ def load_benchmark(
 ) -> Benchmark:
     """Load a registered benchmark by name: from its data file, a `datasets` dataset (hub id or
     local folder), or its bundled or generated data; ``size`` keeps the first items."""
+    from harness.benchmarks.data import Source
     from harness.catalog import registries
 
     loader = registries()["benchmarks"].get(name)
-    options: dict[str, object] = {"path": path, "size": size}
-    if hub is not None:
-        options |= {"hub": hub, "hub_config": hub_config}
-        if hub_split is not None:
-            options["hub_split"] = hub_split
-    return loader(**options)  # type: ignore[no-any-return]
+    return loader(Source(path, hub, hub_config, hub_split, size))  # type: ignore[no-any-return]
 
 
 def load_from_config(config: BenchmarkConfig) -> Benchmark:

@@ -9,9 +9,31 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.benchmarks.base import Benchmark, Item, Scorer
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a benchmark's rows come from and how many to keep (an experiment's `benchmarks` entry:
+    path, hub, hub_config, hub_split, size)."""
+
+    path: str | None = None
+    hub: str | None = None
+    hub_config: str | None = None
+    hub_split: str | None = None
+    """None: the benchmark's usual evaluation split."""
+    size: int | None = None
+    """Keep the first `size` items (generated benchmarks: generate this many)."""
+
+
+DEFAULT_SOURCE = Source()
+"""No file, no dataset, no size: the loader's bundled or generated data (frozen, safe to share)."""
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -44,20 +66,38 @@ def read_dataset(name: str, config: str | None = None, split: str = "test") -> l
     return [dict(row) for row in dataset]
 
 
-def read_rows(
-    path: str | None, hub: str | None, hub_config: str | None, hub_split: str, default: Path | None = None
-) -> tuple[list[dict[str, Any]], str]:
-    """(rows, where they came from) from a file, a dataset, or the loader's ``default`` file."""
-    if path is not None and hub is not None:
+def read_rows(source: Source, default_split: str, default_file: Path | None = None) -> tuple[list[dict[str, Any]], str]:
+    """(rows, where they came from) from a file, a dataset, or the loader's ``default_file``."""
+    if source.path is not None and source.hub is not None:
         raise ValueError("give a benchmark either a path or a hub dataset, not both")
-    if hub is not None:
-        return read_dataset(hub, hub_config, hub_split), f"datasets:{hub}" + (f"/{hub_config}" if hub_config else "")
-    source = Path(path).expanduser() if path is not None else default
-    if source is None:
+    if source.hub is not None:
+        rows = read_dataset(source.hub, source.hub_config, source.hub_split or default_split)
+        return rows, f"datasets:{source.hub}" + (f"/{source.hub_config}" if source.hub_config else "")
+    path = Path(source.path).expanduser() if source.path is not None else default_file
+    if path is None:
         raise ValueError("this benchmark ships no data: set benchmark.path (a JSONL file) or benchmark.hub")
-    if not source.is_file():
-        raise FileNotFoundError(f"benchmark data file {source} does not exist")
-    return read_jsonl(source), str(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark data file {path} does not exist")
+    return read_jsonl(path), str(path)
+
+
+def rows_benchmark(
+    name: str,
+    domain: str,
+    scorer: Scorer,
+    to_item: Callable[[Mapping[str, Any], str, int], Item],
+    source: Source,
+    default_split: str = "test",
+    default_file: Path | None = None,
+) -> Benchmark:
+    """A benchmark from rows: each row (with where it came from and its 1-based number, for
+    errors) becomes an Item; the first `source.size` are kept."""
+    from harness.benchmarks.base import Benchmark
+
+    rows, where = read_rows(source, default_split, default_file)
+    items = [to_item(row, where, number) for number, row in enumerate(rows, start=1)]
+    items = items[: source.size] if source.size is not None else items
+    return Benchmark(name, domain, tuple(items), scorer, f"{where} ({len(items)} items)")
 
 
 def field(row: Mapping[str, Any], name: str, where: str, number: int, kind: type = str) -> Any:

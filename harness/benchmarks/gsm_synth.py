@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
+from harness.benchmarks.data import DEFAULT_SOURCE, Source
 from harness.benchmarks.scoring import score_last_number
 from harness.workflows.answers import format_number
 
@@ -239,12 +240,10 @@ def generate(size: int, seed: int = 0) -> list[Item]:
     return items
 
 
-def load_gsm_synth(
-    size: int | None = None, seed: int = 0, path: str | None = None, hub: str | None = None, **_: object
-) -> Benchmark:
-    if path is not None or hub is not None:
+def load_gsm_synth(source: Source = DEFAULT_SOURCE, seed: int = 0) -> Benchmark:
+    if source.path is not None or source.hub is not None:
         raise ValueError("gsm_synth is generated; it reads no file or dataset (set benchmark.size instead)")
-    size = size or 250
+    size = source.size or 250
     return Benchmark(
         name="gsm_synth",
         domain="math",

@@ -10,10 +10,12 @@ does not define the entry point, the problem's prompt is prepended (a body-only 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
-from harness.benchmarks.data import read_rows
+from harness.benchmarks.data import DEFAULT_SOURCE, Source, rows_benchmark
 from harness.workflows.answers import code_answer
 from harness.workflows.operators import doctest_examples
 from harness.workflows.sandbox import Sandbox
@@ -64,33 +66,23 @@ def _traits(row: dict[str, str]) -> SimTraits:
     )
 
 
-def load_humaneval(
-    path: str | None = None,
-    size: int | None = None,
-    hub: str | None = None,
-    hub_config: str | None = None,
-    hub_split: str = "test",
-) -> Benchmark:
-    rows, source = read_rows(path, hub, hub_config, hub_split, default=_bundled_path())
-    items = []
-    for number, row in enumerate(rows, start=1):
-        missing = [f for f in FIELDS if not isinstance(row.get(f), str)]
-        if missing:
-            raise ValueError(f"{source}:{number}: missing or non-string field(s) {missing}")
-        items.append(
-            Item(
-                id=str(row["task_id"]),
-                domain="code",
-                question=str(row["prompt"]),
-                answer=str(row["canonical_solution"]),
-                entry_point=str(row["entry_point"]),
-                test=str(row["test"]),
-                sim=_traits(row),  # type: ignore[arg-type]
-            )
-        )
-    if size is not None:
-        items = items[:size]
-    return Benchmark("humaneval", "code", tuple(items), score_tests, f"{source} ({len(items)} problems)")
+def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
+    missing = [f for f in FIELDS if not isinstance(row.get(f), str)]
+    if missing:
+        raise ValueError(f"{where}:{number}: missing or non-string field(s) {missing}")
+    return Item(
+        id=str(row["task_id"]),
+        domain="code",
+        question=str(row["prompt"]),
+        answer=str(row["canonical_solution"]),
+        entry_point=str(row["entry_point"]),
+        test=str(row["test"]),
+        sim=_traits(row),  # type: ignore[arg-type]
+    )
+
+
+def load_humaneval(source: Source = DEFAULT_SOURCE) -> Benchmark:
+    return rows_benchmark("humaneval", "code", score_tests, _item, source, default_file=_bundled_path())
 
 
 def program_for(item: Item, answer: str) -> str:

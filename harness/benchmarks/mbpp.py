@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item
-from harness.benchmarks.data import field, read_rows
+from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
 from harness.workflows.answers import code_answer
 from harness.workflows.sandbox import Sandbox
 
@@ -38,33 +38,24 @@ def _hub_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, s
     return prompt, f"{setup}\n" + "\n".join(map(str, tests)), called.group(1)
 
 
-def load_mbpp(
-    path: str | None = None,
-    size: int | None = None,
-    hub: str | None = None,
-    hub_config: str | None = None,
-    hub_split: str = "test",
-) -> Benchmark:
-    rows, where = read_rows(path, hub, hub_config, hub_split)
-    items = []
-    for number, row in enumerate(rows, start=1):
-        if "prompt" in row:
-            prompt, test = field(row, "prompt", where, number), field(row, "test", where, number)
-            entry_point = field(row, "entry_point", where, number)
-        else:
-            prompt, test, entry_point = _hub_fields(row, where, number)
-        items.append(
-            Item(
-                id=str(row.get("task_id", f"mbpp-{number}")),
-                domain="code",
-                question=prompt,
-                answer=field(row, "code", where, number),
-                entry_point=entry_point,
-                test=test,
-            )
-        )
-    items = items[:size] if size is not None else items
-    return Benchmark("mbpp", "code", tuple(items), score_mbpp, f"{where} ({len(items)} problems)")
+def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
+    if "prompt" in row:
+        prompt, test = field(row, "prompt", where, number), field(row, "test", where, number)
+        entry_point = field(row, "entry_point", where, number)
+    else:
+        prompt, test, entry_point = _hub_fields(row, where, number)
+    return Item(
+        id=str(row.get("task_id", f"mbpp-{number}")),
+        domain="code",
+        question=prompt,
+        answer=field(row, "code", where, number),
+        entry_point=entry_point,
+        test=test,
+    )
+
+
+def load_mbpp(source: Source = DEFAULT_SOURCE) -> Benchmark:
+    return rows_benchmark("mbpp", "code", score_mbpp, _item, source)
 
 
 def program_for(item: Item, answer: str) -> str:

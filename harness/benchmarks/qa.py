@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item
-from harness.benchmarks.data import field, read_rows
+from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
 from harness.benchmarks.scoring import max_token_f1, token_f1
 from harness.workflows.answers import qa_answer
 from harness.workflows.sandbox import Sandbox
@@ -41,28 +41,19 @@ async def score_drop(item: Item, answer: str, sandbox: Sandbox) -> float:
     return max_token_f1(qa_answer(answer), item.answer.split("|"))
 
 
-def load_hotpotqa(
-    path: str | None = None,
-    size: int | None = None,
-    hub: str | None = None,
-    hub_config: str | None = None,
-    hub_split: str = "validation",
-) -> Benchmark:
-    rows, where = read_rows(path, hub, hub_config, hub_split)
-    items = []
-    for number, row in enumerate(rows, start=1):
-        question = field(row, "question", where, number)
-        passages = "\n".join(f"{title}: {text}" for title, text in _paragraphs(row.get("context"), where, number))
-        items.append(
-            Item(
-                id=str(row.get("_id") or row.get("id") or f"hotpotqa-{number}"),
-                domain="qa",
-                question=f"Context:\n{passages}\n\nQuestion: {question}",
-                answer=field(row, "answer", where, number),
-            )
-        )
-    items = items[:size] if size is not None else items
-    return Benchmark("hotpotqa", "qa", tuple(items), score_hotpotqa, f"{where} ({len(items)} questions)")
+def _hotpotqa_item(row: Mapping[str, Any], where: str, number: int) -> Item:
+    question = field(row, "question", where, number)
+    passages = "\n".join(f"{title}: {text}" for title, text in _paragraphs(row.get("context"), where, number))
+    return Item(
+        id=str(row.get("_id") or row.get("id") or f"hotpotqa-{number}"),
+        domain="qa",
+        question=f"Context:\n{passages}\n\nQuestion: {question}",
+        answer=field(row, "answer", where, number),
+    )
+
+
+def load_hotpotqa(source: Source = DEFAULT_SOURCE) -> Benchmark:
+    return rows_benchmark("hotpotqa", "qa", score_hotpotqa, _hotpotqa_item, source, default_split="validation")
 
 
 def _drop_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, str]:
@@ -75,24 +66,15 @@ def _drop_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, 
     return f"{passage}\nQuestion: {question}", "|".join(map(str, spans["spans"]))
 
 
-def load_drop(
-    path: str | None = None,
-    size: int | None = None,
-    hub: str | None = None,
-    hub_config: str | None = None,
-    hub_split: str = "validation",
-) -> Benchmark:
-    rows, where = read_rows(path, hub, hub_config, hub_split)
-    items = []
-    for number, row in enumerate(rows, start=1):
-        context, references = _drop_fields(row, where, number)
-        items.append(
-            Item(
-                id=str(row.get("id") or row.get("query_id") or f"drop-{number}"),
-                domain="qa",
-                question=context,
-                answer=references,
-            )
-        )
-    items = items[:size] if size is not None else items
-    return Benchmark("drop", "qa", tuple(items), score_drop, f"{where} ({len(items)} questions)")
+def _drop_item(row: Mapping[str, Any], where: str, number: int) -> Item:
+    context, references = _drop_fields(row, where, number)
+    return Item(
+        id=str(row.get("id") or row.get("query_id") or f"drop-{number}"),
+        domain="qa",
+        question=context,
+        answer=references,
+    )
+
+
+def load_drop(source: Source = DEFAULT_SOURCE) -> Benchmark:
+    return rows_benchmark("drop", "qa", score_drop, _drop_item, source, default_split="validation")

@@ -37,6 +37,7 @@ class RunOutcome:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     wall_s: float = 0.0
     operators: tuple[str, ...] = field(default=())
     """Operators called during the run, in order."""
@@ -100,6 +101,7 @@ class WorkflowEngine:
             calls=context.calls,
             prompt_tokens=context.prompt_tokens,
             completion_tokens=context.completion_tokens,
+            cost_usd=context.cost_usd,
             wall_s=time.perf_counter() - start,
             operators=tuple(context.operators_used),
         )

@@ -44,6 +44,8 @@ class RunContext:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
+    """What the run's executor calls cost at the executor's prices (0 for unpriced executors)."""
     infra_errors: list[str] = field(default_factory=list)
     operators_used: list[str] = field(default_factory=list)
     _occurrences: Counter[tuple[Any, ...]] = field(default_factory=Counter)
@@ -82,6 +84,9 @@ class RunContext:
             raise OperatorRefused(f"executor unavailable: {err}") from None
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
+        price = getattr(self.executor, "cost_usd", None)
+        if price is not None:
+            self.cost_usd += price(completion.prompt_tokens, completion.completion_tokens)
         return completion.text
 
     def candidate(self, text: str) -> str:
