@@ -261,6 +261,19 @@ def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
     assert spogw.overrides.get("num_samples", 16) == 16 and spogw.overrides.get("group_size", 14) == 14
 
 
+def test_reports_load_returns_the_tidy_per_item_frame(uninterrupted: Path, tmp_path: Path) -> None:
+    import reports
+
+    frame = reports.load(uninterrupted)
+    assert list(frame.columns[:8]) == ["method", "seed", "iteration", "benchmark", "item", "repeat", "score", "status"]
+    assert len(frame) == len(_tables(uninterrupted)["eval_items"])
+    assert not frame.duplicated(["method", "seed", "iteration", "benchmark", "item", "repeat"]).any()
+    assert frame["score"].between(0, 1).all() or frame["score"].isna().any()
+    assert set(frame["method"]) == {"spogw", "cot"}
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        reports.load(tmp_path)
+
+
 def test_export_writes_both_tables_to_parquet(uninterrupted: Path, tmp_path: Path) -> None:
     import pandas as pd
 
