@@ -255,6 +255,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.runner import RESOLVED
+    from harness.tracking import Tracker
+    from reports.report import log_report, write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / RESOLVED).is_file():
+        raise UsageError(f"{run_dir} is not a run folder: {run_dir / RESOLVED} does not exist")
+    config = load_experiment(run_dir / RESOLVED)
+    report = write_report(run_dir, config)
+    tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
+    log_report(report, tracker, tracker.parent_id)
+    for path in (report.markdown, report.html, report.latex, *report.figures):
+        print(path)
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from harness.schema_doc import render
 
@@ -345,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("run_dir")
     exporter.add_argument("--out", default=None, help="folder for the parquet files (default: the run folder)")
     exporter.set_defaults(func=_export)
+    reporter = commands.add_parser(
+        "report", help="(re)write a run folder's report.md, report.html, results.tex and figures; log them to MLflow"
+    )
+    reporter.add_argument("run_dir")
+    reporter.set_defaults(func=_report)
     schema = commands.add_parser("schema", help="the experiment-file reference (every field, type, default, meaning)")
     schema.add_argument("--out", default=None, help="write it to this file (docs/experiments.md)")
     schema.set_defaults(func=_schema)

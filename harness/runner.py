@@ -8,7 +8,7 @@
     done/<label>.seed<k>   marker: this method x seed is complete
     mlflow.db, mlartifacts/, tracking.json   MLflow (harness/tracking.py)
     item_scores.parquet    per (method, seed, iteration, benchmark, item): mean test score
-    report.md              the summary table (reports/summary.py)
+    report.md, report.html the report (reports/report.py; results.tex, figures in report/)
 
 Re-running the same command continues where a killed run stopped: finished runs are skipped, a
 half-collected iteration collects only what is missing (the rollout store is keyed), training
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from harness.store import EvalRow, SQLiteStore
     from harness.tracking import Tracker
     from harness.workflows.engine import WorkflowEngine
+    from reports.report import Report
 
 RESOLVED = "config.resolved.yaml"
 EVAL_CHUNK = 16
@@ -504,9 +505,11 @@ def run_experiment(
             marker.touch()
             bar.update(1)
         bar.close()
-        finish_run(run_dir, store, config)
+        from reports.report import log_report
+
+        report = finish_run(run_dir, store, config)
         tracker.log_artifact(parent, run_dir / "item_scores.parquet")
-        tracker.log_artifact(parent, run_dir / "report.md")
+        log_report(report, tracker, parent)
         tracker.finish(parent)
     finally:
         store.close()
@@ -532,13 +535,14 @@ def select_seeds(config: ExperimentConfig, seeds: Sequence[int] | None) -> list[
     return list(seeds)
 
 
-def finish_run(run_dir: Path, store: SQLiteStore, config: ExperimentConfig) -> None:
+def finish_run(run_dir: Path, store: SQLiteStore, config: ExperimentConfig) -> Report:
     """Per-item scores parquet and the report, from the store (so they always reflect every run)."""
-    from reports.summary import item_score_frame, write_summary
+    from reports.report import write_report
+    from reports.summary import item_score_frame
 
     frame = item_score_frame(store.table("eval_items"))
     _write_parquet_atomic(frame, run_dir / "item_scores.parquet")
-    write_summary(frame, config, run_dir / "report.md")
+    return write_report(run_dir, config)
 
 
 def _write_parquet_atomic(frame: Any, path: Path) -> None:

@@ -125,6 +125,12 @@ class Tracker:
         self._save_ids()
         return str(run.info.run_id)
 
+    @property
+    def parent_id(self) -> str | None:
+        """The experiment's parent run recorded in tracking.json (None before the first `spogw run`)."""
+        run_id = self._ids.get("runs", {}).get("__parent__")
+        return str(run_id) if run_id is not None else None
+
     def start_parent(self, name: str, params: Mapping[str, Any], tags: dict[str, str]) -> str | None:
         run_id = self._run("__parent__", name, {**environment_tags(), **tags})
         if run_id is not None:

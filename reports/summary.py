@@ -1,5 +1,5 @@
-"""The run's summary: per-item test scores, and a markdown table of mean test score per method with
-a 95% CI. (The full statistical report, with paired tests and plots, builds on the same frame.)
+"""Per-item test scores of a run and the per-iteration summary tables (mean test score per method
+and iteration with a 95% CI); the full report (reports/report.py) builds on the same frame.
 
 Item score = mean over the item's scorable repeats (infra_error repeats are left out, never 0).
 A method's score at an iteration = mean over items of the item score averaged over seeds; the CI
@@ -9,16 +9,11 @@ and highest per-seed mean) is shown so that seed variance is never hidden behind
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from reports.stats import mean_ci
-
-if TYPE_CHECKING:
-    from harness.config import ExperimentConfig
 
 ITEM_KEY = ["method", "seed", "iteration", "benchmark", "item_id"]
 
@@ -82,15 +77,9 @@ def summary_table(frame: pd.DataFrame, iterations: dict[str, int] | None = None,
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame, simulated: bool, title: str) -> str:
-    lines = [f"# {title}", ""]
-    if simulated:
-        lines += [
-            "**SIMULATED executor: these are simulator numbers, not LLM results.** "
-            "(docs/simulator.md says what the simulator models.)",
-            "",
-        ]
-    lines += [
+def summary_markdown(table: pd.DataFrame) -> str:
+    """The per-iteration tables, one per benchmark, with what their intervals cover."""
+    lines = [
         "Mean test score (item score = mean over repeats, averaged over seeds) with a 95% BCa bootstrap",
         "CI over items, and the lowest and highest per-seed mean. Iteration 0 of a trained method is the",
         "untrained generator; its last iteration is the trained one.",
@@ -98,7 +87,7 @@ def markdown(table: pd.DataFrame, simulated: bool, title: str) -> str:
     ]
     for benchmark, part in table.groupby("benchmark", sort=True):
         lines += [
-            f"## {benchmark}",
+            f"### {benchmark}",
             "",
             "| method | iteration | score | 95% CI | seeds (min - max) | items | calls/run | tokens/run |",
             "|---|---|---|---|---|---|---|---|",
@@ -111,15 +100,3 @@ def markdown(table: pd.DataFrame, simulated: bool, title: str) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-def write_summary(frame: pd.DataFrame, config: ExperimentConfig, path: Path) -> Path:
-    table = summary_table(frame, final_iterations(frame)) if not frame.empty else pd.DataFrame()
-    if table.empty:
-        text = f"# {config.name}\n\nNo evaluation rows yet.\n"
-    else:
-        text = markdown(table, config.executor.name == "sim", config.name)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-    return path

@@ -209,7 +209,7 @@ def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupte
     assert sorted(m.step for m in history) == [0, 1, 2]
     assert client.get_metric_history(spogw.info.run_id, "step.loss")
     artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
-    assert {"config.resolved.yaml", "item_scores.parquet", "report.md"} <= artifacts
+    assert {"config.resolved.yaml", "item_scores.parquet", "report.md", "report.html", "results.tex", "report"} <= artifacts
     assert any(a.path == "adapter" for a in client.list_artifacts(spogw.info.run_id))
 
 
@@ -259,6 +259,28 @@ def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
     config = load_experiment(paper)
     spogw = next(m for m in config.methods if m.name == "spogw")
     assert spogw.overrides.get("num_samples", 16) == 16 and spogw.overrides.get("group_size", 14) == 14
+
+
+def test_spogw_report_rewrites_every_table_and_figure(uninterrupted: Path, tmp_path: Path) -> None:
+    import time
+
+    start = time.perf_counter()
+    result = _spogw("report", str(uninterrupted))
+    elapsed = time.perf_counter() - start
+    print(f"spogw report: {elapsed:.1f} s")
+    assert result.returncode == 0, result.stderr
+    report = (uninterrupted / "report.md").read_text()
+    for section in ("## Results", "## Paired comparisons against cot", "## Aggregates", "## Per iteration", "## Figures"):
+        assert section in report, section
+    assert "SIMULATED executor" in report and "| cot (baseline) |" in report
+    page = (uninterrupted / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4, "every figure embedded: the page stands alone"
+    for name in ("learning_curves", "intervals", "probability_of_improvement", "diversity"):
+        assert (uninterrupted / "report" / f"{name}.png").stat().st_size > 1000
+        assert (uninterrupted / "report" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    assert "\\toprule" in (uninterrupted / "results.tex").read_text()
+    missing = _spogw("report", str(tmp_path))
+    assert missing.returncode == 2 and "not a run folder" in missing.stderr
 
 
 def test_reports_load_returns_the_tidy_per_item_frame(uninterrupted: Path, tmp_path: Path) -> None:

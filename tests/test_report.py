@@ -1,0 +1,94 @@
+"""Comparison tables and the report on synthetic per-item frames with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.comparison import aggregate_table, final_rows, paired_table, score_table
+from reports.tables import latex_table, markdown_table
+
+
+def synthetic_frame(effects: dict[str, float], items: int = 30, seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """item scores in [0, 1]: item difficulty + method effect + seed noise, two benchmarks."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for benchmark in ("bench_a", "bench_b"):
+        difficulty = rng.uniform(0.2, 0.6, size=items)
+        for method, effect in effects.items():
+            iteration = 0 if method == "base" else 2
+            for s in range(seeds):
+                noise = rng.normal(0, 0.02, size=items)
+                scores = np.clip(difficulty + effect + noise, 0, 1)
+                rows += [
+                    {
+                        "method": method,
+                        "seed": s,
+                        "iteration": iteration,
+                        "benchmark": benchmark,
+                        "item_id": f"i{k}",
+                        "score": v,
+                    }
+                    for k, v in enumerate(scores)
+                ]
+                if iteration:  # an earlier iteration that the final tables must ignore
+                    rows += [
+                        {
+                            "method": method,
+                            "seed": s,
+                            "iteration": 0,
+                            "benchmark": benchmark,
+                            "item_id": f"i{k}",
+                            "score": 0.0,
+                        }
+                        for k in range(items)
+                    ]
+    return pd.DataFrame(rows)
+
+
+def test_final_rows_keep_each_methods_last_iteration() -> None:
+    frame = synthetic_frame({"base": 0.0, "better": 0.2})
+    final = final_rows(frame)
+    assert set(final[final["method"] == "better"]["iteration"]) == {2}
+    assert set(final[final["method"] == "base"]["iteration"]) == {0}
+
+
+def test_paired_table_finds_a_real_effect_and_not_a_null_one() -> None:
+    frame = synthetic_frame({"base": 0.0, "better": 0.2, "same": 0.0})
+    paired = paired_table(frame, "base", alpha=0.05, resamples=2_000)
+    assert len(paired) == 4  # 2 methods x 2 benchmarks: one Holm family
+    better = paired[paired["method"] == "better"]
+    same = paired[paired["method"] == "same"]
+    assert better["significant"].all() and (better["difference"] > 0.15).all()
+    assert (better["ci_low"] > 0).all()
+    assert not same["significant"].any() and (same["ci_low"] < 0).all() and (same["ci_high"] > 0).all()
+    assert (paired["p_holm"] >= paired["p_value"]).all()
+    with pytest.raises(ValueError, match="not a method of this run"):
+        paired_table(frame, "missing")
+
+
+def test_score_and_aggregate_tables() -> None:
+    frame = synthetic_frame({"base": 0.0, "better": 0.2})
+    scores = score_table(frame, resamples=1_000)
+    assert set(scores["seeds"]) == {3} and set(scores["items"]) == {30}
+    assert (scores["ci_low"] <= scores["score"]).all() and (scores["score"] <= scores["ci_high"]).all()
+    aggregates = aggregate_table(frame, "base", resamples=300).set_index("method")
+    assert aggregates.loc["better", "p_improve"] == pytest.approx(1.0)
+    assert aggregates.loc["better", "iqm"] > aggregates.loc["base", "iqm"]
+    assert aggregates.loc["better", "optimality_gap"] < aggregates.loc["base", "optimality_gap"]
+
+
+def test_tables_mark_the_best_and_the_significant_and_say_what_the_executor_is() -> None:
+    frame = synthetic_frame({"base": 0.0, "better": 0.2, "same": 0.0})
+    scores = score_table(frame, resamples=1_000)
+    paired = paired_table(frame, "base", resamples=2_000)
+    md = markdown_table(scores, paired, "sim:medium", True, "base", 0.05)
+    better_line = next(line for line in md.splitlines() if line.startswith("| better"))
+    assert better_line.count("**") == 4 and better_line.count("\u2020") == 2  # bold in both columns, 2 daggers
+    assert "| base (baseline) |" in md and "SIMULATED" in md and "Executor: sim:medium" in md
+    same_line = next(line for line in md.splitlines() if line.startswith("| same"))
+    assert "\u2020" not in same_line and "**" not in same_line
+    tex = latex_table(scores, paired, "openai:gpt-4o-mini", False, "base", 0.05)
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "bench\\_a" in tex and "\\textbf{" in tex and "$^{\\dagger}$" in tex and "SIMULATED" not in tex
