@@ -209,7 +209,14 @@ def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupte
     assert sorted(m.step for m in history) == [0, 1, 2]
     assert client.get_metric_history(spogw.info.run_id, "step.loss")
     artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
-    assert {"config.resolved.yaml", "item_scores.parquet", "report.md", "report.html", "results.tex", "report"} <= artifacts
+    assert {
+        "config.resolved.yaml",
+        "item_scores.parquet",
+        "report.md",
+        "report.html",
+        "results.tex",
+        "report",
+    } <= artifacts
     assert any(a.path == "adapter" for a in client.list_artifacts(spogw.info.run_id))
 
 
@@ -270,7 +277,13 @@ def test_spogw_report_rewrites_every_table_and_figure(uninterrupted: Path, tmp_p
     print(f"spogw report: {elapsed:.1f} s")
     assert result.returncode == 0, result.stderr
     report = (uninterrupted / "report.md").read_text()
-    for section in ("## Results", "## Paired comparisons against cot", "## Aggregates", "## Per iteration", "## Figures"):
+    for section in (
+        "## Results",
+        "## Paired comparisons against cot",
+        "## Aggregates",
+        "## Per iteration",
+        "## Figures",
+    ):
         assert section in report, section
     assert "SIMULATED executor" in report and "| cot (baseline) |" in report
     page = (uninterrupted / "report.html").read_text()
