@@ -142,8 +142,6 @@ def _eval(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         **options,
     }
-    if executor_name != "sim":
-        fields.setdefault("profile", None)
     executor = executor_from_config(ExecutorConfig(**fields), seed=args.seed)
     benchmark = load_benchmark(
         args.benchmark,

@@ -33,6 +33,13 @@ def _suffix(simulated: bool) -> str:
     return " (SIMULATED executor)" if simulated else ""
 
 
+def _intervals(axis: Any, labels: Any, points: Any, lows: Any, highs: Any) -> None:
+    """One horizontal interval per label: the point with its [low, high] as error bars."""
+    ys = np.arange(len(labels))
+    axis.errorbar(points, ys, xerr=[points - lows, highs - points], fmt="o", capsize=3)
+    axis.set_yticks(ys, labels)
+
+
 def learning_curves(frame: pd.DataFrame, simulated: bool, resamples: int = 2_000) -> Any:
     """Test score against iteration, one panel per benchmark, one line per method, 95% BCa band over
     items (item scores averaged over seeds). Static workflows are flat lines at their score."""
@@ -71,15 +78,7 @@ def interval_plot(scores: pd.DataFrame, simulated: bool) -> Any:
     )
     for axis, benchmark in zip(axes[0], benchmarks, strict=True):
         part = scores[scores["benchmark"] == benchmark].sort_values("score")
-        ys = np.arange(len(part))
-        axis.errorbar(
-            part["score"],
-            ys,
-            xerr=[part["score"] - part["ci_low"], part["ci_high"] - part["score"]],
-            fmt="o",
-            capsize=3,
-        )
-        axis.set_yticks(ys, part["method"])
+        _intervals(axis, part["method"], part["score"], part["ci_low"], part["ci_high"])
         axis.set_title(str(benchmark))
         axis.set_xlabel("test score")
     figure.suptitle(f"Final test score, 95% CI over seeds and items{_suffix(simulated)}")
@@ -92,16 +91,8 @@ def improvement_plot(aggregates: pd.DataFrame, baseline: str, simulated: bool) -
     plt = _pyplot()
     part = aggregates.dropna(subset=["p_improve"]).sort_values("p_improve")
     figure, axis = plt.subplots(figsize=(5.0, 0.6 + 0.45 * max(len(part), 1)))
-    ys = np.arange(len(part))
-    axis.errorbar(
-        part["p_improve"],
-        ys,
-        xerr=[part["p_improve"] - part["p_improve_low"], part["p_improve_high"] - part["p_improve"]],
-        fmt="o",
-        capsize=3,
-    )
+    _intervals(axis, part["method"], part["p_improve"], part["p_improve_low"], part["p_improve_high"])
     axis.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-    axis.set_yticks(ys, part["method"])
     axis.set_xlim(0, 1)
     axis.set_xlabel(f"P(method > {baseline})")
     axis.set_title(f"Probability of improvement, 95% CI over seeds{_suffix(simulated)}")

@@ -54,12 +54,9 @@ def _table_section(title: str, table: pd.DataFrame, note: str) -> _Section:
 
 def write_report(run_dir: Path, config: ExperimentConfig) -> Report:
     """The report of a run folder, read from its store (read-only: the run may still be going)."""
-    import sqlite3
+    from reports.data import connect_read_only
 
-    path = run_dir / "rollouts.sqlite"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {path} does not exist")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with connect_read_only(run_dir) as db:
         eval_items = pd.read_sql_query("SELECT * FROM eval_items", db)
         rollouts = pd.read_sql_query("SELECT method, seed, iteration, query_id, structure FROM rollouts", db)
     return build_report(run_dir, config, rollouts, eval_items)

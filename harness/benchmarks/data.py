@@ -1,8 +1,8 @@
 """Where benchmark rows come from: a local JSONL file in the upstream format, or a dataset through
 `datasets` (a Hugging Face hub id for users who are online, or a local dataset folder).
 
-Every loader reads rows with `read_rows` and turns each into an `Item`; a row that lacks a field is
-an error naming the file (or dataset), the row number and the field.
+Every loader is a row -> Item function handed to `rows_benchmark` with the experiment's `Source`; a
+row that lacks a field is an error naming the file (or dataset), the row number and the field.
 """
 
 from __future__ import annotations

@@ -52,8 +52,12 @@ def executor_from_config(config: ExecutorConfig, seed: int = 0) -> Executor:
             "output_price_per_mtok": config.output_price_per_mtok,
         }
     elif config.name == "hf":
-        options = common | {"device": config.device, "dtype": config.dtype, "max_batch": config.max_batch}
-        options["cache_path"] = cache
+        options = common | {
+            "device": config.device,
+            "dtype": config.dtype,
+            "max_batch": config.max_batch,
+            "cache_path": cache,
+        }
     else:
         options = common | {"max_batch": config.max_batch, "cache_path": cache}
     return build_executor(config.name, **options)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.executors.base import CallInfo, Completion, InfraError
-from harness.executors.openai_api import ExecutorStats
-from harness.executors.response_cache import CachedResponse, ResponseCache, cache_key
+from harness.executors.response_cache import CachedResponse, ExecutorStats, ResponseCache, call_key, complete_cached
 
 
 @dataclass
@@ -31,7 +31,7 @@ class _Request:
     future: asyncio.Future[CachedResponse]
 
 
-class BatchedLocalExecutor:
+class BatchedLocalExecutor(ABC):
     """Micro-batching, caching and accounting; subclasses generate a batch of prompts."""
 
     name = "local"
@@ -59,34 +59,22 @@ class BatchedLocalExecutor:
     def describe(self) -> str:
         return f"{self.name}:{self.model_name}"
 
+    @abstractmethod
     def generate_batch(self, prompts: list[str]) -> list[CachedResponse]:
-        raise NotImplementedError
+        """One generation pass over ``prompts`` (runs on a worker thread)."""
 
     async def complete(self, prompt: str, info: CallInfo) -> Completion:
-        self.stats.calls += 1
-        key = cache_key(
-            backend=self.name,
-            model=self.model_name,
-            messages=[{"role": "user", "content": prompt}],
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            repeat=info.repeat,
-            occurrence=info.occurrence,
-        )
-        if self._cache is not None and (cached := self._cache.get(key)) is not None:
-            self.stats.cache_hits += 1
-            return Completion(cached.text, cached.prompt_tokens, cached.completion_tokens)
+        key = call_key(f"{self.name}:in-process", self.model_name, prompt, self.temperature, self.max_tokens, info)
+        return await complete_cached(self._cache, self.stats, key, lambda: self._generate(prompt))
+
+    async def _generate(self, prompt: str) -> CachedResponse:
+        """Queue ``prompt`` for the batcher and wait for its response."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._serve(self._queue))
         future: asyncio.Future[CachedResponse] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Request(prompt, future))
-        response = await future
-        if self._cache is not None:
-            self._cache.put(key, response)
-        self.stats.prompt_tokens += response.prompt_tokens
-        self.stats.completion_tokens += response.completion_tokens
-        return Completion(response.text, response.prompt_tokens, response.completion_tokens)
+        return await future
 
     async def _serve(self, queue: asyncio.Queue[_Request]) -> None:
         while True:

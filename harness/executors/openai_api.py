@@ -18,36 +18,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.executors.base import CallInfo, Completion, InfraError
-from harness.executors.response_cache import CachedResponse, ResponseCache, cache_key
+from harness.executors.response_cache import CachedResponse, ExecutorStats, ResponseCache, call_key, complete_cached
 
 NO_KEY = "not-needed"
 """Sent when no key variable is configured (local servers ignore it; the SDK requires a value)."""
-
-
-@dataclass
-class ExecutorStats:
-    calls: int = 0
-    """Calls the workflows made."""
-    network_calls: int = 0
-    """HTTP requests sent (first tries and retries)."""
-    cache_hits: int = 0
-    retries: int = 0
-    failures: int = 0
-    """Calls that failed after all retries (each made a run infra_error)."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def summary(self) -> str:
-        return (
-            f"{self.calls} calls: {self.cache_hits} from the cache, {self.network_calls} requests, "
-            f"{self.retries} retries, {self.failures} failed after retries; "
-            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens"
-        )
 
 
 class _Retryable(Exception):
@@ -107,28 +85,9 @@ class OpenAIExecutor:
         return (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
 
     async def complete(self, prompt: str, info: CallInfo) -> Completion:
-        self.stats.calls += 1
+        key = call_key(self.base_url, self.model, prompt, self.temperature, self.max_tokens, info)
         messages = [{"role": "user", "content": prompt}]
-        key = cache_key(
-            base_url=self.base_url,
-            model=self.model,
-            messages=messages,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            repeat=info.repeat,
-            occurrence=info.occurrence,
-        )
-        if self._cache is not None:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self.stats.cache_hits += 1
-                return Completion(cached.text, cached.prompt_tokens, cached.completion_tokens)
-        response = await self._call_with_retries(messages)
-        if self._cache is not None:
-            self._cache.put(key, response)
-        self.stats.prompt_tokens += response.prompt_tokens
-        self.stats.completion_tokens += response.completion_tokens
-        return Completion(response.text, response.prompt_tokens, response.completion_tokens)
+        return await complete_cached(self._cache, self.stats, key, lambda: self._call_with_retries(messages))
 
     async def _call_with_retries(self, messages: list[dict[str, str]]) -> CachedResponse:
         last = ""
