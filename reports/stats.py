@@ -36,7 +36,8 @@ class MeanCI:
 def mean_ci(
     values: np.ndarray | Sequence[float], covers: str, level: float = 0.95, resamples: int = 10_000, seed: int = 0
 ) -> MeanCI:
-    """Mean with a BCa bootstrap CI (scipy); a constant sample gets a zero-width interval."""
+    """Mean with a BCa bootstrap CI (scipy); a constant sample gets a zero-width interval, and a sample
+    whose BCa interval is undefined gets the percentile interval of the same resamples."""
     from scipy import stats
 
     data = np.asarray(values, dtype=float)
@@ -54,6 +55,10 @@ def mean_ci(
         rng=np.random.default_rng(seed),
     )
     low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        # BCa is undefined when the resampled means barely vary (hypothesis found [0, 0, 6.5e-295]):
+        # fall back to the percentile interval of the same resamples
+        low, high = np.quantile(result.bootstrap_distribution, [(1 - level) / 2, (1 + level) / 2])
     return MeanCI(mean, float(low), float(high), int(data.size), covers)
 
 
