@@ -229,7 +229,8 @@ def _run(args: argparse.Namespace) -> int:
         splits = load_splits(config)
         plan = plan_experiment(config, splits, select_methods(config, methods), select_seeds(config, seeds))
         for split in splits:
-            print(f"{split.benchmark.name}: {len(split.train)} train / {len(split.test)} test items")
+            evaluated = f"{len(split.evaluated)} {config.evaluation.split}"
+            print(f"{split.benchmark.name}: {len(split.train)} train / {evaluated} items")
         print(plan.describe())
         return 0
     run_dir = run_experiment(
@@ -242,6 +243,26 @@ def _run(args: argparse.Namespace) -> int:
     )
     print((run_dir / "report.md").read_text())
     print(f"run folder  {run_dir}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from harness.sweeps.config import load_sweep
+    from harness.sweeps.study import rerun_best, run_sweep
+    from reports.sweep import write_sweep_report
+
+    sweep = load_sweep(args.sweep, args.set)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / sweep.config.name
+    try:
+        study = run_sweep(sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.worker:
+        print(f"worker done: study {sweep.config.name} has its trials; the starting process writes the report")
+        return 0
+    best_dir = None if args.no_rerun else rerun_best(sweep, study, run_dir, args.mlflow_uri)
+    report = write_sweep_report(run_dir, sweep, study, best_dir)
+    print(f"sweep folder  {run_dir}\nreport        {report.markdown}")
     return 0
 
 
@@ -357,7 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--quiet", action="store_true", help="no progress bar")
     runner.set_defaults(func=_run)
 
-    exporter = commands.add_parser("export", help="write a run folder's rollouts and eval_items tables to parquet")
+    sweeper = commands.add_parser("sweep", help="run (or join) an Optuna sweep over an experiment's settings")
+    sweeper.add_argument("sweep", help="a sweep file (experiments/sweep_*.yaml)")
+    sweeper.add_argument("--run-dir", default=None, help="sweep folder (default runs/<sweep name>)")
+    sweeper.add_argument(
+        "--n-trials", type=int, default=None, help="trials in total over all workers (default: the file's)"
+    )
+    sweeper.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage: sqlite:///F (default: the sweep folder), postgresql://..., journal:F",
+    )
+    sweeper.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: the sweep folder's sqlite)")
+    sweeper.add_argument("--worker", action="store_true", help="join an existing study (started without --worker)")
+    sweeper.add_argument(
+        "--no-rerun", action="store_true", help="skip re-running the best configuration on fresh seeds"
+    )
+    sweeper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep field")
+    sweeper.set_defaults(func=_sweep)
+    exporter = commands.add_parser(
+        "export", help="write a run folder's rollouts, eval_items and iterations tables to parquet"
+    )
     exporter.add_argument("run_dir")
     exporter.add_argument("--out", default=None, help="folder for the parquet files (default: the run folder)")
     exporter.set_defaults(func=_export)

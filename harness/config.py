@@ -10,13 +10,25 @@ silently ignored setting.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SUPPORTED_VERSIONS = (1,)
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _supported_version(value: int) -> int:
+    if value not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unsupported version {value}; this harness reads {list(SUPPORTED_VERSIONS)}")
+    return value
+
+
+SchemaVersion = Annotated[int, AfterValidator(_supported_version)]
+"""The `version` field of experiment and sweep files."""
 
 
 class ConfigError(ValueError):
@@ -42,6 +54,18 @@ class SplitConfig(StrictModel):
     """Fraction of the items held out for testing (AFlow protocol: validation:test = 1:4)."""
     seed: int = 0
     """Seed of the deterministic item shuffle that makes the split."""
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of the items held out of training as a validation split (taken after the test
+    items): sweeps choose hyperparameters on it and report the chosen config on test. 0: none."""
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> SplitConfig:
+        if self.test_fraction + self.validation_fraction >= 1.0:
+            raise ValueError(
+                f"test_fraction {self.test_fraction} + validation_fraction {self.validation_fraction} "
+                "leave no training items"
+            )
+        return self
 
 
 class BenchmarkConfig(StrictModel):
@@ -198,6 +222,12 @@ class MethodSpec(StrictModel):
     """Name shown in reports and tracking; defaults to the method name. Labels must be unique."""
     overrides: dict[str, Any] = {}
     """Fields of the method's config to change (an ablation is an override, never a code fork)."""
+    executor: dict[str, Any] = {}
+    """Fields of the experiment's executor to change for this method, in training and in its own
+    evaluation (e.g. {profile: coder}: a generator optimized with another executor, open question 1)."""
+    sampling: dict[str, Any] = {}
+    """Fields of generator.sampling to change for this method, in collection and evaluation (e.g.
+    {temperature: 0.3}: lower score variance within groups, open question 2)."""
 
     @field_validator("name")
     @classmethod
@@ -226,10 +256,27 @@ class MethodSpec(StrictModel):
 class EvaluationConfig(StrictModel):
     repeats: int = Field(3, gt=0)
     """Executions of each (item, workflow); the item score is their mean (ScoreFlow uses 3)."""
-    split: Literal["train", "test"] = "test"
-    """Which split the held-out evaluation uses (test; train only for debugging)."""
+    split: Literal["test", "validation", "train"] = "test"
+    """Which split the held-out evaluation uses: test; validation (needs benchmarks[].split.validation_fraction;
+    what sweeps score trials on); train only for debugging."""
     every_iteration: bool = True
     """Evaluate after every iteration (learning curves); off: only the untrained and the final policy."""
+    transfer: dict[str, dict[str, Any]] = {}
+    """Other executors that evaluate every method's final workflows unchanged (executor transfer,
+    open question 1): name -> fields of the experiment's executor to change, e.g. {weak: {profile:
+    weak}}. Their rows carry the name in eval_items.transfer; a method's own executor is never
+    evaluated twice."""
+    collect_final: bool = False
+    """Also sample and execute m workflows per training question with the final policy (one more
+    collection per run), so training-score, diversity and curation curves include the trained policy."""
+
+    @field_validator("transfer")
+    @classmethod
+    def _transfer_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"transfer executor name {name!r}: use letters, digits, '_', '.', '-'")
+        return value
 
 
 class TrackingConfig(StrictModel):
@@ -248,10 +295,23 @@ class StatsConfig(StrictModel):
     """Alternative hypothesis of the paired tests, method versus baseline."""
     bootstrap_samples: int = Field(10_000, gt=99)
     """Resamples of the bootstrap confidence intervals."""
+    comparisons: list[tuple[str, str]] = []
+    """The family of paired tests, declared before the run: [method, reference] label pairs (the
+    difference is method - reference). Empty: every method against `baseline`. Holm's correction
+    runs over the whole family (all pairs x benchmarks)."""
+
+
+class StudyConfig(StrictModel):
+    kind: Literal["comparison", "transfer", "sharpening", "kl_diversity", "ablation"] = "comparison"
+    """Which question the report answers: `comparison` (methods against the baseline), or one of the
+    paper's open questions, each with its own report section (docs/reports.md): `transfer` (Q1, needs
+    evaluation.transfer), `sharpening` (Q2), `kl_diversity` (Q3), `ablation` (SPOGW's components)."""
+    question: str = ""
+    """The question in words, printed at the head of the study's section."""
 
 
 class ExperimentConfig(StrictModel):
-    version: int
+    version: SchemaVersion
     """Schema version of the experiment file."""
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Experiment name: the default run folder runs/<name> and the MLflow experiment."""
@@ -275,13 +335,8 @@ class ExperimentConfig(StrictModel):
     """MLflow tracking."""
     stats: StatsConfig = StatsConfig()
     """Statistics of the report."""
-
-    @field_validator("version")
-    @classmethod
-    def _supported_version(cls, value: int) -> int:
-        if value not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported version {value}; this harness reads {list(SUPPORTED_VERSIONS)}")
-        return value
+    study: StudyConfig = StudyConfig()
+    """The question the report answers (its study section)."""
 
     @model_validator(mode="after")
     def _unique_labels(self) -> ExperimentConfig:
@@ -293,7 +348,61 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         if self.stats.baseline is not None and self.stats.baseline not in labels:
             raise ValueError(f"stats.baseline {self.stats.baseline!r} is not a method label {labels}")
+        for index, pair in enumerate(self.stats.comparisons):
+            unknown = [label for label in pair if label not in labels]
+            if unknown or pair[0] == pair[1]:
+                raise ValueError(f"stats.comparisons.{index} {list(pair)}: needs two different method labels {labels}")
+        for index, spec in enumerate(self.methods):
+            where = f"methods.{index}"
+            _validated(ExecutorConfig, self.executor, spec.executor, f"{where}.executor")
+            _validated(SamplingConfig, self.generator.sampling, spec.sampling, f"{where}.sampling")
+        for name, fields in self.evaluation.transfer.items():
+            _validated(ExecutorConfig, self.executor, fields, f"evaluation.transfer.{name}")
+        if self.evaluation.split == "validation":
+            missing = [i for i, b in enumerate(self.benchmarks) if b.split.validation_fraction == 0]
+            if missing:
+                raise ValueError(
+                    f"evaluation.split 'validation' needs benchmarks[].split.validation_fraction > 0"
+                    f" (benchmarks {missing})"
+                )
+        if self.study.kind == "transfer" and not self.evaluation.transfer:
+            raise ValueError("study.kind 'transfer' needs evaluation.transfer (the executors to evaluate with)")
         return self
+
+    def executor_for(self, spec: MethodSpec) -> ExecutorConfig:
+        """The executor ``spec`` trains and is evaluated with: the experiment's, with its changes."""
+        return _validated(ExecutorConfig, self.executor, spec.executor, "executor")
+
+    def sampling_for(self, spec: MethodSpec) -> SamplingConfig:
+        """How ``spec``'s generator samples: generator.sampling with the method's changes."""
+        return _validated(SamplingConfig, self.generator.sampling, spec.sampling, "sampling")
+
+    def transfer_executors(self) -> dict[str, ExecutorConfig]:
+        """evaluation.transfer as complete executor configs, by name."""
+        return {
+            name: _validated(ExecutorConfig, self.executor, fields, name)
+            for name, fields in self.evaluation.transfer.items()
+        }
+
+
+def executor_identity(executor: ExecutorConfig) -> str:
+    """How reports name an executor: `sim:<profile>` or `<backend>:<model>`."""
+    return f"{executor.name}:{executor.profile if executor.name == 'sim' else executor.model}"
+
+
+def _validated(model: type[_Model], base: BaseModel, changes: dict[str, Any], where: str) -> _Model:
+    """``base`` with the fields in ``changes`` replaced, validated as ``model`` (errors name ``where``)."""
+    if not changes:
+        return base  # type: ignore[return-value]
+    try:
+        return model.model_validate(deep_merge(base.model_dump(), changes))
+    except ValidationError as err:
+        problems = "; ".join(
+            (f"{where}.{'.'.join(map(str, e['loc']))} = {_short(e.get('input'))}: " if e["loc"] else f"{where}: ")
+            + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, "))
+            for e in err.errors()
+        )
+        raise ValueError(problems) from None
 
 
 def _resolve(target: Any) -> Any:
@@ -428,6 +537,9 @@ def format_validation_error(source: str, error: ValidationError, data: dict[str,
             message = "unknown field (check the spelling; `spogw schema` lists the fields)"
         else:
             message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:  # a check across fields: its message names them
+            lines.append(f"  {source}: {message}")
+            continue
         value = problem.get("input", _lookup(data, problem["loc"]))
         lines.append(f"  {source}: {path} = {_short(value)}: {message}")
     return "\n".join(lines)
@@ -457,6 +569,8 @@ def validate(data: dict[str, Any], source: str) -> ExperimentConfig:
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, include, override and validate an experiment file. Raises ConfigError."""
     data = load_raw(path)
+    if "space" in data and "base" in data:
+        raise ConfigError(f"{path}: this is a sweep file (base + space): run it with `spogw sweep {path}`")
     if overrides:
         data = apply_overrides(data, overrides)
     return validate(data, str(path))

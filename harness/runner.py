@@ -3,7 +3,7 @@
 ``<run_dir>`` holds everything a run produces, and everything it needs to resume:
 
     config.resolved.yaml   the experiment as validated (a re-run compares against it)
-    rollouts.sqlite        tables rollouts and eval_items (harness/store.py), written idempotently
+    rollouts.sqlite        tables rollouts, eval_items, iterations (harness/store.py), written idempotently
     checkpoints/<label>/seed<k>/iter<i>/   adapter + optimizer state at the start of iteration i
     done/<label>.seed<k>   marker: this method x seed is complete
     mlflow.db, mlartifacts/, tracking.json   MLflow (harness/tracking.py)
@@ -23,25 +23,28 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.config import ConfigError, ExperimentConfig, MethodSpec, dotted_fields
+from harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, dotted_fields, executor_identity
 from harness.policy.model import decoding_mode
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
     from harness.policy.model import Generator
+    from harness.policy.sampling import SamplingParams
     from harness.store import EvalRow, SQLiteStore
     from harness.tracking import Tracker
     from harness.workflows.engine import WorkflowEngine
     from reports.report import Report
 
 RESOLVED = "config.resolved.yaml"
+EvaluationHook = Callable[[str, int, int, dict[str, float]], None]
+"""(method label, seed, iteration, metrics of that evaluation) -> None."""
 EVAL_CHUNK = 16
 """Test items sampled in one batch. Chunks are fixed slices of the item list, and a chunk's rows
 are written in one transaction, so a resumed evaluation samples exactly the batches it did before."""
@@ -55,7 +58,9 @@ are written in one transaction, so a resumed evaluation samples exactly the batc
 class BenchmarkSplit:
     benchmark: Benchmark
     train: Sequence[Item]
-    test: Sequence[Item]
+    """The questions methods collect on and train with."""
+    evaluated: Sequence[Item]
+    """The held-out questions of evaluation.split (the test split unless a sweep scores on validation)."""
 
 
 def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
@@ -69,11 +74,14 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
         except (OSError, ValueError) as err:
             field, value = ("hub", spec.hub) if spec.hub is not None else ("path", spec.path)
             raise ConfigError(f"benchmarks.{index}.{field} = {value!r}: cannot load {spec.name}: {err}") from None
-        train = list(benchmark.split("train", spec.split.test_fraction, spec.split.seed))[: spec.train_limit]
-        test = list(benchmark.split("test", spec.split.test_fraction, spec.split.seed))[: spec.test_limit]
-        if not test:
-            raise ConfigError(f"benchmarks.{index}: {spec.name} has no test items after the split and test_limit")
-        splits.append(BenchmarkSplit(benchmark, train, test))
+        fractions = (spec.split.test_fraction, spec.split.seed, spec.split.validation_fraction)
+        train = list(benchmark.split("train", *fractions))[: spec.train_limit]
+        evaluated = list(benchmark.split(config.evaluation.split, *fractions))[: spec.test_limit]
+        if not evaluated:
+            raise ConfigError(
+                f"benchmarks.{index}: {spec.name} has no {config.evaluation.split} items after the split and test_limit"
+            )
+        splits.append(BenchmarkSplit(benchmark, train, evaluated))
     return splits
 
 
@@ -141,23 +149,27 @@ def plan_experiment(
 
     plan = Plan(config.name)
     repeats = config.evaluation.repeats
-    test_items = sum(len(s.test) for s in splits)
+    test_items = sum(len(s.evaluated) for s in splits)
     generated_calls = {s.benchmark.domain: grammar_calls_per_run(s.benchmark.domain) for s in splits}
+    transfers = config.transfer_executors()
     for spec in methods:
         method = method_config(spec)
+        own = config.executor_for(spec)
+        evaluators = 1 + sum(executor != own for executor in transfers.values())
         for seed in seeds:
             if isinstance(method, StaticConfig):
                 per_run = calls_per_run(workflow_source(method.workflow)[1])
-                runs = test_items * repeats
+                runs = test_items * repeats * evaluators
                 plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * per_run))
                 continue
             evaluations = config.iterations + 1 if config.evaluation.every_iteration else 2
+            collections = config.iterations + int(config.evaluation.collect_final)
             samples = runs = 0
             calls = 0.0
             for split in splits:
                 per_run = generated_calls[split.benchmark.domain]
-                collected = config.iterations * len(split.train) * method.num_samples
-                evaluated = evaluations * len(split.test)
+                collected = collections * len(split.train) * method.num_samples
+                evaluated = (evaluations + evaluators - 1) * len(split.evaluated)
                 samples += collected + evaluated
                 runs += (collected + evaluated) * repeats
                 calls += (collected + evaluated) * repeats * per_run
@@ -228,6 +240,8 @@ class EvalTarget:
     seed: int
     iteration: int
     repeats: int
+    transfer: str = ""
+    """'' for the method's own executor, else the evaluation.transfer name of the executor used."""
 
 
 async def _evaluate_chunk(
@@ -257,6 +271,7 @@ async def _evaluate_chunk(
             prompt_tokens=run.prompt_tokens,
             completion_tokens=run.completion_tokens,
             wall_s=run.wall_s,
+            transfer=target.transfer,
         )
         for run in runs
     ]
@@ -286,13 +301,13 @@ async def evaluate_generator(
     store, seed, iteration = target.store, target.seed, target.iteration
     for split in splits:
         name = split.benchmark.name
-        done = store.eval_done(target.label, seed, iteration, name)
-        wanted = {item.id for item in split.test}
+        done = store.eval_done(target.label, seed, iteration, name, target.transfer)
+        wanted = {item.id for item in split.evaluated}
         for donor in shared_with:
             if not wanted <= done and store.eval_done(donor, seed, iteration, name) == wanted:
                 store.copy_eval(donor, target.label, seed, iteration, name)
                 done = store.eval_done(target.label, seed, iteration, name)
-        for chunk in _missing_chunks(split.test, done):
+        for chunk in _missing_chunks(split.evaluated, done):
             prompts = [generator.prompt(item.domain, item.question) for item in chunk]
             keys = [(seed, iteration, f"eval:{item.id}", 0) for item in chunk]
             samples = generator.sample(prompts, keys, params)
@@ -304,8 +319,10 @@ async def evaluate_static(
     source: str, splits: Sequence[BenchmarkSplit], engine: WorkflowEngine, target: EvalTarget
 ) -> None:
     for split in splits:
-        done = target.store.eval_done(target.label, target.seed, target.iteration, split.benchmark.name)
-        for chunk in _missing_chunks(split.test, done):
+        done = target.store.eval_done(
+            target.label, target.seed, target.iteration, split.benchmark.name, target.transfer
+        )
+        for chunk in _missing_chunks(split.evaluated, done):
             await _evaluate_chunk({item.id: source for item in chunk}, split, chunk, engine, target)
 
 
@@ -341,36 +358,98 @@ class ExperimentContext:
     tracker: Tracker
     parent_run: str | None
     progress: Callable[[str], None]
-    trainable_labels: tuple[str, ...] = ()
-    """Labels of the trained methods: their iteration-0 evaluations (the untrained generator) coincide."""
+    untrained_twins: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per trained method, the trained methods whose iteration-0 evaluation (the untrained generator)
+    is identical to its own: the same executor and sampling (then rows are copied, not recomputed)."""
+    on_evaluated: EvaluationHook | None = None
+    """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
 
 
-def _engine(config: ExperimentConfig, seed: int) -> WorkflowEngine:
+def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
+    """Trained method label -> the other trained labels with the same executor and sampling."""
+    from methods.static import StaticConfig
+
+    trained = [spec for spec in config.methods if not isinstance(method_config(spec), StaticConfig)]
+
+    def setting(spec: MethodSpec) -> tuple[ExecutorConfig, Any]:
+        return config.executor_for(spec), config.sampling_for(spec)
+
+    return {
+        spec.display_label: tuple(
+            other.display_label for other in trained if other is not spec and setting(other) == setting(spec)
+        )
+        for spec in trained
+    }
+
+
+def _engine(executor: ExecutorConfig, seed: int) -> WorkflowEngine:
     from harness.executors import executor_from_config
     from harness.workflows.engine import WorkflowEngine
 
     return WorkflowEngine(
-        executor_from_config(config.executor, seed),
-        concurrency=config.executor.concurrency,
-        timeout_s=config.executor.workflow_timeout_s,
-        max_calls=config.executor.max_calls_per_run,
+        executor_from_config(executor, seed),
+        concurrency=executor.concurrency,
+        timeout_s=executor.workflow_timeout_s,
+        max_calls=executor.max_calls_per_run,
     )
 
 
 def _log_eval(
-    context: ExperimentContext, run_id: str | None, label: str, seed: int, iteration: int
+    context: ExperimentContext, run_id: str | None, label: str, seed: int, iteration: int, transfer: str = ""
 ) -> dict[str, float]:
-    rows = context.store.eval_rows(label, seed, iteration)
+    rows = context.store.eval_rows(label, seed, iteration, transfer)
     metrics = iteration_metrics(rows)
-    context.tracker.log_metrics(run_id, metrics, iteration)
+    prefix = f"transfer.{transfer}." if transfer else ""
+    context.tracker.log_metrics(run_id, {prefix + key: value for key, value in metrics.items()}, iteration)
+    if context.on_evaluated is not None and not transfer:
+        context.on_evaluated(label, seed, iteration, metrics)
     return metrics
+
+
+def _sampling_params(config: ExperimentConfig, spec: MethodSpec) -> SamplingParams:
+    from harness.policy.sampling import SamplingParams
+
+    sampling = config.sampling_for(spec)
+    return SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop))
+
+
+async def _evaluate_transfers(
+    context: ExperimentContext,
+    spec: MethodSpec,
+    seed: int,
+    iteration: int,
+    run_id: str | None,
+    evaluate: Callable[[WorkflowEngine, EvalTarget], Awaitable[None]],
+) -> None:
+    """The final workflows of ``spec``, unchanged, run by every evaluation.transfer executor other
+    than its own (executor transfer, open question 1)."""
+    own = context.config.executor_for(spec)
+    for name, executor in context.config.transfer_executors().items():
+        if executor == own:
+            continue
+        context.progress(f"{spec.display_label} s{seed}: transfer to {name}")
+        target = EvalTarget(
+            context.store,
+            context.config.name,
+            spec.display_label,
+            seed,
+            iteration,
+            context.config.evaluation.repeats,
+            name,
+        )
+        engine = _engine(executor, seed)
+        try:
+            await evaluate(engine, target)
+        finally:
+            await engine.close()
+        _log_eval(context, run_id, spec.display_label, seed, iteration, name)
 
 
 async def _run_static(context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
     from methods.static import workflow_source
 
     _, source = workflow_source(method.workflow)
-    engine = _engine(context.config, seed)
+    engine = _engine(context.config.executor_for(spec), seed)
     try:
         context.progress(f"{spec.display_label} s{seed}: evaluate")
         target = EvalTarget(
@@ -381,20 +460,24 @@ async def _run_static(context: ExperimentContext, spec: MethodSpec, method: Any,
         await engine.close()
     _log_eval(context, run_id, spec.display_label, seed, 0)
 
+    async def evaluate(other: WorkflowEngine, transfer: EvalTarget) -> None:
+        await evaluate_static(source, context.splits, other, transfer)
+
+    await _evaluate_transfers(context, spec, seed, 0, run_id, evaluate)
+
 
 async def _run_trainable(
     context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None
 ) -> None:
     from harness.policy.model import load_generator
-    from harness.policy.sampling import SamplingParams
+    from harness.store import IterationRow
     from harness.train import Task, run_method
 
     config = context.config
     label = spec.display_label
     generator = load_generator(config.generator, progress=False)
-    sampling = config.generator.sampling
-    params = SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop))
-    engine = _engine(config, seed)
+    params = _sampling_params(config, spec)
+    engine = _engine(config.executor_for(spec), seed)
     checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
     checkpoints.mkdir(parents=True, exist_ok=True)
 
@@ -402,7 +485,7 @@ async def _run_trainable(
         if not (config.evaluation.every_iteration or iteration in (0, config.iterations)):
             return
         target = EvalTarget(context.store, config.name, label, seed, iteration, config.evaluation.repeats)
-        shared = context.trainable_labels if iteration == 0 else ()
+        shared = context.untrained_twins.get(label, ()) if iteration == 0 else ()
         await evaluate_generator(generator, context.splits, engine, target, params, shared_with=shared)
         _log_eval(context, run_id, label, seed, iteration)
 
@@ -414,6 +497,18 @@ async def _run_trainable(
             "train_s": summary.train_s,
         }
         context.tracker.log_metrics(run_id, metrics, summary.iteration)
+        context.store.put_iteration(
+            IterationRow(
+                label,
+                seed,
+                summary.iteration,
+                summary.train_score,
+                summary.rollouts,
+                summary.collect_s,
+                summary.train_s,
+                len(summary.steps),
+            )
+        )
         for index, step in enumerate(summary.steps):
             context.tracker.log_metrics(
                 run_id, {f"step.{k}": v for k, v in step.items()}, summary.iteration * 100_000 + index
@@ -435,11 +530,16 @@ async def _run_trainable(
             on_iteration=on_iteration,
             checkpoints=checkpoints,
             evaluate=evaluate,
-            final_collection=False,
+            final_collection=config.evaluation.collect_final,
             on_phase=lambda iteration, phase: context.progress(f"{label} s{seed} it{iteration}: {phase}"),
         )
     finally:
         await engine.close()
+
+    async def evaluate_final(other: WorkflowEngine, transfer: EvalTarget) -> None:
+        await evaluate_generator(generator, context.splits, other, transfer, params)
+
+    await _evaluate_transfers(context, spec, seed, config.iterations, run_id, evaluate_final)
     final = checkpoints / f"iter{config.iterations}"
     if final.is_dir():
         context.tracker.log_artifact(run_id, final, "adapter")
@@ -452,8 +552,17 @@ def run_experiment(
     seeds: Sequence[int] | None = None,
     force_new: bool = False,
     progress: bool = True,
+    tracking_parent: str | None = None,
+    tracking_tags: dict[str, str] | None = None,
+    tracking_params: dict[str, Any] | None = None,
+    on_evaluated: EvaluationHook | None = None,
 ) -> Path:
-    """Run (or resume) every method x seed of ``config`` in ``run_dir``; returns the run folder."""
+    """Run (or resume) every method x seed of ``config`` in ``run_dir``; returns the run folder.
+
+    ``tracking_parent``: an MLflow run to nest the experiment's parent run under (a sweep's), with
+    extra ``tracking_tags`` and ``tracking_params``. ``on_evaluated(label, seed, iteration, metrics)``
+    is called after each held-out evaluation by the method's own executor; an exception it raises
+    (a sweep's pruning) stops the run, and its MLflow runs are marked KILLED."""
     from tqdm.auto import tqdm
 
     from harness.store import SQLiteStore
@@ -469,19 +578,32 @@ def run_experiment(
     tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
     simulated = {"simulated": str(config.executor.name == "sim").lower()}
     identity = {
-        "executor": config.executor.name + (f":{config.executor.profile}" if config.executor.name == "sim" else ""),
+        "executor": executor_identity(config.executor),
         "generator": config.generator.model or config.generator.name,
         "decoding": decoding_mode(config.generator),
     }
-    parent = tracker.start_parent(config.name, config.model_dump(mode="json"), {**simulated, **identity})
+    parent = tracker.start_parent(
+        config.name,
+        {**config.model_dump(mode="json"), **(tracking_params or {})},
+        {**simulated, **identity, **(tracking_tags or {})},
+        nested_under=tracking_parent,
+    )
     tracker.log_artifact(parent, run_dir / RESOLVED)
 
     todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
     bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=None if progress else True)
-    trainable = tuple(m.display_label for m in config.methods if not isinstance(method_config(m), StaticConfig))
     context = ExperimentContext(
-        config, run_dir, splits, store, tracker, parent, lambda text: bar.set_postfix_str(text), trainable
+        config,
+        run_dir,
+        splits,
+        store,
+        tracker,
+        parent,
+        lambda text: bar.set_postfix_str(text),
+        untrained_twins(config),
+        on_evaluated,
     )
+    run_id: str | None = None
     try:
         for spec, seed in todo:
             marker = _done_marker(run_dir, spec.display_label, seed)
@@ -494,13 +616,14 @@ def run_experiment(
                 spec.display_label,
                 seed,
                 {"method": spec.name, **method.model_dump(mode="json")},
-                {**simulated, **identity},
+                {**simulated, **identity, "executor": executor_identity(config.executor_for(spec))},
             )
             if isinstance(method, StaticConfig):
                 asyncio.run(_run_static(context, spec, method, seed, run_id))
             else:
                 asyncio.run(_run_trainable(context, spec, method, seed, run_id))
             tracker.finish(run_id)
+            run_id = None
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             bar.update(1)
@@ -511,6 +634,11 @@ def run_experiment(
         tracker.log_artifact(parent, run_dir / "item_scores.parquet")
         log_report(report, tracker, parent)
         tracker.finish(parent)
+    except BaseException:
+        # a stopped run (error, pruning, Ctrl-C) must not stay RUNNING in MLflow; re-running resumes it
+        tracker.finish(run_id, "KILLED")
+        tracker.finish(parent, "KILLED")
+        raise
     finally:
         store.close()
     return run_dir
@@ -553,7 +681,7 @@ def _write_parquet_atomic(frame: Any, path: Path) -> None:
 
 def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Both tables of ``<run_dir>/rollouts.sqlite`` as parquet files (for pandas, polars, DuckDB)."""
-    from harness.store import SQLiteStore
+    from harness.store import TABLES, SQLiteStore
 
     database = run_dir / "rollouts.sqlite"
     if not database.is_file():
@@ -562,7 +690,7 @@ def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     with SQLiteStore(database) as store:
-        for table in ("rollouts", "eval_items"):
+        for table in TABLES:
             path = out_dir / f"{table}.parquet"
             _write_parquet_atomic(store.table(table), path)
             written.append(path)

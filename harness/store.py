@@ -1,4 +1,5 @@
-"""The run folder's database: ``<run_dir>/rollouts.sqlite`` with tables ``rollouts`` and ``eval_items``.
+"""The run folder's database: ``<run_dir>/rollouts.sqlite`` with tables ``rollouts``, ``eval_items``
+and ``iterations`` (one summary per method x seed x iteration: training score and time spent).
 
 SQLite in WAL mode, one transaction per write batch, ``INSERT OR IGNORE`` on the unique keys: a
 process killed at any moment leaves every batch either fully written or absent, and writing the same
@@ -17,6 +18,7 @@ from typing import Any
 
 from harness.rollouts import Rollout, RolloutKey
 
+TABLES = ("rollouts", "eval_items", "iterations")
 ROLLOUT_KEY = ("experiment", "method", "seed", "iteration", "query_id", "sample_idx")
 _ROLLOUT_JSON = ("prompt_ids", "completion_ids", "old_logp", "score_repeats")
 _ROLLOUT_TYPES = {
@@ -51,9 +53,41 @@ class EvalRow:
     prompt_tokens: int
     completion_tokens: int
     wall_s: float
+    transfer: str = ""
+    """'' when run by the method's own executor; else the name of the evaluation.transfer executor."""
 
 
-EVAL_KEY = ("method", "seed", "iteration", "benchmark", "item_id", "repeat")
+EVAL_KEY = ("method", "seed", "iteration", "benchmark", "item_id", "repeat", "transfer")
+
+
+@dataclass(frozen=True)
+class IterationRow:
+    """What one iteration of a trained method cost and scored (the report's cost axes)."""
+
+    method: str
+    seed: int
+    iteration: int
+    train_score: float
+    """Mean score of the workflows collected at this iteration (NaN when none were collected)."""
+    rollouts: int
+    collect_s: float
+    """Wall time of collection (sampling + execution; online: collection and updates together)."""
+    train_s: float
+    """Wall time of the updates (offline schedule)."""
+    steps: int
+    """Optimizer steps taken on this iteration's data."""
+
+
+ITERATION_KEY = ("method", "seed", "iteration")
+_ITERATION_TYPES = {
+    "seed": "INTEGER",
+    "iteration": "INTEGER",
+    "train_score": "REAL",
+    "rollouts": "INTEGER",
+    "collect_s": "REAL",
+    "train_s": "REAL",
+    "steps": "INTEGER",
+}
 _EVAL_TYPES = {
     "seed": "INTEGER",
     "iteration": "INTEGER",
@@ -83,8 +117,31 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a killed process
         self._rollout_columns = [f.name for f in fields(Rollout)]
         self._eval_columns = [f.name for f in fields(EvalRow)]
+        self._iteration_columns = [f.name for f in fields(IterationRow)]
         self._db.execute(_create_table("rollouts", self._rollout_columns, _ROLLOUT_TYPES, ROLLOUT_KEY))
+        self._migrate_eval_items()
         self._db.execute(_create_table("eval_items", self._eval_columns, _EVAL_TYPES, EVAL_KEY))
+        self._db.execute(_create_table("iterations", self._iteration_columns, _ITERATION_TYPES, ITERATION_KEY))
+
+    def _migrate_eval_items(self) -> None:
+        """Run folders written before eval_items had its ``transfer`` column (part of the key) get it,
+        '' for every existing row, in one transaction: the folder resumes and reports as before."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(eval_items)")]
+        if not columns or "transfer" in columns:
+            return
+        listed = ", ".join(f'"{c}"' for c in columns)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE eval_items RENAME TO eval_items_before_transfer")
+            self._db.execute(_create_table("eval_items", self._eval_columns, _EVAL_TYPES, EVAL_KEY))
+            self._db.execute(
+                f"INSERT INTO eval_items ({listed}, transfer) SELECT {listed}, '' FROM eval_items_before_transfer"
+            )
+            self._db.execute("DROP TABLE eval_items_before_transfer")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -139,40 +196,54 @@ class SQLiteStore:
     def put_eval(self, rows: Sequence[EvalRow]) -> None:
         self._insert("eval_items", self._eval_columns, [_values(r, self._eval_columns) for r in rows])
 
-    def eval_done(self, method: str, seed: int, iteration: int, benchmark: str) -> set[str]:
+    def eval_done(self, method: str, seed: int, iteration: int, benchmark: str, transfer: str = "") -> set[str]:
         """Item ids whose evaluation rows (all repeats, written in one batch) are stored."""
         cursor = self._db.execute(
-            "SELECT DISTINCT item_id FROM eval_items WHERE method=? AND seed=? AND iteration=? AND benchmark=?",
-            (method, seed, iteration, benchmark),
+            "SELECT DISTINCT item_id FROM eval_items "
+            "WHERE method=? AND seed=? AND iteration=? AND benchmark=? AND transfer=?",
+            (method, seed, iteration, benchmark, transfer),
         )
         return {item for (item,) in cursor}
 
     def copy_eval(self, source: str, target: str, seed: int, iteration: int, benchmark: str) -> int:
-        """Copy ``source``'s evaluation rows to method ``target`` (same seed, iteration, benchmark);
-        returns the rows copied. For evaluations that cannot differ between methods."""
+        """Copy ``source``'s evaluation rows (by its own executor) to method ``target`` (same seed,
+        iteration, benchmark); returns the rows copied. For evaluations that cannot differ between
+        methods."""
         names = [c for c in self._eval_columns if c != "method"]
         listed = ", ".join(f'"{c}"' for c in names)
         self._db.execute("BEGIN IMMEDIATE")
         cursor = self._db.execute(
             f'INSERT OR IGNORE INTO eval_items ("method", {listed}) SELECT ?, {listed} FROM eval_items '
-            "WHERE method=? AND seed=? AND iteration=? AND benchmark=?",
+            "WHERE method=? AND seed=? AND iteration=? AND benchmark=? AND transfer=''",
             (target, source, seed, iteration, benchmark),
         )
         self._db.execute("COMMIT")
         return cursor.rowcount
 
     def eval_rows(
-        self, method: str | None = None, seed: int | None = None, iteration: int | None = None
+        self,
+        method: str | None = None,
+        seed: int | None = None,
+        iteration: int | None = None,
+        transfer: str | None = "",
     ) -> list[EvalRow]:
-        """Evaluation rows, optionally of one method (and seed, and iteration), in key order."""
+        """Evaluation rows, optionally of one method (and seed, and iteration), in key order; by
+        default those of the method's own executor (``transfer=None``: every executor's)."""
         names = ", ".join(f'"{c}"' for c in self._eval_columns)
-        filters = [(c, v) for c, v in (("method", method), ("seed", seed), ("iteration", iteration)) if v is not None]
+        wanted = (("method", method), ("seed", seed), ("iteration", iteration), ("transfer", transfer))
+        filters = [(c, v) for c, v in wanted if v is not None]
         where = ("WHERE " + " AND ".join(f"{c}=?" for c, _ in filters)) if filters else ""
         cursor = self._db.execute(
-            f"SELECT {names} FROM eval_items {where} ORDER BY method, seed, iteration, benchmark, item_id, repeat",
+            f"SELECT {names} FROM eval_items {where} "
+            "ORDER BY method, seed, iteration, benchmark, item_id, repeat, transfer",
             tuple(v for _, v in filters),
         )
         return [EvalRow(**dict(zip(self._eval_columns, values, strict=True))) for values in cursor]
+
+    # -- iteration summaries -------------------------------------------------------------------
+
+    def put_iteration(self, row: IterationRow) -> None:
+        self._insert("iterations", self._iteration_columns, [_values(row, self._iteration_columns)])
 
     # -- export --------------------------------------------------------------------------------
 
@@ -180,8 +251,8 @@ class SQLiteStore:
         """The whole table as a pandas DataFrame (JSON columns left as text)."""
         import pandas as pd
 
-        if name not in ("rollouts", "eval_items"):
-            raise ValueError(f"no table {name!r}; tables: rollouts, eval_items")
+        if name not in TABLES:
+            raise ValueError(f"no table {name!r}; tables: {', '.join(TABLES)}")
         return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
 
 

@@ -96,7 +96,11 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
-            artifacts = (run_dir.resolve() / "mlartifacts").as_uri() if self.uri.startswith("sqlite:") else None
+            # a database store (sqlite, PostgreSQL, ...) keeps artifacts where we say, beside the run; a
+            # tracking server (http) has its own artifact root. Unset, MLflow would write ./mlruns in
+            # whatever folder the process started in.
+            local = not self.uri.startswith(("http://", "https://", "databricks"))
+            artifacts = (run_dir.resolve() / "mlartifacts").as_uri() if local else None
             self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifacts)
         else:
             self.experiment_id = experiment.experiment_id
@@ -131,8 +135,11 @@ class Tracker:
         run_id = self._ids.get("runs", {}).get("__parent__")
         return str(run_id) if run_id is not None else None
 
-    def start_parent(self, name: str, params: Mapping[str, Any], tags: dict[str, str]) -> str | None:
-        run_id = self._run("__parent__", name, {**environment_tags(), **tags})
+    def start_parent(
+        self, name: str, params: Mapping[str, Any], tags: dict[str, str], nested_under: str | None = None
+    ) -> str | None:
+        """The experiment's parent run (``nested_under``: itself a child of that run, e.g. a sweep's)."""
+        run_id = self._run("__parent__", name, {**environment_tags(), **tags}, nested_under)
         if run_id is not None:
             self.log_params(run_id, flatten(params))
         return run_id

@@ -22,7 +22,7 @@ from harness.collect import CollectSpec, collect_questions, mean_score
 from harness.rollouts import Rollout, RolloutKey, RolloutStore
 from methods.config import GRPOConfig, MethodConfig, PairConfig
 from methods.losses import dpo_loss, group_coefficients, grpo_loss, score_dpo_loss
-from methods.units import GroupUnit, PairUnit, best_worst_pair, grpo_unit, scoreflow_pairs
+from methods.units import GroupUnit, PairUnit, best_worst_pair, grpo_unit, question_seed, scoreflow_pairs
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
@@ -205,7 +205,7 @@ def build_units(rollouts: Sequence[Rollout], config: MethodConfig, seed: int, it
         by_question.setdefault(rollout.query_id, []).append(rollout)
     units: list[Any] = []
     for index, (query_id, question_rollouts) in enumerate(sorted(by_question.items())):
-        unit_seed = hash((seed, iteration, index)) & 0x7FFFFFFF
+        unit_seed = question_seed(seed, iteration, index)
         if isinstance(config, GRPOConfig):
             unit = grpo_unit(question_rollouts, config, unit_seed)
             if unit is not None:
@@ -365,6 +365,10 @@ async def run_method(
                     on_phase(iteration, "train")
                 steps = train_iteration(generator, collected, config, seed, iteration, optimizer, params.temperature)
             train_s = time.perf_counter() - start - collect_s
+        summary = IterationSummary(iteration, mean_score(collected), len(collected), steps, collect_s, train_s)
+        summaries.append(summary)
+        if on_iteration is not None:  # before the checkpoint: a kill between the two repeats the iteration
+            on_iteration(summary)
         if checkpoints is not None and not last:
             save_adapter(
                 generator.model,
@@ -373,8 +377,4 @@ async def run_method(
                 optimizer,
                 iteration=iteration + 1,
             )
-        summary = IterationSummary(iteration, mean_score(collected), len(collected), steps, collect_s, train_s)
-        summaries.append(summary)
-        if on_iteration is not None:
-            on_iteration(summary)
     return summaries

@@ -35,33 +35,47 @@ class GroupUnit:
     """(G,) after filtering and sharpening."""
 
 
+def question_seed(seed: int, iteration: int, index: int) -> int:
+    """The seed of the group draw for the ``index``-th question (sorted by id) of an iteration's
+    batch; only used when C(m, n) exceeds max_groups."""
+    return hash((seed, iteration, index)) & 0x7FFFFFFF  # ints and tuples of ints hash the same in every process
+
+
+def curate_groups(scores: torch.Tensor, config: GRPOConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m,) scores -> (built, kept): the (G, n) groups drawn from the m samples (one group of all m
+    when combinations is off) and the (G', k) groups left after the variance filter and sharpening."""
+    m = scores.shape[0]
+    if config.combinations:
+        built = build_groups(m, min(config.group_size, m), config.max_groups, seed)
+    else:
+        built = torch.arange(m)[None]
+    kept = built
+    if config.min_group_std > 0:
+        kept = variance_filter(scores, kept, config.min_group_std)
+    if config.sharpen_t > 0 and kept.numel() and 2 * config.sharpen_t <= kept.shape[1]:
+        kept = sharpen(scores, kept, config.sharpen_t)
+    return built, kept
+
+
 def grpo_unit(rollouts: Sequence[Rollout], config: GRPOConfig, seed: int) -> GroupUnit | None:
     """Groups, curation and advantages for one question; None if nothing trainable remains."""
     usable = tuple(sorted((r for r in rollouts if r.trainable), key=lambda r: r.sample_idx))
     if len(usable) < 2:
         return None
     scores = torch.tensor([float(r.score) for r in usable], dtype=torch.float32)  # type: ignore[arg-type]
-    m = len(usable)
-    if config.combinations:
-        n = min(config.group_size, m)
-        groups = build_groups(m, n, config.max_groups, seed)
-    else:
-        groups = torch.arange(m)[None]
-    std_before = scores[groups].std(dim=-1, unbiased=False)
-    built = groups.shape[0]
-    if config.min_group_std > 0:
-        groups = variance_filter(scores, groups, config.min_group_std)
-    if config.sharpen_t > 0 and groups.numel() and 2 * config.sharpen_t <= groups.shape[1]:
-        groups = sharpen(scores, groups, config.sharpen_t)
+    built, groups = curate_groups(scores, config, seed)
+    std_before = scores[built].std(dim=-1, unbiased=False)
     if groups.numel() == 0:
-        return GroupUnit(usable[0].query_id, usable, groups, groups.float(), built, 0, std_before, torch.zeros(0))
+        return GroupUnit(
+            usable[0].query_id, usable, groups, groups.float(), built.shape[0], 0, std_before, torch.zeros(0)
+        )
     advantages = group_advantages(scores[groups], scale=config.scale)
     return GroupUnit(
         usable[0].query_id,
         usable,
         groups,
         advantages,
-        built,
+        built.shape[0],
         groups.shape[0],
         std_before,
         scores[groups].std(dim=-1, unbiased=False),

@@ -7,6 +7,7 @@ each method at its final evaluated iteration (static workflows: 0).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ from reports.stats import (
     stratified_bootstrap_ci,
     two_level_bootstrap_ci,
 )
+
+Pair = tuple[str, str]
+"""(method, reference): a paired test of method - reference."""
 
 
 def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -56,52 +60,81 @@ def score_table(frame: pd.DataFrame, resamples: int = 5_000, seed: int = 0) -> p
     return pd.DataFrame(rows)
 
 
+def comparison_pairs(
+    methods: Sequence[str], baseline: str | None, declared: Sequence[Sequence[str]] = ()
+) -> list[Pair]:
+    """The family of paired tests: the declared (method, reference) pairs, or else every method
+    against ``baseline`` (none without a baseline). Pairs naming a method absent from the run are
+    left out (a partial run reports what it has)."""
+    present = set(methods)
+    if declared:
+        return [(str(a), str(b)) for a, b in declared if a in present and b in present]
+    if baseline is None or baseline not in present:
+        return []
+    return [(method, baseline) for method in sorted(present) if method != baseline]
+
+
+def paired_differences(
+    per_item: pd.DataFrame, pairs: Sequence[Pair], alternative: str, resamples: int, seed: int
+) -> list[dict[str, Any]]:
+    """One row per pair: ``per_item`` (rows: methods, columns: items) compared on the items both
+    have; the difference is method - reference."""
+    rows: list[dict[str, Any]] = []
+    for method, reference in pairs:
+        if method not in per_item.index or reference not in per_item.index:
+            continue
+        both = per_item.loc[[method, reference]].dropna(axis=1)
+        if both.shape[1] == 0:
+            continue
+        result = paired_comparison(
+            both.loc[method].to_numpy(), both.loc[reference].to_numpy(), alternative, resamples=resamples, seed=seed
+        )
+        rows.append(
+            {
+                "method": method,
+                "reference": reference,
+                "difference": result.difference,
+                "ci_low": result.low,
+                "ci_high": result.high,
+                "p_value": result.p_value,
+                "test": result.test,
+                "items": result.n,
+            }
+        )
+    return rows
+
+
+def with_holm(table: pd.DataFrame, alpha: float, alternative: str) -> pd.DataFrame:
+    """``table`` with Holm's adjusted p-values over all its rows (the declared family)."""
+    if table.empty:
+        return table
+    reject, adjusted = holm(table["p_value"].tolist(), alpha)
+    return table.assign(p_holm=adjusted, significant=reject, alpha=alpha, alternative=alternative)
+
+
 def paired_table(
     frame: pd.DataFrame,
-    baseline: str,
+    pairs: Sequence[Pair],
     alpha: float = 0.05,
     alternative: str = "two-sided",
     resamples: int = 10_000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Every method against ``baseline`` on every benchmark, paired by item (item score averaged
-    over seeds, items both scored): mean difference with a BCa CI, the paired test's p-value and
-    Holm's adjustment over the whole family of comparisons (all methods x benchmarks)."""
+    """Every (method, reference) pair on every benchmark, paired by item (item score averaged over
+    seeds, items both scored): mean difference with a BCa CI, the paired test's p-value and Holm's
+    adjustment over the whole family (all pairs x benchmarks)."""
     final = final_rows(frame)
-    if baseline not in set(final["method"]):
-        raise ValueError(f"stats.baseline {baseline!r} is not a method of this run ({sorted(set(final['method']))})")
+    present = set(final["method"])
+    missing = sorted({label for pair in pairs for label in pair} - present)
+    if missing:
+        raise ValueError(f"compared methods {missing} are not methods of this run ({sorted(present)})")
     rows: list[dict[str, Any]] = []
     for benchmark, part in final.groupby("benchmark", sort=True):
         per_item = part.groupby(["method", "item_id"])["score"].mean().unstack("item_id")
-        if baseline not in per_item.index:
-            continue
-        for method in per_item.index:
-            if method == baseline:
-                continue
-            both = per_item.loc[[method, baseline]].dropna(axis=1)
-            if both.shape[1] == 0:
-                continue
-            result = paired_comparison(
-                both.loc[method].to_numpy(), both.loc[baseline].to_numpy(), alternative, resamples=resamples, seed=seed
-            )
-            rows.append(
-                {
-                    "benchmark": benchmark,
-                    "method": method,
-                    "baseline": baseline,
-                    "difference": result.difference,
-                    "ci_low": result.low,
-                    "ci_high": result.high,
-                    "p_value": result.p_value,
-                    "test": result.test,
-                    "items": result.n,
-                }
-            )
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    reject, adjusted = holm(table["p_value"].tolist(), alpha)
-    return table.assign(p_holm=adjusted, significant=reject, alpha=alpha, alternative=alternative)
+        rows += [
+            {"benchmark": benchmark, **row} for row in paired_differences(per_item, pairs, alternative, resamples, seed)
+        ]
+    return with_holm(pd.DataFrame(rows), alpha, alternative)
 
 
 def aggregate_table(frame: pd.DataFrame, baseline: str | None, resamples: int = 2_000, seed: int = 0) -> pd.DataFrame:

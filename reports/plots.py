@@ -1,5 +1,7 @@
-"""Figures of a run (matplotlib/seaborn, PNG + SVG): learning curves with CI bands, score intervals
-per method, probability of improvement over the baseline, and workflow diversity over iterations.
+"""Figures of a run (matplotlib/seaborn, PNG + SVG): learning curves with CI bands (against
+iteration and against training cost), score intervals per method, probability of improvement over
+the baseline, workflow diversity over iterations, group-std histograms before and after curation,
+and executor-transfer heatmaps.
 
 Each function takes the frames of reports/comparison.py (or the rollouts table) and returns the
 figure; `save` writes both formats atomically. Titles say what an interval covers and whether the
@@ -100,21 +102,92 @@ def improvement_plot(aggregates: pd.DataFrame, baseline: str, simulated: bool) -
     return figure
 
 
-def diversity_plot(rollouts: pd.DataFrame, simulated: bool) -> Any:
-    """Distinct operator structures among a question's sampled workflows, averaged over questions
-    and seeds, against iteration (collection samples of the trained methods)."""
+def diversity_plot(table: pd.DataFrame, simulated: bool) -> Any:
+    """The diversity metrics of reports/diversity.py against iteration, one panel per metric, one
+    line per method, 95% CI bands over questions."""
+    from matplotlib.ticker import MaxNLocator
+
+    from reports.diversity import METRICS
+
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.0, 3.4))
-    valid = rollouts[rollouts["structure"].astype(str) != ""]
-    distinct = valid.groupby(["method", "seed", "iteration", "query_id"])["structure"].nunique().reset_index()
-    for method, rows in distinct.groupby("method", sort=True):
-        curve = rows.groupby("iteration")["structure"].mean()
-        axis.plot(curve.index, curve.to_numpy(), marker="o", label=str(method))
-    axis.set_xlabel("iteration")
-    axis.set_ylabel("distinct structures per question")
-    axis.set_title(f"Workflow diversity of sampled workflows{_suffix(simulated)}")
-    if not distinct.empty:
-        axis.legend(fontsize="small")
+    figure, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4), squeeze=False)
+    for axis, (metric, title) in zip(axes[0], METRICS.items(), strict=True):
+        for method, rows in table.dropna(subset=[metric]).groupby("method", sort=True):
+            rows = rows.sort_values("iteration")
+            (line,) = axis.plot(rows["iteration"], rows[metric], marker="o", label=str(method))
+            axis.fill_between(
+                rows["iteration"], rows[f"{metric}_low"], rows[f"{metric}_high"], alpha=0.15, color=line.get_color()
+            )
+        axis.set_title(title)
+        axis.set_xlabel("iteration")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not table.empty:
+        axes[0][-1].legend(fontsize="small")
+    figure.suptitle(f"Diversity of the sampled workflows, 95% CI over questions{_suffix(simulated)}")
+    figure.tight_layout()
+    return figure
+
+
+def variance_histograms(stds: pd.DataFrame, simulated: bool) -> Any:
+    """Per GRPO-family method, the distribution of group score std before curation (every group
+    built) and after (the variance filter and sharpening), pooled over seeds, iterations, questions."""
+    plt = _pyplot()
+    methods = sorted(stds["method"].unique())
+    columns = min(len(methods), 4) or 1
+    rows = -(-len(methods) // columns) or 1
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False)
+    bins = np.linspace(0.0, 0.5, 26)  # scores lie in [0, 1]: a population std is at most 0.5
+    for axis, method in zip(axes.flat, methods, strict=False):
+        part = stds[stds["method"] == method]
+        for stage, color in (("built", "tab:grey"), ("kept", "tab:blue")):
+            values = part[part["stage"] == stage]["std"].to_numpy()
+            if values.size:
+                axis.hist(values, bins=bins, alpha=0.55, color=color, label=f"{stage} ({values.size:,})")
+        axis.set_title(str(method))
+        axis.set_xlabel("group score std")
+        axis.legend(fontsize="x-small")
+    for axis in list(axes.flat)[len(methods) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"Group score std before (built) and after curation (kept){_suffix(simulated)}")
+    figure.tight_layout()
+    return figure
+
+
+def cost_curves(frame: pd.DataFrame, cumulative: pd.DataFrame, cost: str, label: str, simulated: bool) -> Any:
+    """Test score (items pooled over benchmarks, averaged over seeds) against the training cost
+    spent before each iteration's policy (mean over seeds): one line per trained method; static
+    workflows as dashed horizontal lines (they cost nothing to train)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.4, 3.6))
+    x = cumulative.groupby(["method", "iteration"])[cost].mean()
+    score = frame.groupby(["method", "iteration", "benchmark", "item_id"])["score"].mean()
+    score = score.groupby(["method", "iteration"]).mean()
+    for method in sorted(frame["method"].unique()):
+        if method in x.index.get_level_values("method"):
+            points = pd.concat([x.loc[method], score.loc[method]], axis=1, join="inner").sort_index()
+            axis.plot(points[cost], points["score"], marker="o", label=str(method))
+        else:
+            axis.axhline(float(score.loc[method].iloc[-1]), linestyle="--", linewidth=1, label=f"{method} (static)")
+    axis.set_xlabel(label)
+    axis.set_ylabel("test score")
+    axis.set_title(f"Test score against training cost{_suffix(simulated)}")
+    axis.legend(fontsize="x-small")
+    figure.tight_layout()
+    return figure
+
+
+def transfer_heatmap(matrix: pd.DataFrame, title: str, simulated: bool, center: float | None = None) -> Any:
+    """A trained-with x evaluated-with matrix as an annotated heatmap (``center``: diverging colours
+    around it, for differences)."""
+    import seaborn as sns
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.6 + 1.3 * matrix.shape[1]), 1.2 + 0.55 * matrix.shape[0]))
+    cmap = "vlag" if center is not None else "viridis"
+    sns.heatmap(matrix.astype(float), annot=True, fmt=".3f", cmap=cmap, center=center, ax=axis, cbar=False)
+    axis.set_xlabel("evaluated with")
+    axis.set_ylabel("trained with")
+    axis.set_title(f"{title}{_suffix(simulated)}", fontsize="small")
     figure.tight_layout()
     return figure
 

@@ -1,10 +1,11 @@
 """The run's report: report.md and a self-contained report.html (plots embedded), from the run
 folder's store alone, so `spogw report RUN_DIR` can rebuild it at any time (also mid-run).
 
-Sections: the results table (markdown and LaTeX: final scores with two-level CIs, best in bold,
-significance against `stats.baseline` after Holm), the paired comparisons, rliable's aggregates,
-the per-iteration summary, and the figures (learning curves, intervals, probability of
-improvement, workflow diversity; PNG + SVG in <run_dir>/report/).
+Sections: the study's section when the experiment declares one (study.kind: the open questions
+and the ablation, reports/studies.py), the results table (markdown and LaTeX: final scores with
+two-level CIs, best in bold, significance in the declared family after Holm), the paired
+comparisons, rliable's aggregates, the per-iteration summary, group curation, workflow diversity
+and training cost, and the figures (PNG + SVG in <run_dir>/report/).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from reports import plots
-from reports.comparison import aggregate_table, paired_table, score_table
+from reports.comparison import aggregate_table, comparison_pairs, paired_table, score_table
+from reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
+from reports.curation import curation_table, group_std_frame
+from reports.diversity import METRICS, diversity_frame, diversity_table
+from reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
+from reports.studies import STUDIES, StudyData
 from reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
 from reports.tables import latex_table, markdown_table
 
@@ -36,30 +42,15 @@ class Report:
     figures: list[Path]
 
 
-@dataclass(frozen=True)
-class _Section:
-    title: str
-    markdown: str
-    html: str
-
-
-def _table_section(title: str, table: pd.DataFrame, note: str) -> _Section:
-    shown = table.round(4)
-    return _Section(
-        title,
-        _pipe_table(shown) + f"\n\n{note}\n" if not table.empty else f"{note}\n\n(no rows)\n",
-        shown.to_html(index=False, border=0, classes="table") + f"<p>{html.escape(note)}</p>",
-    )
-
-
 def write_report(run_dir: Path, config: ExperimentConfig) -> Report:
     """The report of a run folder, read from its store (read-only: the run may still be going)."""
-    from reports.data import connect_read_only
+    from reports.data import connect_read_only, read_eval_items, read_iterations, read_rollouts
 
     with connect_read_only(run_dir) as db:
-        eval_items = pd.read_sql_query("SELECT * FROM eval_items", db)
-        rollouts = pd.read_sql_query("SELECT method, seed, iteration, query_id, structure FROM rollouts", db)
-    return build_report(run_dir, config, rollouts, eval_items)
+        eval_items = read_eval_items(db)
+        rollouts = read_rollouts(db)
+        iterations = read_iterations(db)
+    return build_report(run_dir, config, rollouts, eval_items, iterations)
 
 
 def log_report(report: Report, tracker: Tracker, run_id: str | None) -> None:
@@ -69,40 +60,58 @@ def log_report(report: Report, tracker: Tracker, run_id: str | None) -> None:
     tracker.log_artifact(run_id, report.markdown.parent / "report", "report")
 
 
-def build_report(run_dir: Path, config: ExperimentConfig, rollouts: pd.DataFrame, eval_items: pd.DataFrame) -> Report:
+def build_report(
+    run_dir: Path,
+    config: ExperimentConfig,
+    rollouts: pd.DataFrame,
+    eval_items: pd.DataFrame,
+    iterations: pd.DataFrame | None = None,
+) -> Report:
     """Write report.md, report.html, results.tex and the figures into ``run_dir``."""
-    simulated = config.executor.name == "sim"
-    executor = config.executor.name + (f":{config.executor.profile}" if simulated else f":{config.executor.model}")
+    from harness.config import executor_identity
+
+    simulated = config.executor.name == "sim" or any(
+        executor.name == "sim" for executor in config.transfer_executors().values()
+    )
+    own = {spec.display_label: executor_identity(config.executor_for(spec)) for spec in config.methods}
+    executor = (
+        executor_identity(config.executor)
+        if set(own.values()) <= {executor_identity(config.executor)}
+        else "by method (" + ", ".join(f"{label}: {identity}" for label, identity in own.items()) + ")"
+    )
     stats = config.stats
-    frame = item_score_frame(eval_items)
-    sections: list[_Section] = []
-    figures: list[Path] = []
-    figure_dir = run_dir / "report"
+    everything = item_score_frame(eval_items)
+    frame = everything[everything["transfer"] == ""].reset_index(drop=True)
+    sections: list[Section] = []
+    plotted: list[tuple[str, object]] = []
     latex = ""
     if not frame.empty:
         scores = score_table(frame, resamples=stats.bootstrap_samples)
         baseline = stats.baseline if stats.baseline in set(frame["method"]) else None
-        paired = (
-            paired_table(frame, baseline, stats.alpha, stats.alternative, resamples=stats.bootstrap_samples)
-            if baseline is not None
-            else pd.DataFrame()
-        )
+        pairs = comparison_pairs(frame["method"].unique(), baseline, stats.comparisons)
+        paired = paired_table(frame, pairs, stats.alpha, stats.alternative, resamples=stats.bootstrap_samples)
+        declared = bool(stats.comparisons)
         aggregates = aggregate_table(frame, baseline)
-        results = markdown_table(scores, paired, executor, simulated, baseline, stats.alpha)
-        latex = latex_table(scores, paired, executor, simulated, baseline, stats.alpha)
-        sections.append(_Section("Results", results + "\n", _markdown_table_html(results)))
+        results = markdown_table(scores, paired, executor, simulated, baseline, stats.alpha, declared)
+        latex = latex_table(scores, paired, executor, simulated, baseline, stats.alpha, declared)
+        data = _study_data(config, simulated, everything, frame, paired, rollouts, iterations)
+        if config.study.kind in STUDIES:
+            section, figures = STUDIES[config.study.kind](data)
+            sections.append(section)
+            plotted += figures
+        sections.append(Section("Results", results + "\n", markdown_html(results)))
         if not paired.empty:
             sections.append(
-                _table_section(
-                    f"Paired comparisons against {baseline}",
+                table_section(
+                    "Paired comparisons" + (" (declared family)" if declared else f" against {baseline}"),
                     paired,
-                    "difference = method - baseline, mean over items (item score averaged over seeds) with a 95% BCa "
-                    f"CI; p: {paired['test'].iloc[0]} ({stats.alternative}); p_holm: Holm over the "
+                    "difference = method - reference, mean over items (item score averaged over seeds) with a 95% "
+                    f"BCa CI; p: {paired['test'].iloc[0]} ({stats.alternative}); p_holm: Holm over the "
                     f"{len(paired)} comparisons, alpha {stats.alpha:g}.",
                 )
             )
         sections.append(
-            _table_section(
+            table_section(
                 "Aggregates over benchmarks (rliable's definitions)",
                 aggregates,
                 "Per-seed benchmark means; 95% stratified bootstrap CIs over seeds; IQM = interquartile mean, "
@@ -111,23 +120,104 @@ def build_report(run_dir: Path, config: ExperimentConfig, rollouts: pd.DataFrame
         )
         per_iteration = summary_table(frame, final_iterations(frame))
         per_iteration_md = summary_markdown(per_iteration)
-        sections.append(_Section("Per iteration", per_iteration_md, _markdown_table_html(per_iteration_md)))
-        plotted = [
+        sections.append(Section("Per iteration", per_iteration_md, markdown_html(per_iteration_md)))
+        sections += _training_sections(data, config.study.kind, plotted)
+        plotted += [
             ("learning_curves", plots.learning_curves(frame, simulated)),
             ("intervals", plots.interval_plot(scores, simulated)),
         ]
         if baseline is not None and "p_improve" in aggregates:
             plotted.append(("probability_of_improvement", plots.improvement_plot(aggregates, baseline, simulated)))
-        if not rollouts.empty:
-            plotted.append(("diversity", plots.diversity_plot(rollouts, simulated)))
-        for name, figure in plotted:
-            figures += plots.save(figure, figure_dir, name)
-    return _write(run_dir, config.name, simulated, executor, sections, figures, latex)
+    figures: list[Path] = []
+    for name, figure in plotted:
+        figures += plots.save(figure, run_dir / "report", name)
+    return write_files(run_dir, config.name, simulated, executor, sections, figures, latex)
 
 
-def _write(
-    run_dir: Path, name: str, simulated: bool, executor: str, sections: list[_Section], figures: list[Path], latex: str
+def _study_data(
+    config: ExperimentConfig,
+    simulated: bool,
+    everything: pd.DataFrame,
+    frame: pd.DataFrame,
+    paired: pd.DataFrame,
+    rollouts: pd.DataFrame,
+    iterations: pd.DataFrame | None,
+) -> StudyData:
+    """Everything the study and training sections read, rebuilt from the store's tables."""
+    from harness.runner import method_config
+
+    transfers = everything[everything["transfer"] != ""].reset_index(drop=True)
+    if rollouts.empty:
+        return StudyData(config, simulated, frame, transfers, paired)
+    configs = {spec.display_label: method_config(spec) for spec in config.methods}
+    stds = group_std_frame(rollouts, configs)
+    diversity = diversity_frame(rollouts)
+    costs = iteration_costs(rollouts, iterations if iterations is not None else pd.DataFrame())
+    return StudyData(
+        config,
+        simulated,
+        frame,
+        transfers,
+        paired,
+        stds=stds,
+        diversity=diversity,
+        diversity_table=diversity_table(diversity, resamples=min(config.stats.bootstrap_samples, 2_000)),
+        costs=costs,
+        cumulative=cumulative_costs(costs, int(frame["iteration"].max())),
+        curation=curation_table(stds) if not stds.empty else pd.DataFrame(),
+    )
+
+
+def _training_sections(data: StudyData, study: str, plotted: list[tuple[str, object]]) -> list[Section]:
+    """Group curation, workflow diversity and training cost (what the study section has not shown)."""
+    sections = []
+    if not data.stds.empty:
+        sections.append(
+            table_section(
+                "Group curation",
+                data.curation,
+                "Groups per question and iteration before (built) and after the variance filter and sharpening "
+                "(kept), rebuilt from the stored rollout scores with the trainer's own functions; std = population "
+                "score std within a group (scores in [0, 1], so at most 0.5).",
+            )
+        )
+        if study != "sharpening":
+            plotted.append(("group_std", plots.variance_histograms(data.stds, data.simulated)))
+    if not data.diversity_table.empty and study != "kl_diversity":
+        sections.append(
+            table_section(
+                "Workflow diversity",
+                with_intervals(data.diversity_table, metric_bounds(list(METRICS))),
+                "Of the m workflows sampled per training question at each collected iteration: distinct operator "
+                "structures, entropy of their distribution (bits), and the per-token entropy estimate (mean -log p "
+                "of the sampled tokens); mean over questions with 95% BCa CIs over questions.",
+            )
+        )
+        plotted.append(("diversity", plots.diversity_plot(data.diversity_table, data.simulated)))
+    if not data.costs.empty and study != "ablation":
+        sections.append(
+            table_section(
+                "Training cost",
+                cost_table(data.costs).round(1),
+                "Per run, mean over seeds: executor calls and tokens and generator tokens of the collected "
+                "workflows, and wall time of collection and updates (held-out evaluation not counted).",
+            )
+        )
+        plotted.append(
+            (
+                "cost_executor_calls",
+                plots.cost_curves(
+                    data.frame, data.cumulative, "executor_calls", COSTS["executor_calls"], data.simulated
+                ),
+            )
+        )
+    return sections
+
+
+def write_files(
+    run_dir: Path, name: str, simulated: bool, executor: str, sections: list[Section], figures: list[Path], latex: str
 ) -> Report:
+    """report.md, report.html (figures embedded) and results.tex in ``run_dir``, each written atomically."""
     banner = (
         "**SIMULATED executor: these are simulator numbers, not LLM results.** (docs/simulator.md)"
         if simulated
@@ -160,46 +250,3 @@ def _write(
         temporary.write_text(text)
         os.replace(temporary, path)
     return Report(*paths, figures)
-
-
-def _pipe_table(table: pd.DataFrame) -> str:
-    """A markdown pipe table of a DataFrame (no index)."""
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += [
-        "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
-    return "\n".join(lines)
-
-
-def _markdown_table_html(text: str) -> str:
-    """Markdown of pipe tables, ### headings and paragraphs as HTML (bold kept, all text escaped)."""
-    out: list[str] = []
-    table: list[str] = []
-
-    def cell(text: str, tag: str) -> str:
-        escaped = html.escape(text.strip())
-        if escaped.startswith("**") and "**" in escaped[2:]:
-            inner, tail = escaped[2:].split("**", 1)
-            escaped = f"<strong>{inner}</strong>{tail}"
-        return f"<{tag}>{escaped}</{tag}>"
-
-    def flush() -> None:
-        if table:
-            rows = [line.strip().strip("|").split("|") for line in table if not set(line) <= set("|-: ")]
-            out.append("<table class='table'>")
-            for index, row in enumerate(rows):
-                out.append("<tr>" + "".join(cell(c, "th" if index == 0 else "td") for c in row) + "</tr>")
-            out.append("</table>")
-            table.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("### "):
-            out.append(f"<h3>{html.escape(line[4:])}</h3>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    return "".join(out)

@@ -15,15 +15,17 @@ import pandas as pd
 
 from reports.stats import mean_ci
 
-ITEM_KEY = ["method", "seed", "iteration", "benchmark", "item_id"]
+ITEM_KEY = ["method", "seed", "iteration", "benchmark", "item_id", "transfer"]
 
 
 def item_score_frame(eval_items: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, seed, iteration, benchmark, item_id): score, repeats scored, ok fraction,
-    executor calls and tokens per run."""
+    """One row per (method, seed, iteration, benchmark, item_id, transfer): score, repeats scored, ok
+    fraction, executor calls and tokens per run. ``transfer`` '' = the method's own executor."""
     columns = [*ITEM_KEY, "score", "repeats", "ok_fraction", "calls", "tokens"]
     if eval_items.empty:
         return pd.DataFrame(columns=columns)
+    if "transfer" not in eval_items.columns:  # rows from before executor-transfer evaluations
+        eval_items = eval_items.assign(transfer="")
     frame = eval_items.assign(
         score=pd.to_numeric(eval_items["score"], errors="coerce"),
         ok=(eval_items["status"] == "ok").astype(float),

@@ -31,12 +31,20 @@ def _cells(scores: pd.DataFrame, paired: pd.DataFrame, bold: tuple[str, str]) ->
     return pd.DataFrame(cells).sort_index().fillna("-")
 
 
-def caption(executor: str, simulated: bool, baseline: str | None, alpha: float) -> str:
+def caption(executor: str, simulated: bool, baseline: str | None, alpha: float, declared: bool = False) -> str:
+    """The table's caption; ``declared``: the significance marks come from the experiment's declared
+    family of comparisons (stats.comparisons) rather than from every method against ``baseline``."""
     text = (
         "Mean test score at each method's final iteration with a 95% CI covering seeds and items "
         "(two-level bootstrap); best per benchmark in bold."
     )
-    if baseline is not None:
+    if declared:
+        text += (
+            f" {SIGNIFICANT}: a declared comparison of this method against its reference (stats.comparisons) "
+            f"is significant at family-wise alpha = {alpha:g} (paired test by item, Holm-corrected over the "
+            "family); the paired comparisons table gives each."
+        )
+    elif baseline is not None:
         text += (
             f" {SIGNIFICANT}: differs from {baseline} at family-wise alpha = {alpha:g} "
             "(paired test by item, Holm-corrected over all methods and benchmarks)."
@@ -48,7 +56,13 @@ def caption(executor: str, simulated: bool, baseline: str | None, alpha: float) 
 
 
 def markdown_table(
-    scores: pd.DataFrame, paired: pd.DataFrame, executor: str, simulated: bool, baseline: str | None, alpha: float
+    scores: pd.DataFrame,
+    paired: pd.DataFrame,
+    executor: str,
+    simulated: bool,
+    baseline: str | None,
+    alpha: float,
+    declared: bool = False,
 ) -> str:
     cells = _cells(scores, paired, ("**", "**"))
     header = "| method | " + " | ".join(cells.columns) + " |"
@@ -56,7 +70,7 @@ def markdown_table(
     for method, row in cells.iterrows():
         label = f"{method} (baseline)" if method == baseline else str(method)
         lines.append(f"| {label} | " + " | ".join(row) + " |")
-    return "\n".join([*lines, "", caption(executor, simulated, baseline, alpha)])
+    return "\n".join([*lines, "", caption(executor, simulated, baseline, alpha, declared)])
 
 
 def latex_table(
@@ -66,6 +80,7 @@ def latex_table(
     simulated: bool,
     baseline: str | None,
     alpha: float,
+    declared: bool = False,
     label: str = "tab:results",
 ) -> str:
     """A booktabs table (\\toprule/\\midrule/\\bottomrule; needs \\usepackage{booktabs})."""
@@ -77,7 +92,9 @@ def latex_table(
     return str(
         cells.style.to_latex(
             hrules=True,
-            caption=_latex_escape(caption(executor, simulated, baseline, alpha)).replace(SIGNIFICANT, "$^{\\dagger}$"),
+            caption=_latex_escape(caption(executor, simulated, baseline, alpha, declared)).replace(
+                SIGNIFICANT, "$^{\\dagger}$"
+            ),
             label=label,
             column_format="l" + "r" * len(cells.columns),
         )

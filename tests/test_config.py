@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.cli import main
 from harness.config import ConfigError, apply_overrides, load_experiment
@@ -124,7 +125,12 @@ def test_every_shipped_experiment_file_validates() -> None:
     files = experiment_files()
     assert files, "experiments/ ships at least one experiment file"
     for path in files:
-        load_experiment(path)
+        if "base" in (yaml.safe_load(path.read_text()) or {}):  # a sweep over a base experiment
+            from harness.sweeps.config import load_sweep
+
+            load_sweep(path)
+        else:
+            load_experiment(path)
 
 
 def test_method_overrides_are_validated_by_the_method_config(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.comparison import aggregate_table, final_rows, paired_table, score_table
+from reports.comparison import aggregate_table, comparison_pairs, final_rows, paired_table, score_table
 from reports.tables import latex_table, markdown_table
 
 
@@ -56,7 +56,7 @@ def test_final_rows_keep_each_methods_last_iteration() -> None:
 
 def test_paired_table_finds_a_real_effect_and_not_a_null_one() -> None:
     frame = synthetic_frame({"base": 0.0, "better": 0.2, "same": 0.0})
-    paired = paired_table(frame, "base", alpha=0.05, resamples=2_000)
+    paired = paired_table(frame, comparison_pairs(frame["method"].unique(), "base"), alpha=0.05, resamples=2_000)
     assert len(paired) == 4  # 2 methods x 2 benchmarks: one Holm family
     better = paired[paired["method"] == "better"]
     same = paired[paired["method"] == "same"]
@@ -64,8 +64,8 @@ def test_paired_table_finds_a_real_effect_and_not_a_null_one() -> None:
     assert (better["ci_low"] > 0).all()
     assert not same["significant"].any() and (same["ci_low"] < 0).all() and (same["ci_high"] > 0).all()
     assert (paired["p_holm"] >= paired["p_value"]).all()
-    with pytest.raises(ValueError, match="not a method of this run"):
-        paired_table(frame, "missing")
+    with pytest.raises(ValueError, match=r"compared methods \['missing'\] are not methods of this run"):
+        paired_table(frame, [("better", "missing")])
 
 
 def test_score_and_aggregate_tables() -> None:
@@ -82,7 +82,7 @@ def test_score_and_aggregate_tables() -> None:
 def test_tables_mark_the_best_and_the_significant_and_say_what_the_executor_is() -> None:
     frame = synthetic_frame({"base": 0.0, "better": 0.2, "same": 0.0})
     scores = score_table(frame, resamples=1_000)
-    paired = paired_table(frame, "base", resamples=2_000)
+    paired = paired_table(frame, [("better", "base"), ("same", "base")], resamples=2_000)
     md = markdown_table(scores, paired, "sim:medium", True, "base", 0.05)
     better_line = next(line for line in md.splitlines() if line.startswith("| better"))
     assert better_line.count("**") == 4 and better_line.count("\u2020") == 2  # bold in both columns, 2 daggers

@@ -121,13 +121,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
 # End to end, with kill -9 and resume (the standard tiny generator: its workflows really run)
 
 E2E_SETTINGS = ["generator.tiny_recipe=standard", "benchmarks.0.test_limit=6"]
-STABLE_COLUMNS_DROPPED = ["wall_s"]  # elapsed time is the only thing a re-run may change
+STABLE_COLUMNS_DROPPED = ["wall_s", "collect_s", "train_s"]  # elapsed time is all a re-run may change
 
 
 def _tables(run_dir: Path) -> dict[str, list[tuple[object, ...]]]:
     with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
         out = {}
-        for table in ("rollouts", "eval_items"):
+        for table in ("rollouts", "eval_items", "iterations"):
             columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})") if c[1] not in STABLE_COLUMNS_DROPPED]
             out[table] = sorted(db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
         return out
@@ -287,8 +287,18 @@ def test_spogw_report_rewrites_every_table_and_figure(uninterrupted: Path, tmp_p
         assert section in report, section
     assert "SIMULATED executor" in report and "| cot (baseline) |" in report
     page = (uninterrupted / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4, "every figure embedded: the page stands alone"
-    for name in ("learning_curves", "intervals", "probability_of_improvement", "diversity"):
+    figures = (
+        "learning_curves",
+        "intervals",
+        "probability_of_improvement",
+        "diversity",
+        "group_std",
+        "cost_executor_calls",
+    )
+    assert page.count("data:image/png;base64,") == len(figures), "every figure embedded: the page stands alone"
+    for section in ("## Group curation", "## Workflow diversity", "## Training cost"):
+        assert section in report, section
+    for name in figures:
         assert (uninterrupted / "report" / f"{name}.png").stat().st_size > 1000
         assert (uninterrupted / "report" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     assert "\\toprule" in (uninterrupted / "results.tex").read_text()
@@ -309,7 +319,7 @@ def test_reports_load_returns_the_tidy_per_item_frame(uninterrupted: Path, tmp_p
         reports.load(tmp_path)
 
 
-def test_export_writes_both_tables_to_parquet(uninterrupted: Path, tmp_path: Path) -> None:
+def test_export_writes_every_table_to_parquet(uninterrupted: Path, tmp_path: Path) -> None:
     import pandas as pd
 
     result = _spogw("export", str(uninterrupted), "--out", str(tmp_path))
@@ -318,5 +328,76 @@ def test_export_writes_both_tables_to_parquet(uninterrupted: Path, tmp_path: Pat
     evals = pd.read_parquet(tmp_path / "eval_items.parquet")
     tables = _tables(uninterrupted)
     assert len(rollouts) == len(tables["rollouts"]) and len(evals) == len(tables["eval_items"])
+    iterations = pd.read_parquet(tmp_path / "iterations.parquet")
+    assert len(iterations) == len(tables["iterations"]) == 2  # spogw, seed 0, iterations 0 and 1 trained
     assert not rollouts.duplicated(["experiment", "method", "seed", "iteration", "query_id", "sample_idx"]).any()
     assert _spogw("export", str(tmp_path / "missing")).returncode == 2
+
+
+def test_executor_transfer_run_evaluates_final_workflows_unchanged_with_every_executor(
+    tmp_path: Path, spogw_cache: Path
+) -> None:
+    """Per-method executors and sampling, evaluation.transfer, collect_final, the iterations table
+    and the Q1 report section, end to end on the small test build."""
+    import harness
+
+    run_dir = harness.run(REPO / "tests" / "data" / "runner_transfer.yaml", run_dir=tmp_path / "run", progress=False)
+    with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
+        evaluated = set(db.execute("SELECT method, iteration, transfer FROM eval_items"))
+        iterations = db.execute("SELECT method, iteration, rollouts, steps FROM iterations ORDER BY 1, 2").fetchall()
+        same_code = db.execute(
+            "SELECT count(*) FROM eval_items a JOIN eval_items b ON a.method=b.method AND a.item_id=b.item_id "
+            "AND a.iteration=b.iteration AND a.repeat=b.repeat WHERE a.transfer='' AND b.transfer!='' "
+            "AND a.workflow_code!=b.workflow_code"
+        ).fetchone()[0]
+        untrained = dict(db.execute("SELECT method, avg(score) FROM eval_items WHERE iteration=0 GROUP BY method"))
+    # own executor at iterations 0 and 1; the other executor once, on the final workflows; the static
+    # workflow too; a method's own executor is never run twice
+    assert evaluated == {
+        ("opt_weak", 0, ""), ("opt_weak", 1, ""), ("opt_weak", 1, "strong"),
+        ("opt_strong", 0, ""), ("opt_strong", 1, ""), ("opt_strong", 1, "weak"),
+        ("cot", 0, ""), ("cot", 0, "weak"), ("cot", 0, "strong"),
+    }  # fmt: skip
+    assert same_code == 0, "transferred workflows are the same code the own executor ran"
+    # iteration-0 evaluations differ in executor and temperature: never copied from each other
+    assert untrained["opt_strong"] > untrained["opt_weak"]
+    # collect_final: a second collection (iteration 1, after the update) with 3 questions x m=4
+    assert iterations == [
+        ("opt_strong", 0, 12, 2),
+        ("opt_strong", 1, 12, 0),
+        ("opt_weak", 0, 12, 2),
+        ("opt_weak", 1, 12, 0),
+    ]
+    report = (run_dir / "report.md").read_text()
+    assert "## Q1: executor transfer" in report and "Question: Do the workflows transfer?" in report
+    assert "Answer: evaluated with an executor it was not optimized for" in report
+    assert "| opt_weak | spogw | sim:weak | 1.0 |" in report and "| opt_strong | spogw | sim:strong | 0.5 |" in report
+    assert "Executor: by method (opt_weak: sim:weak, opt_strong: sim:strong, cot: sim:medium)" in report
+    assert (run_dir / "report" / "transfer_gsm_synth.png").is_file()
+    assert (run_dir / "report" / "transfer_drop_gsm_synth.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kind", "heading"),
+    [
+        ("sharpening", "## Q2: sharpening under low score variance"),
+        ("kl_diversity", "## Q3: mKL, standard KL and workflow diversity"),
+        ("ablation", "## Component ablation"),
+    ],
+)
+def test_every_study_section_renders_from_a_run_folder(
+    uninterrupted: Path, tmp_path: Path, kind: str, heading: str
+) -> None:
+    """The study sections come from the store alone: the same run folder reported as each study
+    states the question, the design table, the test and a generated answer."""
+    import shutil
+
+    from reports.report import write_report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    config = load_experiment(SMALL, [f"study.kind={kind}", "study.question=Does it?"])
+    text = write_report(run_dir, config).markdown.read_text()
+    assert text.index(heading) < text.index("## Results")  # the study comes first
+    assert "Question: Does it?" in text and "| spogw | spogw | sim:medium |" in text
+    assert "\nTest: paired by item" in text and "\nAnswer" in text

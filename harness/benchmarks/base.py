@@ -53,16 +53,23 @@ class Benchmark:
     source: str
     """Where the items came from (file, package, generator and seed), for reports."""
 
-    def split(self, which: str, test_fraction: float, seed: int) -> list[Item]:
-        """The train or test part of a deterministic shuffle (same seed, same items, any machine)."""
+    def split(self, which: str, test_fraction: float, seed: int, validation_fraction: float = 0.0) -> list[Item]:
+        """The train, validation or test part of a deterministic shuffle (same seed, same items, any
+        machine): the first ``test_fraction`` of the shuffle is test, the next ``validation_fraction``
+        validation, the rest train. With no validation, train and test are as before it existed."""
         order = sorted(self.items, key=lambda item: _stable_key(seed, item.id))
         n_test = round(len(order) * test_fraction)
         n_test = min(max(n_test, 1), len(order) - 1) if len(order) > 1 else len(order)
+        n_validation = min(round(len(order) * validation_fraction), len(order) - n_test - 1)
+        if validation_fraction > 0 and n_validation < 1:
+            raise ValueError(f"validation_fraction {validation_fraction} leaves no validation item of {len(order)}")
         if which == "test":
             return order[:n_test]
+        if which == "validation":
+            return order[n_test : n_test + n_validation]
         if which == "train":
-            return order[n_test:]
-        raise ValueError(f"split must be 'train' or 'test', got {which!r}")
+            return order[n_test + max(n_validation, 0) :]
+        raise ValueError(f"split must be 'train', 'validation' or 'test', got {which!r}")
 
     async def score(self, item: Item, answer: str | None, sandbox: Sandbox) -> float:
         if answer is None:
