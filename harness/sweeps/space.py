@@ -1,0 +1,190 @@
+"""A sweep's search space and the constraints between its parameters.
+
+Constraints are linear inequalities over the parameters, written as in the paper:
+``2 * sharpen_t <= group_size <= num_samples``. They are enforced while suggesting, never checked
+after the fact: parameters are suggested in the order they are declared, and each constraint
+bounds the last-declared parameter it mentions, given the values already drawn. An int parameter's
+range shrinks to the feasible values; a float's is clamped; a categorical parameter keeps its
+choices (Optuna requires one fixed distribution per name) and a drawn choice that violates a
+constraint makes the trial infeasible. An infeasible trial is never run (the study records it as
+pruned, with the reason).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class Infeasible(Exception):
+    """No value of a parameter satisfies the constraints given the ones already drawn."""
+
+
+class ParamSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    type: Literal["int", "float", "categorical"]
+    """int and float take low/high (and log, step); categorical takes choices."""
+    low: float | None = None
+    """Smallest value (inclusive)."""
+    high: float | None = None
+    """Largest value (inclusive)."""
+    log: bool = False
+    """Sample on a log scale (low > 0)."""
+    step: float | None = None
+    """Grid step (int: default 1; float: default continuous)."""
+    choices: list[Any] | None = None
+    """The values of a categorical parameter."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("a categorical parameter takes a non-empty choices list and no low/high")
+            return self
+        if self.choices is not None or self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter takes low and high, not choices")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log scale and step cannot be combined (Optuna)")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int parameter needs integer low and high")
+        return self
+
+
+@dataclass(frozen=True)
+class LinearConstraint:
+    """``sum(coefficients[p] * p) + constant <= 0``; ``text`` is how it was written."""
+
+    coefficients: Mapping[str, float]
+    constant: float
+    text: str
+
+    def satisfied(self, values: Mapping[str, float]) -> bool:
+        return sum(c * values[p] for p, c in self.coefficients.items()) + self.constant <= 1e-12
+
+
+def _linear(node: ast.expr, names: set[str], text: str) -> dict[str, float]:
+    """A linear expression as {parameter: coefficient, '': constant}."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return {"": float(node.value)}
+    if isinstance(node, ast.Name):
+        if node.id not in names:
+            raise ValueError(f"constraint {text!r}: {node.id!r} is not a parameter of the space ({sorted(names)})")
+        return {node.id: 1.0}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        inner = _linear(node.operand, names, text)
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+        return {k: sign * v for k, v in inner.items()}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+        left, right = _linear(node.left, names, text), _linear(node.right, names, text)
+        sign = 1.0 if isinstance(node.op, ast.Add) else -1.0
+        return {k: left.get(k, 0.0) + sign * right.get(k, 0.0) for k in left.keys() | right.keys()}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        left, right = _linear(node.left, names, text), _linear(node.right, names, text)
+        for constant, other in ((left, right), (right, left)):
+            if set(constant) == {""}:
+                return {k: constant[""] * v for k, v in other.items()}
+    raise ValueError(f"constraint {text!r}: only linear expressions (+, -, number * parameter) are allowed")
+
+
+def parse_constraint(text: str, names: set[str]) -> list[LinearConstraint]:
+    """``a <= b``, ``a >= b``, ``a < b``, chains ``a <= b <= c`` -> one LinearConstraint per comparison.
+    A strict inequality between ints is taken as ``a + 1 <= b``."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"constraint {text!r}: not an expression") from None
+    if not isinstance(tree, ast.Compare):
+        raise ValueError(f"constraint {text!r}: expected a comparison such as '2 * sharpen_t <= group_size'")
+    out = []
+    sides = [tree.left, *tree.comparators]
+    for op, left, right in zip(tree.ops, sides, sides[1:], strict=False):
+        a, b = _linear(left, names, text), _linear(right, names, text)
+        if isinstance(op, ast.LtE | ast.Lt):
+            difference = {k: a.get(k, 0.0) - b.get(k, 0.0) for k in a.keys() | b.keys()}  # a - b <= 0
+        elif isinstance(op, ast.GtE | ast.Gt):
+            difference = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in a.keys() | b.keys()}
+        else:
+            raise ValueError(f"constraint {text!r}: use <=, <, >= or > (not {type(op).__name__})")
+        constant = difference.pop("", 0.0) + (1.0 if isinstance(op, ast.Lt | ast.Gt) else 0.0)
+        coefficients = {k: v for k, v in difference.items() if v != 0.0}
+        if not coefficients:
+            raise ValueError(f"constraint {text!r}: mentions no parameter")
+        out.append(LinearConstraint(coefficients, constant, text))
+    return out
+
+
+class Suggester(Protocol):
+    """The part of optuna.Trial a space needs (so the space is testable without a study)."""
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+def bounds(name: str, constraints: Sequence[LinearConstraint], values: Mapping[str, float]) -> tuple[float, float]:
+    """The interval the constraints allow for ``name`` given ``values`` of every other parameter
+    they mention (constraints that mention a parameter not yet drawn are skipped)."""
+    low, high = -math.inf, math.inf
+    for constraint in constraints:
+        coefficient = constraint.coefficients.get(name, 0.0)
+        others = [p for p in constraint.coefficients if p != name]
+        if coefficient == 0.0 or any(p not in values for p in others):
+            continue
+        rest = constraint.constant + sum(constraint.coefficients[p] * values[p] for p in others)
+        limit = -rest / coefficient
+        if coefficient > 0:
+            high = min(high, limit)
+        else:
+            low = max(low, limit)
+    return low, high
+
+
+def last_parameter(constraint: LinearConstraint, order: Sequence[str]) -> str:
+    return max(constraint.coefficients, key=order.index)
+
+
+def suggest(
+    trial: Suggester, space: Mapping[str, ParamSpec], constraints: Sequence[LinearConstraint]
+) -> dict[str, Any]:
+    """Draw every parameter in declaration order, each within the bounds the constraints give it
+    (a constraint binds its last-declared parameter). Raises Infeasible when none fits."""
+    order = list(space)
+    values: dict[str, Any] = {}
+    for name, spec in space.items():
+        binding = [c for c in constraints if last_parameter(c, order) == name]
+        texts = ", ".join(sorted({c.text for c in binding}))
+        low, high = bounds(name, binding, values)
+        if spec.type == "categorical":
+            value = trial.suggest_categorical(name, spec.choices or [])
+            if not all(c.satisfied({**values, name: value}) for c in binding):
+                raise Infeasible(f"{name}={value!r} violates {texts}")
+        elif spec.type == "int":
+            step = int(spec.step or 1)
+            lo = int(spec.low) if low == -math.inf else max(int(spec.low), math.ceil(low - 1e-9))  # type: ignore[arg-type]
+            hi = int(spec.high) if high == math.inf else min(int(spec.high), math.floor(high + 1e-9))  # type: ignore[arg-type]
+            lo = int(spec.low) + math.ceil((lo - int(spec.low)) / step) * step  # type: ignore[arg-type]  # stay on the grid
+            hi = lo + (hi - lo) // step * step if hi >= lo else hi
+            if lo > hi:
+                raise Infeasible(f"no {name} in [{spec.low:g}, {spec.high:g}] satisfies {texts} given {values}")
+            value = trial.suggest_int(name, lo, hi, step=step, log=spec.log)
+        else:
+            lo, hi = max(float(spec.low), low), min(float(spec.high), high)  # type: ignore[arg-type]
+            if lo > hi:
+                raise Infeasible(f"no {name} in [{spec.low:g}, {spec.high:g}] satisfies {texts} given {values}")
+            value = trial.suggest_float(name, lo, hi, step=spec.step, log=spec.log)
+        values[name] = value
+    return values

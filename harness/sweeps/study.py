@@ -1,0 +1,332 @@
+"""Running a sweep: an Optuna study whose trials are experiments, on one process or many.
+
+Storage: sqlite in the run folder by default; ``--storage postgresql://...`` (or any SQLAlchemy
+URL) for workers on several machines; ``journal:PATH`` for an Optuna journal file. Every worker
+runs the same loop:
+
+1. fail the RUNNING trials of dead workers (no heartbeat for ``grace_s``: RDB storages); each is
+   retried once, as a WAITING copy with the same parameters;
+2. under a study-wide lock (PostgreSQL advisory lock, or a file lock beside a file storage), count
+   the trials that are done, running or waiting; below ``n_trials``, ask for one (a WAITING retry
+   first). The lock makes the cap exact across workers: N trials, never N + 1;
+3. draw the parameters within the constraints (an infeasible draw is told PRUNED, never run), run
+   the experiment in ``<run_dir>/trials/trial-NNNN`` with its heartbeat going, report the objective
+   method's test score at each (seed, iteration) step to the pruner, and tell the objective.
+
+A worker whose loop ends waits until no trial is running, picking up retries, so a study ends
+with every trial finished. Each trial is an MLflow run nested under the sweep's parent run (whose
+id the study keeps as a user attribute), with the experiment's method x seed runs nested under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.sweeps.config import Sweep
+from harness.sweeps.objective import objective_value
+from harness.sweeps.space import Infeasible, suggest
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+"""Trials that count against n_trials (a FAIL does not: its retry does)."""
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    run_dir: Path
+    storage: str
+    mlflow_uri: str
+
+
+def resolve_paths(run_dir: Path, storage: str | None, mlflow_uri: str | None) -> SweepPaths:
+    from harness.tracking import tracking_uri
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return SweepPaths(
+        run_dir,
+        storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}",
+        tracking_uri(mlflow_uri, run_dir),
+    )
+
+
+def open_storage(url: str, sweep: Sweep) -> optuna.storages.BaseStorage:
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}},
+        heartbeat_interval=sweep.config.heartbeat_s,
+        grace_period=sweep.config.grace_s,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+    )
+
+
+def make_sampler(sweep: Sweep, worker_offset: int) -> optuna.samplers.BaseSampler:
+    config = sweep.config.sampler
+    seed = config.seed + worker_offset
+    if config.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.n_startup_trials)
+
+
+def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
+    config = sweep.config.pruner
+    if config.name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps)
+
+
+@contextlib.contextmanager
+def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
+    """One holder at a time across every worker of the study: a PostgreSQL advisory lock for a
+    PostgreSQL storage, else an exclusive file lock beside the storage file."""
+    key = int.from_bytes(hashlib.blake2b(study_name.encode(), digest_size=8).digest(), "big", signed=True)
+    if storage_url.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        engine.dispose()
+        return
+    if storage_url.startswith("sqlite:///"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+    elif storage_url.startswith("journal:"):
+        path = Path(storage_url.removeprefix("journal:"))
+    else:
+        raise ValueError(
+            f"--storage {storage_url}: no study-wide lock for this backend (use sqlite, postgresql or journal)"
+        )
+    with open(path.with_name(f".{path.name}.{study_name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat every heartbeat interval while the block runs (RDB storages)."""
+    # Optuna wraps an RDBStorage in a cache layer that also speaks the heartbeat protocol: ask the
+    # study's own storage object, not its class
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def create_or_load(sweep: Sweep, paths: SweepPaths, worker: bool, worker_offset: int) -> optuna.Study:
+    storage = open_storage(paths.storage, sweep)
+    sampler, pruner = make_sampler(sweep, worker_offset), make_pruner(sweep)
+    name = sweep.config.name
+    if worker:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        except KeyError:
+            raise ValueError(
+                f"--worker: no study {name!r} in {paths.storage}; start it without --worker first"
+            ) from None
+    else:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=sweep.config.direction,
+            load_if_exists=True,
+        )
+    if PARENT_ATTR not in study.user_attrs and not worker:
+        from harness.tracking import Tracker
+
+        tracker = Tracker(paths.run_dir, name, paths.mlflow_uri)
+        parent = tracker.start_parent(name, sweep.config.model_dump(mode="json"), {"kind": "sweep"})
+        if parent is not None:
+            study.set_user_attr(PARENT_ATTR, parent)
+    return study
+
+
+def next_trial(study: optuna.Study, paths: SweepPaths, n_trials: int) -> optuna.Trial | None:
+    """A trial to run (a WAITING retry first), or None when the study has n_trials already."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    with study_lock(paths.storage, study.study_name):
+        trials = study.get_trials(deepcopy=False, states=COUNTED)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if len(trials) >= n_trials and not waiting:
+            return None
+        with warnings.catch_warnings():  # we run the heartbeat ourselves (heartbeat()), not Study.optimize
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            return study.ask()
+
+
+def run_trial(
+    study: optuna.Study, trial: optuna.Trial, sweep: Sweep, paths: SweepPaths, log: Callable[[str], None]
+) -> None:
+    """Draw, run and tell one trial."""
+    from harness.config import ConfigError
+    from harness.runner import run_experiment
+
+    try:
+        params = suggest(trial, sweep.config.space, sweep.config.linear_constraints())
+    except BaseException as err:
+        if not isinstance(err, Infeasible):
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        trial.set_user_attr("infeasible", str(err))
+        study.tell(trial, state=TrialState.PRUNED)
+        log(f"trial {trial.number}: infeasible, not run ({err})")
+        return
+    trial_dir = paths.run_dir / "trials" / f"trial-{trial.number:04d}"
+    trial.set_user_attr("run_dir", str(trial_dir))
+    data = sweep.experiment_data(params)
+    data.setdefault("tracking", {}).update(uri=paths.mlflow_uri, experiment_name=sweep.config.name)
+    data["name"] = f"{sweep.config.name}.trial-{trial.number:04d}"
+    objective = sweep.config.objective
+    iterations = int(data.get("iterations", 3))
+
+    def on_evaluated(label: str, seed: int, iteration: int, metrics: dict[str, float]) -> None:
+        if label != objective.method or "test_score" not in metrics:
+            return
+        step = objective.seeds.index(seed) * (iterations + 1) + iteration
+        trial.report(metrics["test_score"], step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"test score {metrics['test_score']:.3f} at seed {seed}, iteration {iteration}")
+
+    from harness.config import validate
+
+    log(f"trial {trial.number}: {params}")
+    with heartbeat(study, trial):
+        try:
+            config = validate(data, f"{sweep.source} trial {trial.number}")
+            run_experiment(
+                config,
+                trial_dir,
+                progress=False,
+                force_new=True,
+                tracking_parent=study.user_attrs.get(PARENT_ATTR),
+                tracking_tags={"optuna.trial": str(trial.number), "optuna.study": study.study_name},
+                tracking_params={f"sweep.{k}": v for k, v in params.items()},
+                on_evaluated=on_evaluated,
+            )
+            value = objective_value(trial_dir, objective)
+            _log_rollouts(trial_dir, paths, sweep.config.name)
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("pruned", str(pruned))
+            study.tell(trial, state=TrialState.PRUNED)
+            log(f"trial {trial.number}: pruned ({pruned})")
+            return
+        except (ConfigError, ValueError, RuntimeError) as err:  # this configuration fails: the sweep goes on
+            trial.set_user_attr("error", "".join(traceback.format_exception_only(err)).strip()[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"trial {trial.number}: failed ({err})")
+            return
+        except BaseException:  # a bug or Ctrl-C: never leave the trial RUNNING, then stop loudly
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    study.tell(trial, value)
+    log(f"trial {trial.number}: objective {value:.4f}")
+
+
+def _log_rollouts(trial_dir: Path, paths: SweepPaths, experiment: str) -> None:
+    """The trial's rollouts and evaluation rows (parquet) as artifacts of its MLflow run, beside the
+    per-item scores and report the runner logged."""
+    from harness.runner import export
+    from harness.tracking import Tracker
+
+    tracker = Tracker(trial_dir, experiment, paths.mlflow_uri)
+    for path in export(trial_dir):
+        tracker.log_artifact(tracker.parent_id, path, "tables")
+
+
+def run_sweep(
+    sweep: Sweep,
+    run_dir: Path,
+    storage: str | None = None,
+    mlflow_uri: str | None = None,
+    n_trials: int | None = None,
+    worker: bool = False,
+    log: Callable[[str], None] = print,
+) -> optuna.Study:
+    """Run trials until the study holds ``n_trials`` (default: the sweep's) finished ones."""
+    paths = resolve_paths(run_dir, storage, mlflow_uri)
+    total = n_trials or sweep.config.n_trials
+    offset = (os.getpid() % 997) * 7919 if worker else 0  # workers must not draw the same random startup points
+    study = create_or_load(sweep, paths, worker, offset)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    while True:
+        trial = next_trial(study, paths, total)
+        if trial is not None:
+            run_trial(study, trial, sweep, paths, log)
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return study
+        time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
+
+
+def study_trials(study: optuna.Study) -> list[Any]:
+    return study.get_trials(deepcopy=False)
+
+
+def rerun_best(sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str | None = None) -> Path | None:
+    """The best trial's configuration on the sweep's fresh seeds, in ``<run_dir>/best`` (resumable),
+    evaluated on rerun.split; None when there is no completed trial or no re-run seed."""
+    from harness.config import validate
+    from harness.runner import run_experiment
+
+    seeds = sweep.config.rerun.seeds
+    if not seeds or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    best = study.best_trial
+    data = sweep.experiment_data(best.params, seeds)
+    data.setdefault("evaluation", {})["split"] = sweep.config.rerun.split
+    paths = resolve_paths(run_dir, None, mlflow_uri)
+    data.setdefault("tracking", {}).update(uri=paths.mlflow_uri, experiment_name=sweep.config.name)
+    data["name"] = f"{sweep.config.name}.best"
+    config = validate(data, f"{sweep.source} (best trial {best.number})")
+    return run_experiment(
+        config,
+        run_dir / "best",
+        progress=False,
+        tracking_parent=study.user_attrs.get(PARENT_ATTR),
+        tracking_tags={"optuna.best_trial": str(best.number)},
+        tracking_params={f"sweep.{k}": v for k, v in best.params.items()},
+    )

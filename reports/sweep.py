@@ -1,0 +1,200 @@
+"""The report of a sweep: every trial, the best configuration (and its experiment file), parameter
+importances (fANOVA), Optuna's slice / contour / parallel-coordinate / history plots, and the best
+configuration re-run on fresh seeds with its CI (the number to put in a paper: the sweep's own best
+value is biased upward by the selection)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import yaml
+
+from reports import plots
+from reports.report import Report, write_files
+from reports.sections import Section, pipe_table, table_section, text_section
+
+if TYPE_CHECKING:
+    import optuna
+
+    from harness.sweeps.config import Sweep
+
+BEST_EXPERIMENT = "best_experiment.yaml"
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, value, parameters, duration and why it stopped early."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name,
+                "value": trial.value,
+                **{f"param.{k}": v for k, v in trial.params.items()},
+                "seconds": duration,
+                "note": trial.user_attrs.get("infeasible")
+                or trial.user_attrs.get("pruned")
+                or trial.user_attrs.get("error", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def declared_space_copy(study: optuna.Study, sweep: Sweep) -> optuna.Study:
+    """The completed trials in an in-memory study whose distributions are the declared ranges.
+
+    The constraints draw a parameter from a range that depends on earlier draws (n in [2, m]), and
+    Optuna's importances and plots leave out a parameter whose distribution changed between trials;
+    against the declared, fixed ranges every parameter is assessed."""
+    import optuna
+
+    declared = {name: _distribution(spec) for name, spec in sweep.config.space.items()}
+    copy = optuna.create_study(direction=study.direction)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        copy.add_trial(
+            optuna.trial.create_trial(
+                params=trial.params,
+                distributions={k: declared[k] for k in trial.params},
+                value=trial.value,
+                user_attrs={"number": trial.number},
+            )
+        )
+    return copy
+
+
+def _distribution(spec: Any) -> Any:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if spec.type == "categorical":
+        return CategoricalDistribution(spec.choices)
+    if spec.type == "int":
+        return IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+    return FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """fANOVA importances over the completed trials of ``study`` (a declared_space_copy); {} with
+    fewer than two trials, no varying parameter, or a constant objective."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    varying = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
+    if len(complete) < 2 or not varying:
+        return {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    try:
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, params=sorted(varying)))
+    except (RuntimeError, ValueError):  # a constant objective, or too few distinct points: nothing to apportion
+        return {}
+
+
+def _figures(study: optuna.Study, names: list[str]) -> list[tuple[str, Any]]:
+    """Optuna's matplotlib plots (experimental API: its warnings are silenced) as figures."""
+    import warnings
+
+    import optuna.visualization.matplotlib as views
+
+    plots._pyplot()  # the Agg backend and the theme
+    made = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, draw in (
+            ("sweep_history", lambda: views.plot_optimization_history(study)),
+            ("sweep_slice", lambda: views.plot_slice(study, params=names)),
+            ("sweep_parallel_coordinate", lambda: views.plot_parallel_coordinate(study, params=names)),
+            ("sweep_contour", lambda: views.plot_contour(study, params=names[:3])),
+            ("sweep_importances", lambda: views.plot_param_importances(study)),
+        ):
+            try:
+                axes = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError):  # too few completed trials for this view
+                continue
+            first = axes.flat[0] if hasattr(axes, "flat") else axes
+            made.append((name, first.figure))
+    return made
+
+
+def write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_dir: Path | None) -> Report:
+    """report.md / report.html / results.tex of the sweep folder, and best_experiment.yaml."""
+    import optuna
+
+    config = sweep.config
+    table = trials_table(study)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    simulated = sweep.base.get("executor", {}).get("name", "sim") == "sim"
+    sections: list[Section] = []
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    head = [
+        f"Objective: {config.objective.metric} of `{config.objective.method}`"
+        + (f" against `{config.objective.baseline}`" if config.objective.baseline else "")
+        + f", {config.direction}d, seeds {config.objective.seeds}, on the "
+        + f"{sweep.experiment_data({}).get('evaluation', {}).get('split', 'test')} split.",
+        "",
+        f"Trials: {len(table)} ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); sampler "
+        f"{config.sampler.name} (seed {config.sampler.seed}), pruner {config.pruner.name}; constraints: "
+        + ("; ".join(f"`{c}`" for c in config.constraints) or "none")
+        + ".",
+        "",
+    ]
+    if complete:
+        best = study.best_trial
+        experiment = sweep.experiment_data(best.params)
+        path = run_dir / BEST_EXPERIMENT
+        path.write_text(
+            f"# The best configuration of sweep {config.name} (trial {best.number}, objective {best.value:.4f}).\n"
+            + yaml.safe_dump(experiment, sort_keys=False)
+        )
+        head += [
+            f"Best: trial {best.number}, objective {best.value:.4f}, parameters "
+            + ", ".join(f"{k} = {v}" for k, v in best.params.items())
+            + f" (experiment file: {BEST_EXPERIMENT}). The sweep's best value is optimistic (it was selected "
+            "among the trials); the re-run below on fresh seeds is the number to report.",
+            "",
+        ]
+    sections.append(text_section("Sweep", "\n".join(head)))
+    shown = table.round(4) if not table.empty else table
+    sections.append(
+        table_section("Trials", shown, "Every trial; value = the objective (empty: pruned, infeasible or failed).")
+    )
+    assessed = declared_space_copy(study, sweep)
+    weights = importances(assessed)
+    if weights:
+        frame = pd.DataFrame({"parameter": list(weights), "importance": list(weights.values())})
+        sections.append(table_section("Parameter importances (fANOVA)", frame, "Share of the objective's variance."))
+    if rerun_dir is not None and (rerun_dir / "rollouts.sqlite").is_file():
+        sections.append(_rerun_section(rerun_dir, sweep))
+    names = [name for name in config.space if any(name in t.params for t in complete)]
+    figures: list[Path] = []
+    for name, figure in _figures(assessed, names) if len(complete) >= 2 else []:
+        figures += plots.save(figure, run_dir / "report", name)
+    latex = "" if table.empty else shown.style.hide(axis="index").to_latex(hrules=True)
+    return write_files(run_dir, f"sweep {config.name}", simulated, "see the base experiment", sections, figures, latex)
+
+
+def _rerun_section(rerun_dir: Path, sweep: Sweep) -> Section:
+    """The best configuration on fresh seeds: its score with CIs, and the paired difference against
+    the baseline when the objective has one."""
+    from reports.comparison import paired_table, score_table
+    from reports.data import connect_read_only, read_eval_items
+    from reports.summary import item_score_frame
+
+    with connect_read_only(rerun_dir) as db:
+        frame = item_score_frame(read_eval_items(db))
+    frame = frame[frame["transfer"] == ""]
+    objective = sweep.config.objective
+    scores = score_table(frame, resamples=5_000)
+    lines = [
+        f"The best configuration re-run on fresh seeds {sweep.config.rerun.seeds}, evaluated on the "
+        f"{sweep.config.rerun.split} split (folder {rerun_dir.name}/); score = mean over seeds and items with a 95% CI "
+        "over seeds and items (two-level bootstrap) and over seeds only.",
+        "",
+        pipe_table(scores.round(4)),
+        "",
+    ]
+    if objective.baseline is not None and objective.baseline in set(frame["method"]):
+        paired = paired_table(frame, [(objective.method, objective.baseline)], resamples=5_000)
+        lines += ["Paired by item against the baseline:", "", pipe_table(paired.round(4)), ""]
+    return text_section("Best configuration on fresh seeds", "\n".join(lines))
