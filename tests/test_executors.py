@@ -126,7 +126,10 @@ def test_fault_injection_200_runs_complete_none_lost_none_scored_zero() -> None:
     assert len(runs) == 200 and len({(r.item_id, r.repeat) for r in runs}) == 200
     assert {r.status for r in runs} <= {RunStatus.OK, RunStatus.INFRA_ERROR}
     assert all(r.score is None for r in runs if r.status == RunStatus.INFRA_ERROR)
-    assert executor.stats.retries == sum(n for kind, n in server.served.items() if kind != "ok") > 0
+    # every fault the server served is either retried or, the last of a call's attempts, that call's
+    # failure (which of the 200 runs draws 5 faults in a row depends on the interleaving)
+    faults = sum(n for kind, n in server.served.items() if kind != "ok")
+    assert executor.stats.retries + executor.stats.failures == faults > 0
     assert sum(r.status == RunStatus.OK for r in runs) >= 190
 
 
