@@ -18,9 +18,14 @@ from pathlib import Path
 import torch
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("group_dedup.py", "executor_throughput.py", "sampling_throughput.py", "machine_limit.py")
+SCRIPTS = (
+    "group_dedup.py",
+    "update_vs_trl.py",
+    "executor_throughput.py",
+    "sampling_throughput.py",
+    "machine_limit.py",
+)
 NOT_YET = (
-    "update step vs TRL's GRPOTrainer (tokens/s ratio)",
     "collection: sim workflows/s and openai workflows/s at concurrency 1, 8, 32, 128",
     "quickstart wall time and peak RSS",
 )
