@@ -25,8 +25,8 @@ SCRIPTS = (
     "collection_throughput.py",
     "sampling_throughput.py",
     "machine_limit.py",
+    "quickstart_time.py",
 )
-NOT_YET = ("quickstart wall time and peak RSS (6 min 35 s measured by hand on 2026-11-26, RSS not recorded)",)
 
 
 def machine() -> str:
@@ -62,7 +62,7 @@ def main() -> int:
         "|---|---|---|",
         *(f"| `{script}` | `{figure}` | {elapsed:.0f} |" for script, figure, elapsed in rows),
         "",
-        "Not measured yet (issue 9): " + "; ".join(NOT_YET) + ".",
+        "Each figure is the last line its script prints; run a script alone for its details.",
         "",
     ]
     (BENCH / "RESULTS.md").write_text("\n".join(lines))
