@@ -290,10 +290,13 @@ def _transfer_answer(frame: pd.DataFrame, trained: pd.DataFrame, config: Experim
 
 
 def _arms(data: StudyData) -> pd.DataFrame:
+    """The design rows of the GRPO-family methods (the ones with groups to sharpen)."""
+    from harness.runner import method_config
+    from methods.config import GRPOConfig
+
+    grouped = [s.display_label for s in data.config.methods if isinstance(method_config(s), GRPOConfig)]
     design = design_table(data.config)
-    return design[
-        design["groups"].astype(str).str.startswith("C(") | design["groups"].astype(str).str.startswith("1 of")
-    ]
+    return design[design["label"].isin(grouped)]
 
 
 def sharpening_section(data: StudyData) -> tuple[Section, list[Figure]]:

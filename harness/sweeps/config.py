@@ -135,9 +135,9 @@ class Sweep:
         objective = self.config.objective
         data = apply_overrides(self.base, [f"{k}={_yaml(v)}" for k, v in self.config.set.items()])
         labels = [objective.method] + ([objective.baseline] if objective.baseline else [])
-        methods = [m for m in data["methods"] if m.get("label", m["name"]) in labels]
+        methods = [m for m in data["methods"] if _label(m) in labels]
         data["methods"] = methods
-        index = next(i for i, m in enumerate(methods) if m.get("label", m["name"]) == objective.method)
+        index = next(i for i, m in enumerate(methods) if _label(m) == objective.method)
         changes = [
             (f"{name}" if "." in name else f"methods.{index}.overrides.{name}") + f"={_yaml(value)}"
             for name, value in params.items()
@@ -152,6 +152,11 @@ class Sweep:
 
     def experiment(self, params: dict[str, Any], seeds: list[int] | None = None) -> ExperimentConfig:
         return validate(self.experiment_data(params, seeds), f"{self.source} (trial {params})")
+
+
+def _label(method: dict[str, Any]) -> str:
+    """A raw methods[] entry's label, as MethodSpec.display_label gives it (label, else name)."""
+    return str(method.get("label") or method.get("name"))
 
 
 def _yaml(value: Any) -> str:
@@ -174,7 +179,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     base_path = (path.parent / config.base).resolve()
     base = load_raw(base_path)
     validate(base, str(base_path))
-    labels = [m.get("label", m.get("name")) for m in base.get("methods", [])]
+    labels = [_label(m) for m in base.get("methods", [])]
     for field, label in (
         ("objective.method", config.objective.method),
         ("objective.baseline", config.objective.baseline),

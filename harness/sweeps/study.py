@@ -197,6 +197,17 @@ def next_trial(study: optuna.Study, paths: SweepPaths, n_trials: int) -> optuna.
             return study.ask()
 
 
+def _tracked_experiment(
+    sweep: Sweep, params: dict[str, Any], paths: SweepPaths, suffix: str, seeds: list[int] | None = None
+) -> dict[str, Any]:
+    """A sweep experiment (a trial, or the best config's re-run) named ``<sweep>.<suffix>`` and
+    tracked in the sweep's MLflow experiment."""
+    data = sweep.experiment_data(params, seeds)
+    data.setdefault("tracking", {}).update(uri=paths.mlflow_uri, experiment_name=sweep.config.name)
+    data["name"] = f"{sweep.config.name}.{suffix}"
+    return data
+
+
 def run_trial(
     study: optuna.Study, trial: optuna.Trial, sweep: Sweep, paths: SweepPaths, log: Callable[[str], None]
 ) -> None:
@@ -216,9 +227,7 @@ def run_trial(
         return
     trial_dir = paths.run_dir / "trials" / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(trial_dir))
-    data = sweep.experiment_data(params)
-    data.setdefault("tracking", {}).update(uri=paths.mlflow_uri, experiment_name=sweep.config.name)
-    data["name"] = f"{sweep.config.name}.trial-{trial.number:04d}"
+    data = _tracked_experiment(sweep, params, paths, f"trial-{trial.number:04d}")
     objective = sweep.config.objective
     iterations = int(data.get("iterations", 3))
 
@@ -302,10 +311,6 @@ def run_sweep(
         time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
 
 
-def study_trials(study: optuna.Study) -> list[Any]:
-    return study.get_trials(deepcopy=False)
-
-
 def rerun_best(sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str | None = None) -> Path | None:
     """The best trial's configuration on the sweep's fresh seeds, in ``<run_dir>/best`` (resumable),
     evaluated on rerun.split; None when there is no completed trial or no re-run seed."""
@@ -316,11 +321,8 @@ def rerun_best(sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str
     if not seeds or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     best = study.best_trial
-    data = sweep.experiment_data(best.params, seeds)
+    data = _tracked_experiment(sweep, best.params, resolve_paths(run_dir, None, mlflow_uri), "best", seeds)
     data.setdefault("evaluation", {})["split"] = sweep.config.rerun.split
-    paths = resolve_paths(run_dir, None, mlflow_uri)
-    data.setdefault("tracking", {}).update(uri=paths.mlflow_uri, experiment_name=sweep.config.name)
-    data["name"] = f"{sweep.config.name}.best"
     config = validate(data, f"{sweep.source} (best trial {best.number})")
     return run_experiment(
         config,
