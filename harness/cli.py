@@ -293,11 +293,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from harness.atomic import atomic_write_text
     from harness.schema_doc import render
 
     text = render()
     if args.out:
-        Path(args.out).write_text(text)
+        atomic_write_text(Path(args.out), text)
         print(f"wrote {args.out}")
     else:
         print(text, end="")

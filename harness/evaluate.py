@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import atomic_path
 from harness.benchmarks.base import Benchmark, Item
 from harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
 from harness.workflows.sandbox import Sandbox
@@ -110,15 +109,6 @@ def write_parquet(rows: Sequence[ItemRun], path: Path, metadata: dict[str, Any])
     for key, value in metadata.items():
         frame[key] = value
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         pq.write_table(table, temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path

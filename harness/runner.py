@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from harness import failpoints
+from harness.atomic import atomic_path, atomic_write_text
 from harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, dotted_fields, executor_identity
 from harness.policy.model import decoding_mode
 
@@ -217,9 +219,7 @@ def prepare_run_dir(config: ExperimentConfig, run_dir: Path, force_new: bool) ->
             os.replace(run_dir, moved)
             print(f"moved the previous run folder to {moved}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".yaml.tmp")
-    temporary.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    os.replace(temporary, path)
+    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
 
 
 def _done_marker(run_dir: Path, label: str, seed: int) -> Path:
@@ -626,6 +626,7 @@ def run_experiment(
             run_id = None
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
+            failpoints.hit("run.method_done")
             bar.update(1)
         bar.close()
         from reports.report import log_report
@@ -674,9 +675,8 @@ def finish_run(run_dir: Path, store: SQLiteStore, config: ExperimentConfig) -> R
 
 
 def _write_parquet_atomic(frame: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(temporary, index=False)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        frame.to_parquet(temporary, index=False)
 
 
 def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:

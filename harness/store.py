@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from harness import failpoints
 from harness.rollouts import Rollout, RolloutKey
 
 TABLES = ("rollouts", "eval_items", "iterations")
@@ -162,6 +163,7 @@ class SQLiteStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        failpoints.hit(f"store.{table}")
 
     # -- rollouts ------------------------------------------------------------------------------
 

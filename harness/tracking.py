@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.atomic import atomic_write_text
+
 PACKAGES = ("torch", "transformers", "peft", "trl", "mlflow", "optuna", "pydantic", "spogw-harness")
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
 _METRIC_BATCH = 1000
@@ -106,9 +108,7 @@ class Tracker:
             self.experiment_id = experiment.experiment_id
 
     def _save_ids(self) -> None:
-        temporary = self._ids_path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self._ids, indent=2))
-        os.replace(temporary, self._ids_path)
+        atomic_write_text(self._ids_path, json.dumps(self._ids, indent=2))
 
     def _run(self, key: str, name: str, tags: dict[str, str], parent: str | None = None) -> str | None:
         if self.client is None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from harness import failpoints
 from harness.collect import CollectSpec, collect_questions, mean_score
 from harness.rollouts import Rollout, RolloutKey, RolloutStore
 from methods.config import GRPOConfig, MethodConfig, PairConfig
@@ -244,9 +245,11 @@ def train_iteration(
         if isinstance(config, GRPOConfig):
             for batch in _batches(units, config.questions_per_step):
                 steps.append(grpo_step(generator, batch, config, ref_cache, optimizer, temperature))
+                failpoints.hit("train.step")
         else:
             for batch in _batches(units, config.pairs_per_step):
                 steps.append(pair_step(generator, batch, config, ref_cache, optimizer, temperature))  # type: ignore[arg-type]
+                failpoints.hit("train.step")
     return steps
 
 

@@ -10,13 +10,13 @@ executor is simulated.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.atomic import atomic_path
 from reports.stats import mean_ci
 
 
@@ -200,9 +200,8 @@ def save(figure: Any, directory: Path, name: str) -> list[Path]:
     paths = []
     for suffix in ("png", "svg"):
         path = directory / f"{name}.{suffix}"
-        temporary = directory / f".{name}.{suffix}.tmp"
-        figure.savefig(temporary, format=suffix, dpi=150)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format=suffix, dpi=150)
         paths.append(path)
     plt.close(figure)
     return paths

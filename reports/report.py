@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from harness.atomic import atomic_write_text
 from reports import plots
 from reports.comparison import aggregate_table, comparison_pairs, paired_table, score_table
 from reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
@@ -246,7 +246,5 @@ def write_files(
     document = f"<!doctype html><html><head>{head}</head><body>{''.join(page)}</body></html>"
     paths = (run_dir / "report.md", run_dir / "report.html", run_dir / "results.tex")
     for path, text in zip(paths, ("\n".join(md), document, latex), strict=True):
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        atomic_write_text(path, text)
     return Report(*paths, figures)

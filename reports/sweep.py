@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
+from harness.atomic import atomic_write_text
 from reports import plots
 from reports.report import Report, write_files
 from reports.sections import Section, pipe_table, table_section, text_section
@@ -143,9 +144,10 @@ def write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_d
         best = study.best_trial
         experiment = sweep.experiment_data(best.params)
         path = run_dir / BEST_EXPERIMENT
-        path.write_text(
+        atomic_write_text(
+            path,
             f"# The best configuration of sweep {config.name} (trial {best.number}, objective {best.value:.4f}).\n"
-            + yaml.safe_dump(experiment, sort_keys=False)
+            + yaml.safe_dump(experiment, sort_keys=False),
         )
         head += [
             f"Best: trial {best.number}, objective {best.value:.4f}, parameters "

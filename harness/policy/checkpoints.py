@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness import failpoints
+from harness.atomic import fsync_path
+
 META = "spogw_adapter.json"
 
 
@@ -30,12 +33,12 @@ def save_adapter(model: Any, directory: Path, base_identity: str, optimizer: Any
 
         torch.save(optimizer.state_dict(), staging / OPTIMIZER)
     (staging / META).write_text(json.dumps({"base": base_identity, **meta}, indent=2))
-    for path in staging.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    shutil.rmtree(directory, ignore_errors=True)
+    for path in (*staging.rglob("*"), staging):
+        fsync_path(path)
+    failpoints.hit("checkpoint.staged")
+    shutil.rmtree(directory, ignore_errors=True)  # a stale folder of this iteration (rewritten after a resume)
     os.replace(staging, directory)
+    fsync_path(directory.parent)
     return directory
 
 
