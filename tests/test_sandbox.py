@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import ast
+import contextlib
 import os
+import socket
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.workflows.isolation import bwrap_available
 from harness.workflows.sandbox import Sandbox
-from tests.conftest import run
+from tests.conftest import REPO, run
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not installed")
 
@@ -129,3 +135,93 @@ def test_without_bwrap_falls_back_to_rlimits_with_a_warning(monkeypatch, caplog)
     result = python("print('still runs')")
     assert result.passed and result.stdout.strip() == "still runs"
     assert python("x = bytearray(4 * 1024 ** 3)").status == "error"
+
+
+# ----------------------------------------------------------------------------------------------
+# Hostile executor-written programs: each is contained (the host is unchanged) and reported
+# (a status and, for errors, what failed), in bounded time.
+
+
+@pytest.fixture
+def host_canary() -> Iterator[Path]:
+    """A secret file in the project folder (outside /tmp): the sandbox must not see it."""
+    path = REPO / f".sandbox-canary-{os.getpid()}"
+    path.write_text("CANARY-SECRET-7f3a")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@needs_bwrap
+def test_writing_to_the_root_file_system_fails() -> None:
+    result = python("open('/spogw-pwned', 'w').write('x')")
+    assert result.status == "error" and ("Read-only" in result.stderr or "Permission" in result.stderr)
+    assert not Path("/spogw-pwned").exists()
+
+
+@needs_bwrap
+def test_home_ssh_and_project_files_are_invisible(host_canary: Path) -> None:
+    program = (
+        "import os, pathlib\n"
+        "found = []\n"
+        f"for path in [{str(host_canary)!r}, os.path.expanduser('~/.ssh'), '/root', '/home', {str(REPO)!r}]:\n"
+        "    try:\n"
+        "        p = pathlib.Path(path)\n"
+        "        found.append(p.read_text() if p.is_file() else sorted(os.listdir(p)))\n"
+        "    except OSError as err:\n"
+        "        found.append(type(err).__name__)\n"
+        "print(found)\n"
+    )
+    result = python(program)
+    assert result.passed, result.stderr
+    assert "CANARY-SECRET" not in result.stdout
+    seen = ast.literal_eval(result.stdout)
+    assert seen[0] == "FileNotFoundError" and seen[1] == "FileNotFoundError"
+    project = seen[4] if isinstance(seen[4], list) else []
+    assert set(project) <= {"harness", ".venv"}, f"of the project only the package and interpreter: {project}"
+
+
+@needs_bwrap
+def test_no_connection_to_a_server_on_the_hosts_loopback() -> None:
+    accepted: list[object] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            accepted.append(server.accept())
+
+    listener = threading.Thread(target=accept)
+    listener.start()
+    result = python(f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2).send(b'x')")
+    listener.join()
+    server.close()
+    assert result.status == "error" and ("refused" in result.stderr or "unreachable" in result.stderr)
+    assert not accepted, "the sandbox reached a host server"
+
+
+@needs_bwrap
+def test_killing_the_parent_or_a_host_process_fails() -> None:
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        result = python(
+            "import os, signal\n"
+            f"for pid in ({bystander.pid}, os.getppid(), 1):\n"
+            "    try:\n"
+            "        os.kill(pid, signal.SIGKILL)\n"
+            "    except OSError as err:\n"
+            "        print(pid, type(err).__name__)\n"
+            "print('still here')\n"
+        )
+        assert bystander.poll() is None, "a host process was killed from the sandbox"
+        assert result.status in ("ok", "error", "timeout")
+        assert python("print('next')").stdout.strip() == "next", "the sandbox still works afterwards"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_sleeping_forever_times_out_in_bounded_time() -> None:
+    start = time.perf_counter()
+    result = python("import time\ntime.sleep(10 ** 6)", timeout_s=2)
+    assert result.status == "timeout" and time.perf_counter() - start < 6

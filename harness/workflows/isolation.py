@@ -2,9 +2,13 @@
 
 Both the workflow worker (pool.py) and the code sandbox (sandbox.py) start their processes
 through `isolated_command`. With bubblewrap the process has no network (new network namespace),
-sees the root file system read-only, gets a private /tmp and /dev, cannot see other processes,
-and dies with its parent; prlimit caps address space, CPU seconds, processes and file size. The
-environment is emptied so no API key or token can leak into it.
+cannot see other processes, and dies with its parent; prlimit caps address space, CPU seconds,
+processes and file size. The environment is emptied so no API key or token can leak into it.
+
+Its file system is an allowlist, read-only: the system folders a Python interpreter needs
+(/usr, /bin, /lib*, /etc without the shadow files), the interpreter's own prefix, and the
+harness package (the workflow worker imports it); a private /tmp, /dev and /proc. Nothing else
+exists inside: not /home, /root, ~/.ssh, the project, its run folders or any data folder.
 """
 
 from __future__ import annotations
@@ -59,18 +63,20 @@ def _warn_weak_isolation() -> None:
     )
 
 
-@functools.cache
-def _paths_hidden_by_tmpfs() -> tuple[str, ...]:
-    """Interpreter and package directories under /tmp, which the private /tmp would hide.
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+HIDDEN_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 
-    A checkout or virtual environment under /tmp (CI clones often are) must stay visible,
-    read-only, inside the sandbox or the isolated interpreter cannot start.
-    """
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    candidates = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), package_root}
-    hidden = {os.path.realpath(p) for p in candidates if os.path.realpath(p).startswith("/tmp/")}
+
+@functools.cache
+def _visible_paths() -> tuple[str, ...]:
+    """What the sandbox sees read-only besides the system folders: the interpreter's prefix (a
+    venv, conda or pyenv Python may live anywhere) and the harness package, nothing more."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../harness
+    candidates = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), package}
+    visible = {os.path.realpath(p) for p in candidates}
+    visible = {p for p in visible if not any(p == f or p.startswith(f + "/") for f in SYSTEM_FOLDERS)}
     # a parent already bound covers its children
-    return tuple(sorted(p for p in hidden if not any(p != q and p.startswith(q + "/") for q in hidden)))
+    return tuple(sorted(p for p in visible if not any(p != q and p.startswith(q + "/") for q in visible)))
 
 
 def isolation_level() -> str:
@@ -99,13 +105,18 @@ def isolated_command(
     if not bwrap_available():
         _warn_weak_isolation()
         return limited
-    command = ["bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
-    for path in _paths_hidden_by_tmpfs():
-        command += ["--ro-bind", path, path]
+    # the private /tmp first: a venv or checkout under /tmp (CI clones) is then bound on top of it
+    command = ["bwrap", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    for path in (*SYSTEM_FOLDERS, *_visible_paths()):
+        command += ["--ro-bind-try", path, path]
+    for path in HIDDEN_FILES:
+        if os.path.exists(path):
+            command += ["--ro-bind", "/dev/null", path]
     if workdir is not None:
         command += ["--bind", workdir, sandbox_dir, "--chdir", sandbox_dir]
     else:
         command += ["--chdir", "/tmp"]
+    command += ["--remount-ro", "/"]  # bwrap's own root (a tmpfs holding the mount points) too
     command += ["--unshare-all", "--die-with-parent", "--new-session", "--", *limited]
     return command
 
