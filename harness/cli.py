@@ -1,6 +1,7 @@
 """The `spogw` command. Heavy imports happen inside the commands, so `spogw --help` is instant.
 
-Exit codes: 0 success, 1 a failure while working, 2 bad input (file, field, value named).
+Exit codes: 0 success, 1 a failure while working, 2 bad input (file, field, value named), 3 the
+executor is down (its circuit breaker opened; re-running the same command resumes).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_EXECUTOR_DOWN = 3
 
 
 class UsageError(Exception):
@@ -233,14 +235,16 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{split.benchmark.name}: {len(split.train)} train / {evaluated} items")
         print(plan.describe())
         return 0
-    run_dir = run_experiment(
-        config,
-        Path(args.run_dir) if args.run_dir else None,
-        methods=methods,
-        seeds=seeds,
-        force_new=args.force_new,
-        progress=not args.quiet,
-    )
+    from harness.executors.base import ExecutorUnavailable
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
+    try:
+        run_experiment(config, run_dir, methods=methods, seeds=seeds, force_new=args.force_new, progress=not args.quiet)
+    except ExecutorUnavailable as err:
+        raise ExecutorUnavailable(
+            f"{err}\nEverything finished before it is kept in {run_dir}; run the same command again to resume "
+            "once the endpoint answers."
+        ) from None
     print((run_dir / "report.md").read_text())
     print(f"run folder  {run_dir}")
     return 0
@@ -417,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from harness.config import ConfigError
+    from harness.executors.base import ExecutorUnavailable
     from harness.registry import RegistryError
 
     try:
@@ -424,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, RegistryError, FileNotFoundError) as err:
         print(f"spogw: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ExecutorUnavailable as err:
+        print(f"spogw: stopped: {err}", file=sys.stderr)
+        return EXIT_EXECUTOR_DOWN
     except NotImplementedError as err:
         print(f"spogw: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

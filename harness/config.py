@@ -182,6 +182,9 @@ class ExecutorConfig(StrictModel):
     """Wall-clock limit of one executor call."""
     max_retries: int = Field(5, ge=0)
     """Retries of a failed executor call (with backoff) before the run is an infra_error."""
+    abort_after_failures: int = Field(20, ge=0)
+    """Calls in a row that fail after all their retries before the run stops with a clear message
+    (the endpoint is down; re-running resumes). 0: never stop, record every run as infra_error."""
     cache: bool = True
     """Keep every response on disk (`$SPOGW_CACHE/executor-responses.sqlite`, keyed by endpoint,
     model, messages, sampling parameters, repeat and occurrence): a re-run makes no new calls."""

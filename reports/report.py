@@ -24,6 +24,7 @@ from reports.comparison import aggregate_table, comparison_pairs, paired_table, 
 from reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
 from reports.curation import curation_table, group_std_frame
 from reports.diversity import METRICS, diversity_frame, diversity_table
+from reports.health import health_table
 from reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
 from reports.studies import STUDIES, StudyData
 from reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
@@ -128,6 +129,17 @@ def build_report(
         ]
         if baseline is not None and "p_improve" in aggregates:
             plotted.append(("probability_of_improvement", plots.improvement_plot(aggregates, baseline, simulated)))
+    health = health_table(rollouts, eval_items)
+    if not health.empty:
+        sections.append(
+            table_section(
+                "Run health",
+                health,
+                "How the workflow runs ended, per method: held-out evaluation runs (every transfer executor "
+                "included) and training rollouts, by status. infra_error = the executor failed after its retries: "
+                "left out of item scores and of training groups, never counted as a score of 0.",
+            )
+        )
     figures: list[Path] = []
     for name, figure in plotted:
         figures += plots.save(figure, run_dir / "report", name)

@@ -14,6 +14,7 @@ import pytest
 
 from harness import failpoints
 from harness.atomic import atomic_path, atomic_write_text
+from harness.executors.stub_server import FAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,3 +104,100 @@ def test_unarmed_crash_points_do_nothing() -> None:
     failpoints.configure(None)
     for _ in range(1000):
         failpoints.hit("store.rollouts")
+
+
+# ----------------------------------------------------------------------------------------------
+# Executor faults during a whole run: an OpenAI-compatible stub that answers 429 (Retry-After), 500,
+# garbage, truncated JSON, hangs, slow-loris bodies and connection resets at a given rate.
+
+SMALL = REPO / "tests" / "data" / "runner_small.yaml"
+
+
+def _run_against_stub(run_dir: Path, fault_rate: float, spogw_cache: Path) -> tuple[int, str, dict[str, int], float]:
+    import asyncio
+    import contextlib
+    import io
+    import time
+
+    from harness.cli import main
+    from harness.executors.stub_server import StubServer
+
+    async def go() -> tuple[int, str, dict[str, int], float]:
+        async with StubServer(fault_rate=fault_rate, hang_s=5.0, trickle_s=0.1, seed=3) as server:
+            settings = {
+                "generator.tiny_recipe": "standard",
+                "benchmarks.0.test_limit": "6",
+                "executor.name": "openai",
+                "executor.profile": "null",
+                "executor.model": "stub",
+                "executor.base_url": server.url,
+                "executor.max_retries": "1",
+                "executor.call_timeout_s": "1",
+                "executor.cache": "false",
+                "executor.abort_after_failures": "20",
+            }
+            argv = ["run", str(SMALL), "--run-dir", str(run_dir), "--quiet"]
+            argv += [a for key, value in settings.items() for a in ("--set", f"{key}={value}")]
+            stderr = io.StringIO()
+            start = time.perf_counter()
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+                code = await asyncio.to_thread(main, argv)
+            return code, stderr.getvalue(), dict(server.served), time.perf_counter() - start
+
+    return asyncio.run(go())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault_rate", [0.1, 0.3])
+def test_a_run_completes_through_executor_faults(tmp_path: Path, fault_rate: float, spogw_cache: Path) -> None:
+    """The run finishes; every fault kind was served; infra_error runs are stored without a score,
+    never enter a training group, and the report's Run health counts exactly them."""
+    import sqlite3
+
+    from harness.config import load_experiment
+    from harness.runner import method_config
+    from harness.store import SQLiteStore
+    from harness.train import build_units
+
+    run_dir = tmp_path / "run"
+    code, stderr, served, wall_s = _run_against_stub(run_dir, fault_rate, spogw_cache)
+    print(f"fault rate {fault_rate}: exit {code} in {wall_s:.1f} s; stub served {served}")
+    assert code == 0, stderr
+    kinds = set(served) - {"ok"}
+    assert kinds == set(FAULTS) if fault_rate >= 0.3 else len(kinds) >= 4, served
+    with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
+        infra = {
+            table: db.execute(f"SELECT count(*), count(score) FROM {table} WHERE status='infra_error'").fetchone()
+            for table in ("rollouts", "eval_items")
+        }
+    print(f"infra_error rows (count, scored): {infra}")
+    assert all(scored == 0 for _, scored in infra.values()), "an infra_error never has a score"
+    assert infra["rollouts"][0] + infra["eval_items"][0] > 0, "the faults made some runs infra_error"
+    config = load_experiment(run_dir / "config.resolved.yaml")
+    spec = next(m for m in config.methods if m.name == "spogw")
+    with SQLiteStore(run_dir / "rollouts.sqlite") as store:
+        for iteration in range(config.iterations):
+            rollouts = store.get(config.name, spec.display_label, 0, iteration)
+            units = build_units(rollouts, method_config(spec), 0, iteration)
+            members = [r for unit in units for r in unit.rollouts]
+            assert all(r.status != "infra_error" for r in members)
+    report = (run_dir / "report.md").read_text()
+    health = report.split("## Run health")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in health.splitlines() if line.startswith("| ")}
+    header = [cell.strip() for cell in health.splitlines()[2].split("|")[1:-1]]
+    for table, column in (("eval_items", "eval infra_error"), ("rollouts", "train infra_error")):
+        total = sum(
+            int(float(row.split("|")[1 + header.index(column)])) for name, row in rows.items() if name != "method"
+        )
+        assert total == infra[table][0], (column, health)
+
+
+def test_an_executor_that_always_fails_stops_the_run_with_a_clear_message(tmp_path: Path, spogw_cache: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, stderr, served, wall_s = _run_against_stub(run_dir, 1.0, spogw_cache)
+    print(f"fault rate 1.0: exit {code} in {wall_s:.1f} s; stub served {served}")
+    assert code == 3, stderr
+    assert "is down" in stderr and "calls in a row failed" in stderr and str(run_dir) in stderr
+    assert "run the same command again to resume" in stderr
+    assert wall_s < 120, "the breaker stops a dead endpoint in bounded time"
+    assert not (run_dir / "report.md").exists()

@@ -47,6 +47,7 @@ def executor_from_config(config: ExecutorConfig, seed: int = 0) -> Executor:
             "max_concurrent_calls": config.max_concurrent_calls,
             "call_timeout_s": config.call_timeout_s,
             "max_retries": config.max_retries,
+            "abort_after_failures": config.abort_after_failures,
             "cache_path": cache,
             "input_price_per_mtok": config.input_price_per_mtok,
             "output_price_per_mtok": config.output_price_per_mtok,

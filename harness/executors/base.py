@@ -18,6 +18,11 @@ class InfraError(Exception):
     """The executor could not answer for reasons that say nothing about the workflow."""
 
 
+class ExecutorUnavailable(RuntimeError):
+    """The executor failed so many calls in a row that it is down: the run stops (and resumes
+    from where it stopped when re-run) instead of filling its tables with infra_error rows."""
+
+
 @dataclass(frozen=True)
 class CallInfo:
     operator: str

@@ -6,6 +6,11 @@ llama.cpp's server, `transformers serve`).
   are retried with exponential backoff and full jitter, honouring Retry-After; a call that still
   fails raises InfraError (the workflow run becomes infra_error, never a score of 0). Other 4xx
   answers (bad key, unknown model) are not retried.
+- Every attempt has a wall-clock deadline (`call_timeout_s`) over the whole request: the SDK's own
+  timeout applies per read, and a slow-loris server that sends a byte at a time never trips it.
+- A circuit breaker: after `abort_after_failures` calls in a row have failed after all their
+  retries, the endpoint is taken to be down; every later call fails at once and the workflow
+  engine stops the run with ExecutorUnavailable (a clear message; re-running resumes).
 - Bounded concurrency: at most `max_concurrent_calls` requests in flight.
 - An on-disk response cache (response_cache.py) keyed by endpoint, model, messages, sampling
   parameters, repeat index and occurrence: a second identical run makes no network call.
@@ -53,6 +58,7 @@ class OpenAIExecutor:
         cache_path: str | Path | None = None,
         input_price_per_mtok: float = 0.0,
         output_price_per_mtok: float = 0.0,
+        abort_after_failures: int = 20,
     ) -> None:
         from openai import AsyncOpenAI
 
@@ -72,6 +78,11 @@ class OpenAIExecutor:
         self.max_backoff_s = max_backoff_s
         self.prices = (input_price_per_mtok, output_price_per_mtok)
         self.stats = ExecutorStats()
+        self.call_timeout_s = call_timeout_s
+        self.abort_after_failures = abort_after_failures
+        self.consecutive_failures = 0
+        self.unavailable: str | None = None
+        """Why the breaker opened (None while closed): the endpoint is taken to be down."""
         self._client = AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=call_timeout_s)
         self._limit = asyncio.Semaphore(max_concurrent_calls)
         self._cache = ResponseCache(Path(cache_path)) if cache_path is not None else None
@@ -90,6 +101,8 @@ class OpenAIExecutor:
         return await complete_cached(self._cache, self.stats, key, lambda: self._call_with_retries(messages))
 
     async def _call_with_retries(self, messages: list[dict[str, str]]) -> CachedResponse:
+        if self.unavailable is not None:
+            raise InfraError(f"{self.describe()}: not called, the endpoint is down ({self.unavailable})")
         last = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -97,7 +110,9 @@ class OpenAIExecutor:
             try:
                 async with self._limit:
                     self.stats.network_calls += 1
-                    return await self._call_once(messages)
+                    response = await self._call_once(messages)
+                self.consecutive_failures = 0
+                return response
             except _Retryable as err:
                 last = str(err)
                 if attempt == self.max_retries:
@@ -108,15 +123,21 @@ class OpenAIExecutor:
                     delay = max(delay, min(err.retry_after, self.max_backoff_s))
                 await asyncio.sleep(delay)
         self.stats.failures += 1
+        self.consecutive_failures += 1
+        if self.abort_after_failures and self.consecutive_failures >= self.abort_after_failures:
+            self.unavailable = f"{self.consecutive_failures} calls in a row failed after retries; last: {last}"
         raise InfraError(f"{self.describe()}: failed after {self.max_retries} retries: {last}")
 
     async def _call_once(self, messages: list[dict[str, str]]) -> CachedResponse:
         import openai
 
         try:
-            response = await self._client.chat.completions.create(
-                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
-            )
+            async with asyncio.timeout(self.call_timeout_s):
+                response = await self._client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+                )
+        except TimeoutError:
+            raise _Retryable(f"no complete answer within {self.call_timeout_s:g} s") from None
         except openai.APIStatusError as err:
             if err.status_code == 429 or err.status_code >= 500:
                 raise _Retryable(f"HTTP {err.status_code}", _retry_after(err.response.headers)) from None

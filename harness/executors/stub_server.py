@@ -3,7 +3,8 @@
 It answers POST /v1/chat/completions after a fixed latency with a canned reply, and with
 probability `fault_rate` (seeded, so a run is reproducible) answers instead with one of the faults
 a real endpoint produces: 429 with Retry-After, 500, a body that is not JSON, a truncated JSON
-body, a hang longer than any sensible client timeout, or a reset connection. GET /stats returns
+body, a hang longer than any sensible client timeout, a slow-loris answer (headers at once, then
+one byte of body every `trickle_s`, so no single read ever times out), or a reset connection. GET /stats returns
 what it did. Use it in-process (`async with StubServer(...) as server`) or from a shell:
 
     python -m harness.executors.stub_server --port 8765 --latency-s 0.2 --fault-rate 0.2
@@ -20,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULTS = ("429", "500", "garbage", "truncated", "hang", "reset")
+FAULTS = ("429", "500", "garbage", "truncated", "hang", "slowloris", "reset")
 
 
 @dataclass
@@ -29,6 +30,8 @@ class StubServer:
     fault_rate: float = 0.0
     faults: tuple[str, ...] = FAULTS
     hang_s: float = 30.0
+    trickle_s: float = 0.2
+    """Seconds between the bytes of a slow-loris body (its whole body takes hang_s)."""
     retry_after_s: float = 0.05
     reply: str = "Let me work through it.\nThe answer is \\boxed{42}."
     seed: int = 0
@@ -103,6 +106,8 @@ class StubServer:
             return web.Response(text="<html>502 Bad Gateway</html> not json", content_type="application/json")
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
+        if fault == "slowloris":
+            return await self._trickle(request, json.dumps(self._completion(body)).encode())
         if fault == "reset":
             request.transport.close()
             return web.Response(status=500)
@@ -111,6 +116,20 @@ class StubServer:
             text = json.dumps(payload)
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return web.json_response(payload)
+
+    async def _trickle(self, request: Any, payload: bytes) -> Any:
+        from aiohttp import web
+
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(payload)
+        await response.prepare(request)
+        deadline = time.monotonic() + self.hang_s
+        for index in range(len(payload)):
+            if time.monotonic() > deadline:
+                break
+            await response.write(payload[index : index + 1])
+            await asyncio.sleep(self.trickle_s)
+        return response
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
         prompt = " ".join(str(m.get("content", "")) for m in body.get("messages", []))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from harness.benchmarks.base import Item
-from harness.executors.base import Executor
+from harness.executors.base import Executor, ExecutorUnavailable
 from harness.workflows.operators import RunContext
 from harness.workflows.pool import PoolLimits, WorkerPool
 from harness.workflows.sandbox import Sandbox
@@ -91,6 +91,9 @@ class WorkflowEngine:
         context = RunContext(item, repeat, self.executor, self.sandbox, max_calls=self.max_calls)
         result = await self.pool.run(workflow.guarded_source, item.question, context.call, self.timeout_s)
         if context.infra_errors:
+            down = getattr(self.executor, "unavailable", None)
+            if down is not None:  # the breaker is open: stop rather than record a table of failures
+                raise ExecutorUnavailable(f"the executor {self.executor.describe()} is down: {down}")
             status, reason, answer = RunStatus.INFRA_ERROR, context.infra_errors[0], None
         else:
             status, reason, answer = RunStatus(result.status), result.reason, result.answer
