@@ -87,6 +87,10 @@ def _generate(args: argparse.Namespace) -> int:
         name=args.generator, model=args.model, sampling=SamplingConfig(temperature=args.temperature)
     )
     generator = load_generator(config, device="cpu" if args.cpu else None)
+    if args.adapter:
+        from harness.policy.checkpoints import load_adapter_weights
+
+        load_adapter_weights(generator.model, Path(args.adapter), generator.identity)  # refuses another base's
     prompt = generator.prompt(args.domain, args.question)
     params = SamplingParams(
         config.sampling.temperature, config.sampling.top_p, config.sampling.max_new_tokens, tuple(config.sampling.stop)
@@ -340,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--show", action="store_true", help="print every sampled completion")
+    generate.add_argument("--adapter", default=None, help="a trained adapter (checkpoints/<method>/seed<s>/iter<k>)")
     generate.add_argument("--cpu", action="store_true", help="stay on the CPU even if a GPU is present")
     generate.set_defaults(func=_generate)
 

@@ -20,6 +20,7 @@ the simulator by its call), so a resumed run writes the same rows an uninterrupt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import time
@@ -207,6 +208,10 @@ def prepare_run_dir(config: ExperimentConfig, run_dir: Path, force_new: bool) ->
     path = run_dir / RESOLVED
     if path.is_file():
         previous = yaml.safe_load(path.read_text()) or {}
+        # through today's schema: a field added since the run began reads as its default; a field
+        # since removed or changed fails validation and is compared as written (the difference shown)
+        with contextlib.suppress(ValueError):
+            previous = ExperimentConfig.model_validate(previous).model_dump(mode="json")
         differences = config_differences(previous, resolved)
         if differences and not force_new:
             raise ConfigError(

@@ -106,6 +106,24 @@ def _create_table(name: str, columns: Sequence[str], types: dict[str, str], key:
     return f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))"
 
 
+class StoreCorrupted(ValueError):
+    """A run folder's database that SQLite cannot read (bad input: the CLI exits 2, touching nothing)."""
+
+
+def check_database(db: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreCorrupted unless SQLite can read ``db`` and its pages check out (quick_check: a
+    scan of every page, seconds for a large store; run once when a store is opened)."""
+    try:
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise StoreCorrupted(
+            f"{path}: the run's database is damaged ({verdict}); nothing was written to it. Move it aside "
+            "to start the run over, or restore it from a copy (`spogw export` writes its tables as parquet)."
+        )
+
+
 class SQLiteStore:
     """A durable RolloutStore plus the evaluation rows of one run folder."""
 
@@ -114,6 +132,11 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, one per batch.
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+        try:
+            check_database(self._db, self.path)
+        except StoreCorrupted:
+            self._db.close()
+            raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a killed process
         self._rollout_columns = [f.name for f in fields(Rollout)]

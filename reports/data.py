@@ -20,7 +20,10 @@ def connect_read_only(run_dir: str | Path) -> Iterator[Any]:
     path = Path(run_dir) / "rollouts.sqlite"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: {path} does not exist")
+    from harness.store import check_database
+
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        check_database(db, path)
         yield db
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import failpoints
 from harness.atomic import atomic_path, atomic_write_text
@@ -201,3 +202,114 @@ def test_an_executor_that_always_fails_stops_the_run_with_a_clear_message(tmp_pa
     assert "run the same command again to resume" in stderr
     assert wall_s < 120, "the breaker stops a dead endpoint in bounded time"
     assert not (run_dir / "report.md").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: a clear error naming the thing, exit code 2, nothing written or overwritten.
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+BAD_EXPERIMENTS = {
+    "malformed YAML": ("version: 1\nname: [unclosed\n", ["not valid YAML", "line 2"]),
+    "wrong type": (SMALL.read_text().replace("iterations: 2", "iterations: three"), ["iterations", "'three'"]),
+    "unknown field": (SMALL.read_text().replace("iterations: 2", "iterations: 2\niteratoins: 3"), ["iteratoins"]),
+    "negative sample count": (SMALL.read_text().replace("num_samples: 4", "num_samples: -4"), ["num_samples", "-4"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EXPERIMENTS))
+def test_a_bad_experiment_file_is_named_with_its_field_and_exit_2(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    text, expected = BAD_EXPERIMENTS[case]
+    experiment = tmp_path / "bad.yaml"
+    experiment.write_text(text)
+    assert main(["run", str(experiment), "--run-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "bad.yaml" in error and all(e in error for e in expected), error
+    assert "Traceback" not in error and not (tmp_path / "run").exists()
+
+
+def test_missing_files_are_named_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["run", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml" in capsys.readouterr().err
+    missing_data = ["--set", "benchmarks.0.name=humaneval", "--set", f"benchmarks.0.path={tmp_path / 'none.jsonl'}"]
+    assert main(["run", str(SMALL), "--run-dir", str(tmp_path / "run"), *missing_data]) == 2
+    error = capsys.readouterr().err
+    assert "benchmarks.0.path" in error and "none.jsonl" in error
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_broken_benchmark_line_is_named_by_its_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    data = tmp_path / "HumanEval.jsonl"
+    data.write_text('{"task_id": "HumanEval/0", "prompt": "def f():\\n"}\n{"task_id": "HumanEval/1", \n')
+    overrides = ["benchmarks.0.name=humaneval", f"benchmarks.0.path={data}", "benchmarks.0.size=null"]
+    argv = ["run", str(SMALL), "--run-dir", str(tmp_path / "run"), *(a for o in overrides for a in ("--set", o))]
+    assert main(argv) == 2
+    assert f"{data}:2: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_corrupted_run_database_is_named_exit_2_and_left_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+    from harness.config import load_experiment
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.resolved.yaml").write_text(
+        yaml.safe_dump(load_experiment(SMALL).model_dump(mode="json"), sort_keys=False)
+    )
+    (run_dir / "rollouts.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20)
+    before = _files(run_dir)
+    for argv in (["run", str(SMALL), "--run-dir", str(run_dir), "--quiet"], ["report", str(run_dir)]):
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err
+        assert f"{run_dir / 'rollouts.sqlite'}: the run's database is damaged" in error and "Traceback" not in error
+        assert _files(run_dir) == before, "nothing in the run folder changed"
+
+
+def test_an_adapter_from_another_base_model_is_refused_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spogw_cache: Path
+) -> None:
+    import json
+
+    from harness.cli import main
+    from harness.policy.checkpoints import META
+
+    adapter = tmp_path / "iter2"
+    adapter.mkdir()
+    (adapter / META).write_text(json.dumps({"base": "Qwen/Qwen2.5-7B-Instruct", "iteration": 2}))
+    before = _files(adapter)
+    assert main(["generate", "--adapter", str(adapter), "--samples", "1", "--cpu"]) == 2
+    error = capsys.readouterr().err
+    assert str(adapter) in error and "trained on base model 'Qwen/Qwen2.5-7B-Instruct'" in error
+    assert _files(adapter) == before
+
+
+def test_a_run_folder_from_before_a_new_config_field_still_resumes(tmp_path: Path) -> None:
+    """A field added to the schema since the run began reads as its default: the folder resumes
+    instead of being refused as a different configuration (a changed value is still refused)."""
+    from harness.config import ConfigError, load_experiment
+    from harness.runner import prepare_run_dir
+
+    config = load_experiment(SMALL)
+    written = config.model_dump(mode="json")
+    del written["executor"]["abort_after_failures"]  # as written before the field existed
+    (tmp_path / "config.resolved.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    prepare_run_dir(config, tmp_path, force_new=False)
+    changed = load_experiment(SMALL, ["executor.abort_after_failures=5"])
+    with pytest.raises(ConfigError, match=r"executor\.abort_after_failures: 20 -> 5"):
+        prepare_run_dir(changed, tmp_path, force_new=False)
