@@ -114,7 +114,9 @@ def test_unarmed_crash_points_do_nothing() -> None:
 SMALL = REPO / "tests" / "data" / "runner_small.yaml"
 
 
-def _run_against_stub(run_dir: Path, fault_rate: float, spogw_cache: Path) -> tuple[int, str, dict[str, int], float]:
+def _run_against_stub(
+    run_dir: Path, fault_rate: float, spogw_cache: Path, **extra: str
+) -> tuple[int, str, dict[str, int], float]:
     import asyncio
     import contextlib
     import io
@@ -136,14 +138,16 @@ def _run_against_stub(run_dir: Path, fault_rate: float, spogw_cache: Path) -> tu
                 "executor.call_timeout_s": "1",
                 "executor.cache": "false",
                 "executor.abort_after_failures": "20",
+                **extra,
             }
             argv = ["run", str(SMALL), "--run-dir", str(run_dir), "--quiet"]
             argv += [a for key, value in settings.items() for a in ("--set", f"{key}={value}")]
-            stderr = io.StringIO()
+            stderr, stdout = io.StringIO(), io.StringIO()
             start = time.perf_counter()
-            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
                 code = await asyncio.to_thread(main, argv)
-            return code, stderr.getvalue(), dict(server.served), time.perf_counter() - start
+            output = stderr.getvalue() + stdout.getvalue()
+            return code, output, dict(server.served), time.perf_counter() - start
 
     return asyncio.run(go())
 
@@ -313,3 +317,35 @@ def test_a_run_folder_from_before_a_new_config_field_still_resumes(tmp_path: Pat
     changed = load_experiment(SMALL, ["executor.abort_after_failures=5"])
     with pytest.raises(ConfigError, match=r"executor\.abort_after_failures: 20 -> 5"):
         prepare_run_dir(changed, tmp_path, force_new=False)
+
+
+SECRET = "sk-spogw-test-0123456789abcdefSECRET"
+
+
+def test_the_api_key_never_reaches_any_output_of_a_run(
+    tmp_path: Path, spogw_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whole run with the key in the environment, 30% faults (retries, failures, error messages),
+    the response cache on: the key is in none of the run folder's files (databases, parquet, reports,
+    figures, MLflow's database and artifacts, checkpoints), the response cache, the console or the logs."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("SPOGW_TEST_KEY", SECRET)
+    run_dir = tmp_path / "run"
+    settings = {"executor.api_key_env": "SPOGW_TEST_KEY", "executor.cache": "true"}
+    code, output, _, _ = _run_against_stub(run_dir, 0.3, spogw_cache, **settings)
+    assert code == 0, output
+    paths = [p for p in [*run_dir.rglob("*"), *spogw_cache.glob("*.sqlite*")] if p.is_file()]
+    searched = {path: path.read_bytes() for path in paths}
+    assert len(searched) > 20 and any(p.name == "mlflow.db" for p in searched)
+    leaks = [str(path) for path, data in searched.items() if SECRET.encode() in data]
+    assert not leaks, leaks
+    assert SECRET not in output and SECRET not in caplog.text
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    for run in client.search_runs([client.get_experiment_by_name("runner_small").experiment_id]):
+        assert SECRET not in repr(run.data.params) + repr(run.data.tags)
+    with sqlite3.connect(run_dir / "rollouts.sqlite") as db:  # the key's variable name is recorded, not its value
+        assert db.execute("SELECT count(*) FROM rollouts").fetchone()[0] > 0
+    assert "SPOGW_TEST_KEY" in (run_dir / "config.resolved.yaml").read_text()
