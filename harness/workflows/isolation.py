@@ -67,12 +67,18 @@ SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"
 HIDDEN_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 
 
+def interpreter() -> str:
+    """The Python that isolated code runs on: the real file behind ``sys.executable`` (a venv's
+    python is often a symlink whose folder the sandbox does not show; with -I -S no venv is used)."""
+    return os.path.realpath(sys.executable)
+
+
 @functools.cache
 def _visible_paths() -> tuple[str, ...]:
     """What the sandbox sees read-only besides the system folders: the interpreter's prefix (a
     venv, conda or pyenv Python may live anywhere) and the harness package, nothing more."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../harness
-    candidates = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), package}
+    candidates = {sys.prefix, sys.base_prefix, os.path.dirname(interpreter()), package}
     visible = {os.path.realpath(p) for p in candidates}
     visible = {p for p in visible if not any(p == f or p.startswith(f + "/") for f in SYSTEM_FOLDERS)}
     # a parent already bound covers its children

@@ -14,13 +14,12 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.workflows.isolation import Limits, isolated_command, kill_process_group, spawn_kwargs
+from harness.workflows.isolation import Limits, interpreter, isolated_command, kill_process_group, spawn_kwargs
 
 CallHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """(operator name, keyword arguments) -> operator result; raises OperatorRefused to fail the call."""
@@ -119,7 +118,7 @@ class WorkerPool:
         self.killed = 0
 
     async def _start(self) -> _Worker:
-        argv = isolated_command([sys.executable, "-I", "-S", "-c", _BOOT], self.limits.worker)
+        argv = isolated_command([interpreter(), "-I", "-S", "-c", _BOOT], self.limits.worker)
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,

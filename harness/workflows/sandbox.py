@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import sys
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from harness.workflows.isolation import (
     Limits,
+    interpreter,
     isolated_command,
     kill_process_group,
     process_cap,
@@ -74,7 +74,7 @@ class Sandbox:
         with tempfile.TemporaryDirectory(prefix="spogw-sandbox-") as workdir:
             with open(os.path.join(workdir, "prog.py"), "w") as handle:
                 handle.write(program)
-            argv = isolated_command([sys.executable, "-I", "-S", "prog.py"], self.limits, workdir=workdir)
+            argv = isolated_command([interpreter(), "-I", "-S", "prog.py"], self.limits, workdir=workdir)
             if argv[0] != "bwrap":  # without bwrap there is no mount: run from the host dir
                 argv = [a if a != "prog.py" else os.path.join(workdir, "prog.py") for a in argv]
             with process_cap(self.limits.processes) as prefix:
