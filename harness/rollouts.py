@@ -60,17 +60,24 @@ class RolloutStore(Protocol):
 
 
 class MemoryStore:
-    """A RolloutStore in a dict (tests, notebooks); idempotent by key."""
+    """A RolloutStore in a dict (tests, notebooks); idempotent by key, as SQLiteStore: a stored row
+    is kept unless it is an infra_error, which a new row replaces (and `keys` leaves out)."""
 
     def __init__(self) -> None:
         self._rows: dict[RolloutKey, Rollout] = {}
 
     def put(self, rollouts: list[Rollout]) -> None:
         for rollout in rollouts:
-            self._rows.setdefault(rollout.key, rollout)
+            stored = self._rows.get(rollout.key)
+            if stored is None or stored.status == "infra_error":
+                self._rows[rollout.key] = rollout
 
     def keys(self, experiment: str, method: str, seed: int, iteration: int) -> set[RolloutKey]:
-        return {k for k in self._rows if k[:4] == (experiment, method, seed, iteration)}
+        return {
+            k
+            for k, r in self._rows.items()
+            if k[:4] == (experiment, method, seed, iteration) and r.status != "infra_error"
+        }
 
     def get(self, experiment: str, method: str, seed: int, iteration: int) -> list[Rollout]:
         rows = [r for k, r in self._rows.items() if k[:4] == (experiment, method, seed, iteration)]

@@ -176,12 +176,26 @@ class SQLiteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    def _insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], key: Sequence[str] = ()
+    ) -> None:
+        """Insert rows; a row whose key is stored is ignored, unless ``key`` is given and the stored
+        row is an infra_error: then the new row replaces it (a resumed run retries what the
+        executor failed, and never changes a row that says something about a workflow)."""
         marks = ", ".join("?" for _ in columns)
         names = ", ".join(f'"{c}"' for c in columns)
+        if key:
+            updates = ", ".join(f'"{c}"=excluded."{c}"' for c in columns if c not in key)
+            keys = ", ".join(f'"{c}"' for c in key)
+            statement = (
+                f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+                f"WHERE {table}.status = 'infra_error'"
+            )
+        else:
+            statement = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})"
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})", rows)
+            self._db.executemany(statement, rows)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -192,11 +206,13 @@ class SQLiteStore:
 
     def put(self, rollouts: list[Rollout]) -> None:
         rows = [_values(r, self._rollout_columns, _ROLLOUT_JSON) for r in rollouts]
-        self._insert("rollouts", self._rollout_columns, rows)
+        self._insert("rollouts", self._rollout_columns, rows, ROLLOUT_KEY)
 
     def keys(self, experiment: str, method: str, seed: int, iteration: int) -> set[RolloutKey]:
+        """The stored rollouts' keys, infra_error ones left out (collection runs those again)."""
         cursor = self._db.execute(
-            "SELECT query_id, sample_idx FROM rollouts WHERE experiment=? AND method=? AND seed=? AND iteration=?",
+            "SELECT query_id, sample_idx FROM rollouts WHERE experiment=? AND method=? AND seed=? AND iteration=? "
+            "AND status != 'infra_error'",
             (experiment, method, seed, iteration),
         )
         return {(experiment, method, seed, iteration, q, int(k)) for q, k in cursor}
@@ -219,13 +235,15 @@ class SQLiteStore:
     # -- evaluation rows -----------------------------------------------------------------------
 
     def put_eval(self, rows: Sequence[EvalRow]) -> None:
-        self._insert("eval_items", self._eval_columns, [_values(r, self._eval_columns) for r in rows])
+        self._insert("eval_items", self._eval_columns, [_values(r, self._eval_columns) for r in rows], EVAL_KEY)
 
     def eval_done(self, method: str, seed: int, iteration: int, benchmark: str, transfer: str = "") -> set[str]:
-        """Item ids whose evaluation rows (all repeats, written in one batch) are stored."""
+        """Item ids whose evaluation rows (all repeats, written in one batch) are stored, none of
+        them an infra_error (a resumed run evaluates those items again)."""
         cursor = self._db.execute(
-            "SELECT DISTINCT item_id FROM eval_items "
-            "WHERE method=? AND seed=? AND iteration=? AND benchmark=? AND transfer=?",
+            "SELECT item_id FROM eval_items "
+            "WHERE method=? AND seed=? AND iteration=? AND benchmark=? AND transfer=? "
+            "GROUP BY item_id HAVING SUM(status = 'infra_error') = 0",
             (method, seed, iteration, benchmark, transfer),
         )
         return {item for (item,) in cursor}

@@ -114,8 +114,16 @@ def test_unarmed_crash_points_do_nothing() -> None:
 SMALL = REPO / "tests" / "data" / "runner_small.yaml"
 
 
+@pytest.fixture(scope="module")
+def standard_tiny(spogw_cache: Path) -> Path:
+    """The generator the runs below use, built before any of them is timed."""
+    from harness.policy import tiny
+
+    return tiny.build(tiny.TinyRecipe(), progress=False)
+
+
 def _run_against_stub(
-    run_dir: Path, fault_rate: float, spogw_cache: Path, **extra: str
+    run_dir: Path, fault_rate: float, spogw_cache: Path, port: int = 0, **extra: str
 ) -> tuple[int, str, dict[str, int], float]:
     import asyncio
     import contextlib
@@ -126,7 +134,7 @@ def _run_against_stub(
     from harness.executors.stub_server import StubServer
 
     async def go() -> tuple[int, str, dict[str, int], float]:
-        async with StubServer(fault_rate=fault_rate, hang_s=5.0, trickle_s=0.1, seed=3) as server:
+        async with StubServer(fault_rate=fault_rate, hang_s=5.0, trickle_s=0.1, seed=3, port=port) as server:
             settings = {
                 "generator.tiny_recipe": "standard",
                 "benchmarks.0.test_limit": "6",
@@ -154,7 +162,9 @@ def _run_against_stub(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault_rate", [0.1, 0.3])
-def test_a_run_completes_through_executor_faults(tmp_path: Path, fault_rate: float, spogw_cache: Path) -> None:
+def test_a_run_completes_through_executor_faults(
+    tmp_path: Path, fault_rate: float, spogw_cache: Path, standard_tiny: Path
+) -> None:
     """The run finishes; every fault kind was served; infra_error runs are stored without a score,
     never enter a training group, and the report's Run health counts exactly them."""
     import sqlite3
@@ -197,15 +207,73 @@ def test_a_run_completes_through_executor_faults(tmp_path: Path, fault_rate: flo
         assert total == infra[table][0], (column, health)
 
 
-def test_an_executor_that_always_fails_stops_the_run_with_a_clear_message(tmp_path: Path, spogw_cache: Path) -> None:
+def test_an_executor_that_always_fails_stops_the_run_and_a_rerun_resumes_when_it_is_back(
+    tmp_path: Path, spogw_cache: Path, standard_tiny: Path
+) -> None:
+    """100% faults: the breaker stops the run in bounded time with exit 3 and a clear message. The
+    same command, once the endpoint answers, resumes and finishes, and retries every infra_error
+    run that was recorded before the breaker opened: none is left."""
+    import socket
+    import sqlite3
+
+    with socket.socket() as probe:  # one port for both lives: the endpoint URL is part of the config
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     run_dir = tmp_path / "run"
-    code, stderr, served, wall_s = _run_against_stub(run_dir, 1.0, spogw_cache)
+    code, stderr, served, wall_s = _run_against_stub(run_dir, 1.0, spogw_cache, port)
     print(f"fault rate 1.0: exit {code} in {wall_s:.1f} s; stub served {served}")
     assert code == 3, stderr
     assert "is down" in stderr and "calls in a row failed" in stderr and str(run_dir) in stderr
     assert "run the same command again to resume" in stderr
     assert wall_s < 120, "the breaker stops a dead endpoint in bounded time"
     assert not (run_dir / "report.md").exists()
+    with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
+        recorded = db.execute("SELECT count(*) FROM eval_items WHERE status='infra_error'").fetchone()[0]
+    code, output, served, wall_s = _run_against_stub(run_dir, 0.0, spogw_cache, port)
+    print(f"endpoint back: exit {code} in {wall_s:.1f} s; {recorded} infra_error rows recorded before")
+    assert code == 0, output
+    with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
+        for table in ("rollouts", "eval_items"):
+            assert db.execute(f"SELECT count(*) FROM {table} WHERE status='infra_error'").fetchone()[0] == 0
+    assert (run_dir / "report.md").is_file()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_resumed_run_retries_infra_errors_and_never_changes_other_rows(tmp_path: Path, kind: str) -> None:
+    import dataclasses
+
+    from harness.rollouts import MemoryStore, Rollout
+    from harness.store import EvalRow, SQLiteStore
+
+    def rollout(sample: int, status: str, score: float | None) -> Rollout:
+        return Rollout(
+            experiment="e", method="spogw", seed=0, iteration=0, query_id="q1", sample_idx=sample, prompt="p",
+            workflow_code="code", prompt_ids=(1,), completion_ids=(2, 3), old_logp=(-0.5, -0.5), status=status,
+            reason="", score=score, score_repeats=(score,), executor_calls=1, executor_tokens=10, wall_s=0.1,
+        )  # fmt: skip
+
+    store = SQLiteStore(tmp_path / "rollouts.sqlite") if kind == "sqlite" else MemoryStore()
+    store.put([rollout(0, "ok", 1.0), rollout(1, "infra_error", None)])
+    assert store.keys("e", "spogw", 0, 0) == {("e", "spogw", 0, 0, "q1", 0)}, "an infra_error is collected again"
+    store.put([rollout(0, "ok", 0.0), rollout(1, "ok", 0.5)])
+    stored = {r.sample_idx: (r.status, r.score) for r in store.get("e", "spogw", 0, 0)}
+    assert stored == {0: ("ok", 1.0), 1: ("ok", 0.5)}, "the ok row kept, the infra_error row replaced"
+    store.put([rollout(1, "infra_error", None)])
+    assert store.get("e", "spogw", 0, 0)[1].score == 0.5, "a failure never overwrites a result"
+    if not isinstance(store, SQLiteStore):
+        return
+    failed = EvalRow(
+        experiment="e", method="spogw", seed=0, iteration=0, benchmark="gsm_synth", item_id="q1", repeat=0,
+        workflow_code="code", structure="Custom", status="infra_error", reason="HTTP 500", score=None, calls=1,
+        prompt_tokens=5, completion_tokens=5, wall_s=0.1,
+    )  # fmt: skip
+    store.put_eval([failed])
+    assert store.eval_done("spogw", 0, 0, "gsm_synth") == set()
+    store.put_eval([dataclasses.replace(failed, status="ok", reason="", score=1.0)])
+    assert store.eval_done("spogw", 0, 0, "gsm_synth") == {"q1"}
+    store.put_eval([failed])
+    assert [(r.status, r.score) for r in store.eval_rows("spogw", 0, 0)] == [("ok", 1.0)]
+    store.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,7 +391,11 @@ SECRET = "sk-spogw-test-0123456789abcdefSECRET"
 
 
 def test_the_api_key_never_reaches_any_output_of_a_run(
-    tmp_path: Path, spogw_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    spogw_cache: Path,
+    standard_tiny: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A whole run with the key in the environment, 30% faults (retries, failures, error messages),
     the response cache on: the key is in none of the run folder's files (databases, parquet, reports,
