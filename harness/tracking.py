@@ -13,6 +13,7 @@ run folder (SQLite, parquet, report) is the record of truth either way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -95,6 +96,8 @@ class Tracker:
                 "mlflow is not installed: this run is not tracked (the run folder has all results)", stacklevel=2
             )
             return
+        # MLflow announces at INFO that it creates and migrates its tables: noise on every new run folder
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
