@@ -226,7 +226,14 @@ def _seeds(text: str | None) -> list[int] | None:
 
 def _run(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
-    from harness.runner import load_splits, plan_experiment, run_experiment, select_methods, select_seeds
+    from harness.runner import (
+        default_run_dir,
+        load_splits,
+        plan_experiment,
+        run_experiment,
+        select_methods,
+        select_seeds,
+    )
 
     config = load_experiment(args.experiment, args.set)
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
@@ -241,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from harness.executors.base import ExecutorUnavailable
 
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config.name)
     try:
         run_experiment(config, run_dir, methods=methods, seeds=seeds, force_new=args.force_new, progress=not args.quiet)
     except ExecutorUnavailable as err:
@@ -255,12 +262,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from harness.runner import default_run_dir
     from harness.sweeps.config import load_sweep
     from harness.sweeps.study import rerun_best, run_sweep
     from reports.sweep import write_sweep_report
 
     sweep = load_sweep(args.sweep, args.set)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / sweep.config.name
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(sweep.config.name)
     try:
         study = run_sweep(sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker)
     except ValueError as err:

@@ -574,7 +574,7 @@ def run_experiment(
     from harness.tracking import Tracker
     from methods.static import StaticConfig
 
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
     selected = select_methods(config, methods)
     chosen_seeds = select_seeds(config, seeds)
     splits = load_splits(config)
@@ -648,6 +648,11 @@ def run_experiment(
     finally:
         store.close()
     return run_dir
+
+
+def default_run_dir(name: str) -> Path:
+    """Where an experiment (or sweep) named ``name`` runs when no folder is given."""
+    return Path("runs") / name
 
 
 def select_methods(config: ExperimentConfig, labels: Sequence[str] | None) -> list[MethodSpec]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-STATUSES = ("ok", "invalid", "timeout", "runtime_error", "infra_error")
+from harness.workflows.engine import RunStatus
+
+STATUSES = tuple(status.value for status in RunStatus)
 
 
 def _counts(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
