@@ -112,8 +112,9 @@ HOSTILE_ANSWERS = {
 @pytest.mark.parametrize("attack", sorted(HOSTILE_ANSWERS))
 def test_hostile_humaneval_answer_fails_that_item_cleanly(attack: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import harness.benchmarks.humaneval as humaneval
+    import harness.benchmarks.programs as programs
 
-    monkeypatch.setattr(humaneval, "TEST_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(programs, "TEST_TIMEOUT_S", 3.0)
     item = humaneval.load_humaneval().items[0]
     target = tmp_path / "pwned.txt"
     answer = item.question + HOSTILE_ANSWERS[attack].format(target=str(target))
@@ -225,3 +226,33 @@ def test_sleeping_forever_times_out_in_bounded_time() -> None:
     start = time.perf_counter()
     result = python("import time\ntime.sleep(10 ** 6)", timeout_s=2)
     assert result.status == "timeout" and time.perf_counter() - start < 6
+
+
+@pytest.mark.parametrize(
+    "program",
+    ["import sys\nsys.exit(0)", "raise SystemExit(0)", "import os\nos._exit(0)", "exit(0)", "quit()"],
+)
+def test_exit_status_0_before_the_end_is_not_a_pass(program: str) -> None:
+    result = python(program + "\nprint('unreachable')")
+    assert not result.passed and result.status == "error" and "unreachable" not in result.stdout
+
+
+def test_a_planted_marker_fifo_or_symlink_is_not_a_pass(tmp_path: Path) -> None:
+    """The program cannot pre-empt the pass marker: a FIFO would block an open, a symlink would
+    point the write elsewhere; both end as a quick failure and nothing outside changes."""
+    from harness.workflows.sandbox import MARKER
+
+    target = tmp_path / "host-file.txt"
+    target.write_text("untouched")
+    start = time.perf_counter()
+    fifo = python(f"import os\nos.mkfifo({MARKER!r})", timeout_s=10)
+    link = python(f"import os\nos.symlink({str(target)!r}, {MARKER!r})", timeout_s=10)
+    assert not fifo.passed and not link.passed and time.perf_counter() - start < 8
+    assert target.read_text() == "untouched"
+
+
+def test_a_main_block_does_not_run_as_in_the_reference() -> None:
+    """openai/human-eval execs the program with __name__ != '__main__': a demo block that reads
+    stdin must not fail the answer."""
+    result = python("def f():\n    return 1\n\nif __name__ == '__main__':\n    print(f(int(input())))\nprint('end')")
+    assert result.passed and result.stdout.strip() == "end"

@@ -5,13 +5,22 @@ Each program runs in a fresh throwaway directory, in a new process isolated by `
 wall-clock timeout passes. Output is truncated so a program that prints without end cannot fill
 memory. Results are cached by (program, timeout) because the same candidate program is tested many
 times during collection.
+
+A run passes only when the program ran to its end: harness/workflows/sandbox_driver.py executes it
+and writes a fresh random token, sent on stdin and found nowhere in the program's text, to a marker
+file once the last statement returned. Exit status 0 alone (``sys.exit(0)``, ``os._exit(0)`` before
+the tests) is not a pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import os
+import secrets
+import stat
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,12 +35,15 @@ from harness.workflows.isolation import (
 )
 
 MAX_OUTPUT_BYTES = 64 * 1024
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_driver.py")
+MARKER = ".spogw-completed"
 
 
 @dataclass(frozen=True)
 class SandboxResult:
     status: str
-    """'ok' (exit 0), 'error' (non-zero exit or killed by a limit) or 'timeout'."""
+    """'ok' (the program ran to its end: exit 0 and the driver's token), 'error' (an exception, an
+    early exit of any kind, or killed by a limit) or 'timeout'."""
     returncode: int | None
     stdout: str
     stderr: str
@@ -74,22 +86,36 @@ class Sandbox:
         with tempfile.TemporaryDirectory(prefix="spogw-sandbox-") as workdir:
             with open(os.path.join(workdir, "prog.py"), "w") as handle:
                 handle.write(program)
-            argv = isolated_command([interpreter(), "-I", "-S", "prog.py"], self.limits, workdir=workdir)
+            argv = isolated_command(
+                [interpreter(), "-I", "-S", DRIVER, "prog.py", MARKER], self.limits, workdir=workdir
+            )
             if argv[0] != "bwrap":  # without bwrap there is no mount: run from the host dir
-                argv = [a if a != "prog.py" else os.path.join(workdir, "prog.py") for a in argv]
+                argv = [os.path.join(workdir, a) if a in ("prog.py", MARKER) else a for a in argv]
+            token = secrets.token_hex(16)
             with process_cap(self.limits.processes) as prefix:
-                return await self._spawn_and_wait(prefix + argv, workdir, timeout_s, start)
+                result = await self._spawn_and_wait(prefix + argv, workdir, timeout_s, start, token)
+            if result.status == "ok" and _read_marker(os.path.join(workdir, MARKER)) != token:
+                note = "\nthe program exited before its last statement returned (early exit)\n"
+                result = dataclasses.replace(result, status="error", stderr=result.stderr + note)
+            return result
 
-    async def _spawn_and_wait(self, argv: list[str], workdir: str, timeout_s: float, start: float) -> SandboxResult:
+    async def _spawn_and_wait(
+        self, argv: list[str], workdir: str, timeout_s: float, start: float, token: str
+    ) -> SandboxResult:
         loop = asyncio.get_running_loop()
         process = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=workdir,
             **spawn_kwargs(self.limits),  # type: ignore[arg-type]
         )
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a process that died at once
+            process.stdin.write(token.encode())
+            await process.stdin.drain()
+        process.stdin.close()
         # Reading goes on after a timeout until the killed process's pipes close: asyncio's
         # wait() only returns once the pipes are drained.
         reading = asyncio.ensure_future(asyncio.gather(_read_capped(process.stdout), _read_capped(process.stderr)))
@@ -107,6 +133,21 @@ class Sandbox:
             stderr=stderr.decode("utf-8", "replace"),
             wall_s=loop.time() - start,
         )
+
+
+def _read_marker(path: str) -> str | None:
+    """The marker's content, read without trusting it: the program may have replaced it by a
+    symlink (to a host file) or a FIFO (which would block an open), so neither is followed."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        return os.read(descriptor, 64).decode("ascii", "replace")
+    finally:
+        os.close(descriptor)
 
 
 async def _read_capped(stream: asyncio.StreamReader | None) -> bytes:
