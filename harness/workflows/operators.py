@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.benchmarks.base import Item
+from harness.benchmarks.programs import with_context
 from harness.executors.base import CallInfo, Executor, InfraError
 from harness.workflows.answers import extract
 from harness.workflows.pool import OperatorRefused
@@ -90,7 +91,7 @@ class RunContext:
         return completion.text
 
     def candidate(self, text: str) -> str:
-        return extract(self.item.domain, text)
+        return extract(self.item.domain, text, self.item.entry_point)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ async def programmer(ctx: RunContext, problem: str, analysis: str = "") -> dict[
         )
         operator = "Programmer" if attempt == 0 else "Programmer.retry"
         text = await ctx.ask(prompt, operator, instruction=analysis, candidates=(str(attempt),))
-        code = extract("code", text)
+        code = extract("code", text, "solve")
         result = await ctx.sandbox.run_python(f"{code}\n\nprint(solve())\n", timeout_s=10)
         if result.passed:
             output = result.stdout.strip()[-2000:]
@@ -215,7 +216,7 @@ async def test(ctx: RunContext, problem: str, solution: str, entry_point: str) -
         return {"result": True, "solution": solution}
     current = solution
     for loop in range(TEST_LOOPS):
-        failure = await run_examples(ctx.sandbox, ctx.candidate(current), examples)
+        failure = await run_examples(ctx.sandbox, with_context(ctx.item.context, ctx.candidate(current)), examples)
         if failure is None:
             return {"result": True, "solution": current}
         prompt = (
@@ -225,7 +226,7 @@ async def test(ctx: RunContext, problem: str, solution: str, entry_point: str) -
         )
         text = await ctx.ask(prompt, "Test.fix", candidates=(ctx.candidate(current), str(loop)))
         current = ctx.candidate(text)
-    failure = await run_examples(ctx.sandbox, ctx.candidate(current), examples)
+    failure = await run_examples(ctx.sandbox, with_context(ctx.item.context, ctx.candidate(current)), examples)
     return {"result": failure is None, "solution": current}
 
 

@@ -1,0 +1,65 @@
+"""The one code extractor (harness/workflows/extract.py): fences, prose, CRLF, bounds."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.workflows.extract import extract_code, extract_workflow, fenced_blocks
+from tests.grader_corpus import FULL_SHAPES
+
+FUNCTION = "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    return sum(xs)"
+
+
+def test_fenced_blocks_tags_unclosed_and_tilde() -> None:
+    text = "a\n```Python\nx = 1\n```\n~~~\ny = 2\n~~~\n```bash\nls\n```\n```python3\nz = 3"
+    assert [(b.tag, b.content) for b in fenced_blocks(text)] == [
+        ("python", "x = 1"),
+        ("", "y = 2"),
+        ("bash", "ls"),
+        ("python3", "z = 3"),  # never closed: runs to the end
+    ]
+
+
+def test_blocks_in_another_language_are_not_code() -> None:
+    reply = f"```python\n{FUNCTION}\n```\nRun it with:\n```bash\npython total.py\n```"
+    assert extract_code(reply, "total") == FUNCTION
+    assert extract_code("```text\nTrue\n```", "total") == "```text\nTrue\n```"  # nothing to run: text as it is
+
+
+def test_the_last_block_defining_the_entry_point_wins() -> None:
+    first = "def total(xs):\n    return 0"
+    reply = f"```python\n{first}\n```\nBetter:\n```python\n{FUNCTION}\n```\n```python\nprint(total([1]))\n```"
+    assert extract_code(reply, "total") == FUNCTION
+
+
+def test_a_body_only_completion_stays_whole() -> None:
+    body = "    return sum(xs)\n"
+    assert extract_code(body, "total") == body.strip("\n")
+    assert extract_code(f"```python\n{body}```", "total") == body.strip("\n")
+
+
+def test_a_trailing_prose_word_that_parses_is_dropped() -> None:
+    assert extract_code(f"{FUNCTION}\n\nDone", "total") == FUNCTION
+
+
+def test_long_prose_is_searched_in_bounded_time() -> None:
+    prose = "\n".join(f"from line {i} we learn that x is {i}" for i in range(3000))
+    start = time.perf_counter()
+    assert extract_code(prose, "total") == prose
+    assert extract_workflow(prose) is None
+    assert time.perf_counter() - start < 5.0
+
+
+_WORDS = st.characters(whitelist_categories=("Ll", "Lu", "Zs"), whitelist_characters=".,!?")
+_PROSE = st.text(alphabet=_WORDS, max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=st.sampled_from(sorted(FULL_SHAPES)), before=_PROSE, after=_PROSE)
+def test_any_shape_with_any_prose_around_gives_the_code_back(shape: str, before: str, after: str) -> None:
+    """Prose lines before and after any of the corpus's reply shapes never change the code found."""
+    reply = f"{before}\n{FULL_SHAPES[shape](FUNCTION, 'total')}\n{after}"
+    assert extract_code(reply, "total") == FUNCTION
