@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.benchmarks import load_benchmark
-from harness.benchmarks.scoring import math_equivalent, max_token_f1, normalize_answer, token_f1
+from harness.benchmarks.scoring import drop_f1, drop_score, hotpotqa_f1, math_equivalent, normalize_answer
 from harness.workflows.sandbox import Sandbox
 from tests.conftest import run
 
@@ -49,17 +49,23 @@ def test_math_equivalence(answer: str, reference: str, expected: bool) -> None:
     assert math_equivalent(answer, reference) is expected
 
 
-def test_token_f1_hand_values() -> None:
+def test_qa_f1_hand_values() -> None:
+    """Hand values of HotpotQA's official F1 (token multisets, yes/no rule) and DROP's (token sets,
+    numbers compared as numbers, rounded to 2 decimals)."""
     assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
-    assert token_f1("The Eiffel Tower!", "eiffel tower") == 1.0  # articles and punctuation do not count
+    assert hotpotqa_f1("The Eiffel Tower!", "eiffel tower") == 1.0  # articles and punctuation do not count
     # 'paris france' vs 'paris': precision 1/2, recall 1 -> F1 2/3
-    assert token_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
-    assert token_f1("London", "Paris") == 0.0
-    assert token_f1("", "") == 1.0 and token_f1("a", "Paris") == 0.0  # 'a' normalises to nothing
-    # repeated tokens count once per occurrence: 'yes yes' vs 'yes' -> P 1/2, R 1
-    assert token_f1("yes yes", "yes") == pytest.approx(2 / 3)
-    assert max_token_f1("24 points", ["24", "24 points"]) == 1.0
-    assert max_token_f1("24", ["twenty-four", "24 points"]) == pytest.approx(2 / 3)
+    assert hotpotqa_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
+    assert hotpotqa_f1("London", "Paris") == 0.0
+    assert hotpotqa_f1("", "") == 0.0 and hotpotqa_f1("a", "Paris") == 0.0  # no common token: 0, as the script
+    # repeated tokens count once per occurrence: 'yes yes' vs 'yes' -> P 1/2, R 1 (neither side is exactly 'yes')
+    assert hotpotqa_f1("yes yes", "yes") == 0.0  # one side is 'yes' and they differ
+    assert hotpotqa_f1("no", "no way") == 0.0 and hotpotqa_f1("yes", "Yes.") == 1.0
+    assert hotpotqa_f1("new york city", "new york") == pytest.approx(0.8)
+    assert hotpotqa_f1("35", "3.5") == 1.0  # SQuAD normalisation drops the point: the script agrees
+    assert drop_score("24 points", ["24", "24 points"]) == 1.0
+    assert drop_score("24", ["twenty-four", "24 points"]) == 0.67  # 2/3 rounded as drop_eval.py rounds
+    assert drop_score("yes yes", ["yes"]) == 1.0  # token sets: a repeat does not count twice
 
 
 def test_gsm8k_reads_the_final_number_and_scores_the_last_number() -> None:
@@ -111,8 +117,8 @@ def test_drop_takes_the_best_reference() -> None:
     assert benchmark.items[0].answer == "24|24 points"
     assert score("drop", DATA / "drop.jsonl", 0, "Answer: 24") == 1.0
     assert score("drop", DATA / "drop.jsonl", 1, "Answer: Duke of Savoy") == 1.0
-    assert score("drop", DATA / "drop.jsonl", 1, "Answer: King of France") == pytest.approx(
-        token_f1("King of France", "Duke of Savoy and the King of France")
+    assert score("drop", DATA / "drop.jsonl", 1, "Answer: King of France") == drop_f1(
+        "King of France", "Duke of Savoy and the King of France"
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.benchmarks.base import Benchmark, Item
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
-from harness.benchmarks.scoring import max_token_f1, token_f1
+from harness.benchmarks.scoring import drop_score, hotpotqa_f1
 from harness.workflows.answers import qa_answer
 from harness.workflows.sandbox import Sandbox
 
@@ -34,11 +34,13 @@ def _paragraphs(context: Any, where: str, number: int) -> list[tuple[str, str]]:
 
 
 async def score_hotpotqa(item: Item, answer: str, sandbox: Sandbox) -> float:
-    return token_f1(qa_answer(answer), item.answer)
+    """HotpotQA's official answer F1 of the reply's answer (harness.benchmarks.scoring.hotpotqa_f1)."""
+    return hotpotqa_f1(qa_answer(answer), item.answer)
 
 
 async def score_drop(item: Item, answer: str, sandbox: Sandbox) -> float:
-    return max_token_f1(qa_answer(answer), item.answer.split("|"))
+    """DROP's official F1 of the reply's answer, the best over the ``|``-separated references."""
+    return drop_score(qa_answer(answer), item.answer.split("|"))
 
 
 def _hotpotqa_item(row: Mapping[str, Any], where: str, number: int) -> Item:
