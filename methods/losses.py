@@ -32,20 +32,30 @@ Aggregation = Literal["seq_mean", "token_mean"]
 # Groups, curation, advantages
 
 
+TIE_TOLERANCE = 1e-6
+"""A score within this of its group mean counts as equal to it. Scores in [0, 1] held in float32 are
+rounded by up to 6e-8 (sixteen 1/3 average to 1/3 + 3e-8), while two different scores differ by far
+more than this (means of a few repeats, F1 of short answers)."""
+
+
 def group_advantages(
     scores: torch.Tensor, eps: float = 1e-4, scale: Scale = "group", unbiased: bool = False
 ) -> torch.Tensor:
-    """(G, n) scores -> (G, n) advantages: (s - mean) / (std + eps) per row.
+    """(G, n) scores -> (G, n) advantages: (s - mean) / (std + eps) per row, in the scores' dtype.
 
+    Computed in float64, and a score equal to its group's mean (within TIE_TOLERANCE) gets an
+    advantage of exactly 0: a group of equal scores has no policy weight and, under mKL, no KL.
     The std is the population std (DESIGN.md); ``unbiased=True`` uses Bessel's correction as TRL
     1.16 does (its advantages are smaller by sqrt((n-1)/n)). ``scale="none"`` subtracts the mean
-    only (Dr. GRPO)."""
-    centred = scores - scores.mean(dim=-1, keepdim=True)
-    if scale == "none":
-        return centred
-    if scale != "group":
+    only (Dr. GRPO). Raises ValueError for another scale."""
+    if scale not in ("group", "none"):
         raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
-    return centred / (scores.std(dim=-1, unbiased=unbiased, keepdim=True) + eps)
+    values = scores.to(torch.float64)
+    centred = values - values.mean(dim=-1, keepdim=True)
+    centred = torch.where(centred.abs() <= TIE_TOLERANCE, torch.zeros_like(centred), centred)
+    if scale == "group":
+        centred = centred / (values.std(dim=-1, unbiased=unbiased, keepdim=True) + eps)
+    return centred.to(scores.dtype if scores.is_floating_point() else torch.float32)
 
 
 def build_groups(num_samples: int, group_size: int, max_groups: int, seed: int) -> torch.Tensor:
