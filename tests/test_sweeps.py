@@ -40,8 +40,9 @@ def test_constraints_parse_to_linear_inequalities() -> None:
         {"sharpen_t": 2.0, "group_size": -1.0},
         {"group_size": 1.0, "num_samples": -1.0},
     ]
-    (strict,) = parse_constraint("group_size > sharpen_t + 1", names)  # t + 1 < n  ->  t + 1 - n + 1 <= 0
-    assert dict(strict.coefficients) == {"sharpen_t": 1.0, "group_size": -1.0} and strict.constant == 2.0
+    (strict,) = parse_constraint("group_size > sharpen_t + 1", names)  # t + 1 < n  ->  t + 1 - n < 0
+    assert dict(strict.coefficients) == {"sharpen_t": 1.0, "group_size": -1.0} and strict.constant == 1.0
+    assert strict.strict and not chain[0].strict
     assert strict.satisfied({"sharpen_t": 1, "group_size": 3}) and not strict.satisfied(
         {"sharpen_t": 2, "group_size": 3}
     )

@@ -3,7 +3,9 @@
 Constraints are linear inequalities over the parameters, written as in the paper:
 ``2 * sharpen_t <= group_size <= num_samples``. They are enforced while suggesting, never checked
 after the fact: parameters are suggested in the order they are declared, and each constraint
-bounds the last-declared parameter it mentions, given the values already drawn. An int parameter's
+bounds the last-declared parameter it mentions, given the values already drawn. A strict inequality
+stays strict: ``t < 0.5 * n`` with n = 3 allows the ints t <= 1, and ``eps_low < eps_high`` between
+floats gives an open bound (the largest float below). An int parameter's
 range shrinks to the feasible values; a float's is clamped; a categorical parameter keeps its
 choices (Optuna requires one fixed distribution per name) and a drawn choice that violates a
 constraint makes the trial infeasible. An infeasible trial is never run (the study records it as
@@ -60,16 +62,22 @@ class ParamSpec(BaseModel):
         return self
 
 
+TOLERANCE = 1e-9
+"""Slack for float rounding in coefficients (``0.1 * n``): never a real difference of parameters."""
+
+
 @dataclass(frozen=True)
 class LinearConstraint:
-    """``sum(coefficients[p] * p) + constant <= 0``; ``text`` is how it was written."""
+    """``sum(coefficients[p] * p) + constant <= 0`` (``< 0`` when ``strict``); ``text`` is how it was written."""
 
     coefficients: Mapping[str, float]
     constant: float
     text: str
+    strict: bool = False
 
     def satisfied(self, values: Mapping[str, float]) -> bool:
-        return sum(c * values[p] for p, c in self.coefficients.items()) + self.constant <= 1e-12
+        total = sum(c * values[p] for p, c in self.coefficients.items()) + self.constant
+        return total < -TOLERANCE if self.strict else total <= TOLERANCE
 
 
 def _linear(node: ast.expr, names: set[str], text: str) -> dict[str, float]:
@@ -97,8 +105,9 @@ def _linear(node: ast.expr, names: set[str], text: str) -> dict[str, float]:
 
 
 def parse_constraint(text: str, names: set[str]) -> list[LinearConstraint]:
-    """``a <= b``, ``a >= b``, ``a < b``, chains ``a <= b <= c`` -> one LinearConstraint per comparison.
-    A strict inequality between ints is taken as ``a + 1 <= b``."""
+    """``a <= b``, ``a >= b``, ``a < b``, chains ``a <= b <= c`` -> one LinearConstraint per comparison
+    (``<`` and ``>`` strict). Raises ValueError naming the constraint when it is not linear, names
+    something that is not a parameter, or mentions no parameter."""
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError:
@@ -115,11 +124,11 @@ def parse_constraint(text: str, names: set[str]) -> list[LinearConstraint]:
             difference = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in a.keys() | b.keys()}
         else:
             raise ValueError(f"constraint {text!r}: use <=, <, >= or > (not {type(op).__name__})")
-        constant = difference.pop("", 0.0) + (1.0 if isinstance(op, ast.Lt | ast.Gt) else 0.0)
+        constant = difference.pop("", 0.0)
         coefficients = {k: v for k, v in difference.items() if v != 0.0}
         if not coefficients:
             raise ValueError(f"constraint {text!r}: mentions no parameter")
-        out.append(LinearConstraint(coefficients, constant, text))
+        out.append(LinearConstraint(coefficients, constant, text, strict=isinstance(op, ast.Lt | ast.Gt)))
     return out
 
 
@@ -135,10 +144,36 @@ class Suggester(Protocol):
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
-def bounds(name: str, constraints: Sequence[LinearConstraint], values: Mapping[str, float]) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Interval:
+    """The values a parameter may take: between low and high, each end open or closed."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def int_range(self, low: int, high: int) -> tuple[int, int]:
+        """The ints of [low, high] inside this interval, as (first, last) (first > last: none)."""
+        if self.low > -math.inf:
+            low = max(low, math.floor(self.low + TOLERANCE) + 1 if self.low_open else math.ceil(self.low - TOLERANCE))
+        if self.high < math.inf:
+            high = min(
+                high, math.ceil(self.high - TOLERANCE) - 1 if self.high_open else math.floor(self.high + TOLERANCE)
+            )
+        return low, high
+
+    def float_range(self, low: float, high: float) -> tuple[float, float]:
+        """[low, high] cut to this interval; an open end becomes the nearest float inside it."""
+        first = math.nextafter(self.low, math.inf) if self.low_open else self.low
+        last = math.nextafter(self.high, -math.inf) if self.high_open else self.high
+        return max(low, first), min(high, last)
+
+
+def bounds(name: str, constraints: Sequence[LinearConstraint], values: Mapping[str, float]) -> Interval:
     """The interval the constraints allow for ``name`` given ``values`` of every other parameter
     they mention (constraints that mention a parameter not yet drawn are skipped)."""
-    low, high = -math.inf, math.inf
+    interval = Interval()
     for constraint in constraints:
         coefficient = constraint.coefficients.get(name, 0.0)
         others = [p for p in constraint.coefficients if p != name]
@@ -146,11 +181,11 @@ def bounds(name: str, constraints: Sequence[LinearConstraint], values: Mapping[s
             continue
         rest = constraint.constant + sum(constraint.coefficients[p] * values[p] for p in others)
         limit = -rest / coefficient
-        if coefficient > 0:
-            high = min(high, limit)
-        else:
-            low = max(low, limit)
-    return low, high
+        if coefficient > 0 and (limit < interval.high or (limit == interval.high and constraint.strict)):
+            interval = Interval(interval.low, limit, interval.low_open, constraint.strict)
+        elif coefficient < 0 and (limit > interval.low or (limit == interval.low and constraint.strict)):
+            interval = Interval(limit, interval.high, constraint.strict, interval.high_open)
+    return interval
 
 
 def last_parameter(constraint: LinearConstraint, order: Sequence[str]) -> str:
@@ -167,22 +202,22 @@ def suggest(
     for name, spec in space.items():
         binding = [c for c in constraints if last_parameter(c, order) == name]
         texts = ", ".join(sorted({c.text for c in binding}))
-        low, high = bounds(name, binding, values)
+        interval = bounds(name, binding, values)
         if spec.type == "categorical":
             value = trial.suggest_categorical(name, spec.choices or [])
             if not all(c.satisfied({**values, name: value}) for c in binding):
                 raise Infeasible(f"{name}={value!r} violates {texts}")
         elif spec.type == "int":
             step = int(spec.step or 1)
-            lo = int(spec.low) if low == -math.inf else max(int(spec.low), math.ceil(low - 1e-9))  # type: ignore[arg-type]
-            hi = int(spec.high) if high == math.inf else min(int(spec.high), math.floor(high + 1e-9))  # type: ignore[arg-type]
-            lo = int(spec.low) + math.ceil((lo - int(spec.low)) / step) * step  # type: ignore[arg-type]  # stay on the grid
+            base = int(spec.low)  # type: ignore[arg-type]
+            lo, hi = interval.int_range(base, int(spec.high))  # type: ignore[arg-type]
+            lo = base + math.ceil((lo - base) / step) * step  # stay on the grid
             hi = lo + (hi - lo) // step * step if hi >= lo else hi
             if lo > hi:
                 raise Infeasible(f"no {name} in [{spec.low:g}, {spec.high:g}] satisfies {texts} given {values}")
             value = trial.suggest_int(name, lo, hi, step=step, log=spec.log)
         else:
-            lo, hi = max(float(spec.low), low), min(float(spec.high), high)  # type: ignore[arg-type]
+            lo, hi = interval.float_range(float(spec.low), float(spec.high))  # type: ignore[arg-type]
             if lo > hi:
                 raise Infeasible(f"no {name} in [{spec.low:g}, {spec.high:g}] satisfies {texts} given {values}")
             value = trial.suggest_float(name, lo, hi, step=spec.step, log=spec.log)

@@ -307,8 +307,23 @@ def run_sweep(
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
+            refuse_all_infeasible(study, sweep)
             return study
         time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
+
+
+def refuse_all_infeasible(study: optuna.Study, sweep: Sweep) -> None:
+    """Raise ValueError when every finished trial of the study was infeasible: the constraints
+    leave no point of the space, and a sweep that ran nothing must not look like a success."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    if not finished or any("infeasible" not in t.user_attrs for t in finished):
+        return
+    constraints = "; ".join(sweep.config.constraints) or "(none)"
+    raise ValueError(
+        f"{sweep.source}: all {len(finished)} trials of sweep {sweep.config.name!r} were infeasible, none ran "
+        f"(constraints: {constraints}; first reason: {finished[0].user_attrs['infeasible']}). "
+        "Widen the parameter ranges or relax the constraints."
+    )
 
 
 def rerun_best(sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str | None = None) -> Path | None:
