@@ -147,6 +147,14 @@ class GeneratorConfig(StrictModel):
     applied in sampling and in the trainer's log-probs; hf backend only); `auto`: grammar for the
     `tiny` preset (a million-parameter model cannot keep declarations and calls consistent under
     RL, docs/methods.md), free for real models."""
+    prompt: Literal["auto", "chat", "completion"] = "auto"
+    """How a pretrained generator reads its instruction: `chat` wraps it in the tokenizer's chat
+    template (instruct models), `completion` gives it as plain text (base models); both end on the
+    cue `<graph>` so the model starts the workflow at once. `auto`: chat when the tokenizer has a
+    chat template. The `tiny` preset has its own compact prompt and takes only `auto`."""
+    prompt_version: Literal["v1", "v2"] = "v2"
+    """Version of the instruction templates (harness/policy/templates): v2 says which constructs
+    are allowed and that the answer must come from an operator; v1 is kept for older runs."""
     lora: LoraConfig = LoraConfig()
     """The LoRA adapter that training updates (the base model stays frozen)."""
     sampling: SamplingConfig = SamplingConfig()
@@ -156,6 +164,12 @@ class GeneratorConfig(StrictModel):
     @classmethod
     def _known_generator(cls, value: str) -> str:
         return _registered("generators", value)
+
+    @model_validator(mode="after")
+    def _tiny_has_its_own_prompt(self) -> GeneratorConfig:
+        if self.name == "tiny" and (self.prompt != "auto" or self.prompt_version != "v2"):
+            raise ValueError("the tiny preset reads a compact prompt: generator.prompt and prompt_version do not apply")
+        return self
 
 
 class ExecutorConfig(StrictModel):
@@ -202,6 +216,12 @@ class ExecutorConfig(StrictModel):
     """Wall-clock limit of one workflow run, executor calls included."""
     max_calls_per_run: int = Field(32, gt=0)
     """A workflow run that asks for more executor calls than this ends as runtime_error."""
+    answer_grounding: Literal["contained", "verbatim"] = "contained"
+    """How a run's answer must come from the executor (harness/workflows/grounding.py): `contained`,
+    the graded part of the answer appears in an executor reply or in the output of a program the
+    executor wrote; `verbatim`, the whole returned answer does. A run whose answer does not, that
+    made no executor call, or whose code embeds the question's numbers or words, ends `ungrounded`
+    (score 0). There is no setting that turns the check off."""
 
     @field_validator("name")
     @classmethod

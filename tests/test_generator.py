@@ -23,10 +23,11 @@ def cache(spogw_cache: Path) -> Path:
 
 def test_every_domain_has_a_versioned_template_with_the_rules() -> None:
     for domain in DOMAINS:
-        text = template(domain)
-        assert "{question}" in text and "<graph>" in text and "</graph>" in text and "Rules:" in text
+        for version in ("v1", "v2"):
+            text = template(domain, version)
+            assert "{question}" in text and "<graph>" in text and "</graph>" in text and "Rules:" in text
         prompt = build_prompt(domain, "What is 2+2?")
-        assert prompt.rstrip().endswith("What is 2+2?") and "{question}" not in prompt
+        assert prompt.endswith("What is 2+2?\n\n<graph>\n") and "{question}" not in prompt  # ends on the cue
     with pytest.raises(ValueError, match="no prompt template"):
         template("poetry")
 

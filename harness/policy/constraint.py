@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.policy.prompts import DOMAINS, GRAPH_CLOSE, GRAPH_OPEN, prompt_domain
+from harness.policy.prompts import COMPLETION_CUE, DOMAINS, GRAPH_CLOSE, GRAPH_OPEN, prompt_domain
 
 if TYPE_CHECKING:
     import torch
@@ -45,30 +45,42 @@ class GrammarConstraint:
     """Token tries of the grammar's workflows, one per domain, for one tokenizer."""
 
     def __init__(self, tokenizer: Any, domains: Sequence[str] = DOMAINS) -> None:
-        from harness.workflows.grammar import all_structures, render
-
+        self.tokenizer = tokenizer
         self.eos_id: int = tokenizer.eos_token_id
+        self.domains = tuple(domains)
         self.roots: dict[str, TrieNode] = {}
+        """Per domain, the trie of completions that open with ``<graph>`` (compact prompts)."""
+        self.cued_roots: dict[str, TrieNode] = {}
+        """Per domain, the trie of completions after a prompt that ends on the cue ``<graph>\\n``
+        (chat and full prompts): the workflow itself, then ``</graph>``. Built on first use."""
         self.workflows: dict[str, int] = {}
         """Distinct workflows per domain (AnswerGenerate takes no instruction, so two structures that
         differ only in instruction style render to the same code)."""
         for domain in domains:
-            root = TrieNode()
-            completions = {f"{GRAPH_OPEN}\n{render(s)}{GRAPH_CLOSE}" for s in all_structures(domain)}
-            for completion in sorted(completions):
-                node = root
-                for token in tokenizer(completion, add_special_tokens=False)["input_ids"]:
-                    node = node.children.setdefault(token, TrieNode())
-                node.terminal = True
-            self.roots[domain] = root
-            self.workflows[domain] = len(completions)
+            self.roots[domain], self.workflows[domain] = self._trie(domain, f"{GRAPH_OPEN}\n")
+
+    def _trie(self, domain: str, opening: str) -> tuple[TrieNode, int]:
+        from harness.workflows.grammar import all_structures, render
+
+        root = TrieNode()
+        completions = {f"{opening}{render(s)}{GRAPH_CLOSE}" for s in all_structures(domain)}
+        for completion in sorted(completions):
+            node = root
+            for token in self.tokenizer(completion, add_special_tokens=False)["input_ids"]:
+                node = node.children.setdefault(token, TrieNode())
+            node.terminal = True
+        return root, len(completions)
 
     def root(self, prompt: str) -> TrieNode:
-        """The trie the completion of ``prompt`` walks (its domain's)."""
+        """The trie the completion of ``prompt`` walks (its domain's, cued or not)."""
         domain = prompt_domain(prompt)
         if domain not in self.roots:
             raise ConstraintViolation(f"grammar constraint: no trie for domain {domain!r}")
-        return self.roots[domain]
+        if not prompt.endswith(COMPLETION_CUE):
+            return self.roots[domain]
+        if domain not in self.cued_roots:
+            self.cued_roots[domain] = self._trie(domain, "")[0]
+        return self.cued_roots[domain]
 
     def allowed(self, node: TrieNode) -> list[int]:
         """Token ids that may follow at ``node``."""

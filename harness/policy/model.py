@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.policy.prompts import PromptStyle, build_prompt, template_id
+from harness.policy.prompts import TEMPLATE_VERSION, PromptStyle, build_prompt, template_id
 from harness.policy.sampling import Sample, SampleKey, SamplingParams, sample_hf
 
 if TYPE_CHECKING:
@@ -41,6 +41,10 @@ class Generator:
     constraint: GrammarConstraint | None = None
     """Grammar-constrained decoding (generator.decoding); the trainer applies the same mask."""
     extra: dict[str, Any] = field(default_factory=dict)
+    prompt_version: str = TEMPLATE_VERSION
+    stop_ids: tuple[int, ...] = ()
+    """Token ids that end a completion: every eos id of the model's generation config and the
+    tokenizer's (an instruct model may end on either, e.g. Qwen2's <|im_end|> and <|endoftext|>)."""
 
     @property
     def exact_sampler_logprobs(self) -> bool:
@@ -51,13 +55,15 @@ class Generator:
 
     @property
     def prompt_format(self) -> str:
-        return template_id(self.prompt_style)
+        return template_id(self.prompt_style, self.prompt_version)
 
     def prompt(self, domain: str, question: str) -> str:
-        return build_prompt(domain, question, self.prompt_style)
+        return build_prompt(domain, question, self.prompt_style, self.prompt_version, self.tokenizer)
 
     def sample(self, prompts: Sequence[str], keys: Sequence[SampleKey], params: SamplingParams) -> list[Sample]:
-        return sample_hf(self.model, self.tokenizer, prompts, keys, params, self.max_prompt_tokens, self.constraint)
+        return sample_hf(
+            self.model, self.tokenizer, prompts, keys, params, self.max_prompt_tokens, self.constraint, self.stop_ids
+        )
 
     @property
     def device(self) -> torch.device:
@@ -132,6 +138,9 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
     """The generator of an experiment, LoRA attached, on ``device`` (default: GPU if present)."""
     import torch
 
+    from harness.torch_threads import apply_torch_threads
+
+    apply_torch_threads()
     device = device or default_device()
     dtype = resolve_dtype(config.dtype, device)
     if config.name == "tiny":
@@ -144,7 +153,7 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         from harness.policy import smol
 
         base, tokenizer = smol.load(dtype=dtype)
-        identity, style, max_prompt = smol.IDENTITY, "full", None
+        identity, style, max_prompt = smol.IDENTITY, prompt_style(config, tokenizer), None
     else:
         if not config.model:
             raise ValueError("generator.model: give a Hugging Face model id or a local path for generator name 'hf'")
@@ -152,7 +161,7 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
 
         tokenizer = AutoTokenizer.from_pretrained(config.model)
         base = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
-        identity, style, max_prompt = config.model, "full", None
+        identity, style, max_prompt = config.model, prompt_style(config, tokenizer), None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     base = base.to(device=device, dtype=dtype)
@@ -170,7 +179,38 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         from harness.policy.constraint import GrammarConstraint
 
         constraint = GrammarConstraint(tokenizer)
-    return Generator(model, tokenizer, identity, style, max_prompt, config.backend, constraint)
+    return Generator(
+        model,
+        tokenizer,
+        identity,
+        style,  # type: ignore[arg-type]
+        max_prompt,
+        config.backend,
+        constraint,
+        prompt_version=config.prompt_version,
+        stop_ids=stop_token_ids(base, tokenizer),
+    )
+
+
+def prompt_style(config: GeneratorConfig, tokenizer: Any) -> str:
+    """`chat` or `full` for a pretrained model: generator.prompt, where `auto` is chat when the
+    tokenizer has a chat template (an instruct model). Raises ValueError for `chat` without one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if config.prompt == "chat" and not has_template:
+        raise ValueError(
+            f"generator.prompt: 'chat', but the tokenizer of {config.model or config.name} has no chat template"
+        )
+    if config.prompt == "completion" or (config.prompt == "auto" and not has_template):
+        return "full"
+    return "chat"
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """Every end-of-sequence id: the generation config's (an int or a list) and the tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list | tuple) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return tuple(sorted(i for i in ids if isinstance(i, int)))
 
 
 def decoding_mode(config: GeneratorConfig) -> str:

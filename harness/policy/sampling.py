@@ -93,9 +93,14 @@ def sample_hf(
     params: SamplingParams,
     max_prompt_tokens: int | None = None,
     constraint: GrammarConstraint | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> list[Sample]:
     """Sample one completion per (prompt, key) with a batched KV-cache decode loop; with a
-    ``constraint``, only the tokens it allows are ever drawn."""
+    ``constraint``, only the tokens it allows are ever drawn.
+
+    A row ends at the first of ``stop_ids`` (every end-of-sequence id of the model's generation
+    config; the tokenizer's eos when empty), kept as the completion's last token, or at the token
+    that completes a stop string; nothing after it is ever kept, scored or trained on."""
     import torch
     from transformers import DynamicCache
 
@@ -121,7 +126,7 @@ def sample_hf(
     completions: list[list[int]] = [[] for _ in prompts]
     logprobs: list[list[float]] = [[] for _ in prompts]
     finish: list[str | None] = [None] * len(prompts)
-    eos = tokenizer.eos_token_id
+    stops = frozenset(stop_ids) if stop_ids else frozenset({tokenizer.eos_token_id}) - {None}
     nodes = [constraint.root(p) for p in prompts] if constraint is not None else []
     cache = DynamicCache()
     cache_kw = {_cache_keyword(model): cache}
@@ -166,7 +171,7 @@ def sample_hf(
                         nodes[row] = constraint.advance(nodes[row], token)
                     completions[row].append(token)
                     logprobs[row].append(float(step_logprobs[row, token]))
-                    if eos is not None and token == eos:
+                    if token in stops:
                         finish[row] = "eos"
                     elif _hit_stop(tokenizer, completions[row], params.stop):
                         finish[row] = "stop"
