@@ -28,6 +28,7 @@ import ast
 import re
 from dataclasses import dataclass
 
+GRAPH_CLOSE = "</graph>"
 _GRAPH = re.compile(r"<graph>(.*?)(?:</graph>|$)", re.DOTALL)
 _FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^`\s]*)[^`]*$")
 PYTHON_TAGS = frozenset({"", "python", "python3", "py", "py3", "python2", "ipython", "pycon", "sage"})
@@ -162,11 +163,14 @@ def extract_code(text: str, defines: str | None = None) -> str:
 
 def extract_workflow(completion: str) -> str | None:
     """The ``class Workflow`` source in a generator completion (rules 1-5, starting at the class
-    line), or None when the completion holds no ``class Workflow``."""
+    line, usage lines after the class removed), or None when the completion holds no ``class
+    Workflow``. A completion of a prompt that ended on ``<graph>`` has only the closing tag."""
     text = normalise_newlines(completion)
     graph = _GRAPH.search(text)
     if graph:
         text = graph.group(1)
+    elif GRAPH_CLOSE in text:
+        text = text[: text.index(GRAPH_CLOSE)]
     wanted = definition_pattern("Workflow")
     block = _choose_block(fenced_blocks(text), wanted)
     source = block if block is not None and wanted.search(block) else text
@@ -175,4 +179,21 @@ def extract_workflow(completion: str) -> str | None:
         return None
     tail = source[found.start() :].lstrip(" \t")
     region = parseable_region(tail, wanted)
-    return region if region is not None else tail.strip("\n")
+    return _without_usage_lines(region) if region is not None else tail.strip("\n")
+
+
+def _without_usage_lines(source: str) -> str:
+    """The source up to the end of ``class Workflow`` plus later constant assignments: what models
+    write after the class to show its use (``workflow = Workflow(llm, problem)``, ``if __name__ ==
+    "__main__":``, ``asyncio.run(...)``) is not part of the workflow."""
+    tree = ast.parse(source)
+    lines = source.split("\n")
+    classes = [i for i, node in enumerate(tree.body) if isinstance(node, ast.ClassDef) and node.name == "Workflow"]
+    if not classes:
+        return source
+    kept = lines[: tree.body[classes[0]].end_lineno]
+    for node in tree.body[classes[0] + 1 :]:
+        constant = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.JoinedStr)
+        if constant or (isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)):
+            kept += lines[node.lineno - 1 : node.end_lineno]
+    return "\n".join(kept).strip("\n")

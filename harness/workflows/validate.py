@@ -1,8 +1,12 @@
 """Static checks and the run-time rewrite of generated workflow code.
 
 A generated workflow is untrusted. It must be one ``class Workflow`` with ``__init__(self, llm,
-problem)`` and ``async def run_workflow(self)``, written in a small subset of Python: operator
-calls, plain control flow, literals, f-strings and a few safe builtins and methods. This module
+problem)`` and ``async def run_workflow(self)`` (or AFlow/ScoreFlow's ``async def __call__(self)``
+or ``__call__(self, problem)``, run the same way), written in a small subset of Python: operator
+calls (several at once with ``asyncio.gather``), plain control flow, literals, f-strings,
+``"...{}".format(...)`` on a literal and a few safe builtins and methods. Header lines real models
+write (``import operator``, ``import asyncio``, ``from typing import List``) are accepted and
+dropped: the worker provides those names. This module
 rejects anything else with a reason (no imports, no dunder or private names, no open/exec/eval/
 getattr/globals, no attribute other than ``self.x``, ``operator.X`` or an allowlisted method,
 no ``while True`` without a break) and rewrites what it accepts so that loops, calls and
@@ -82,6 +86,12 @@ _CONTEXT = (
     ast.arguments, ast.arg,
 )  # fmt: skip
 
+HEADER_IMPORTS = frozenset({"operator", "asyncio", "typing"})
+"""Modules a model may import at the top of a workflow: dropped, since the worker provides
+``operator`` and ``asyncio.gather`` itself and typing names are annotations only."""
+ENTRY_ALIASES = ("__call__",)
+"""AFlow and ScoreFlow write the entry point as ``async def __call__``: run as run_workflow."""
+
 MAX_SOURCE_CHARS = 40_000
 MAX_CONSTANT_CHARS = 20_000
 MAX_AST_NODES = 5_000
@@ -134,6 +144,13 @@ class _Checker(ast.NodeVisitor):
             self.visit(node.annotation)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        if isinstance(node.value, ast.Name) and node.value.id == "asyncio":
+            if node.attr != "gather":
+                raise _reject(node, f"asyncio.{node.attr} is not allowed (only asyncio.gather)")
+            return
+        if node.attr == "format" and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            _check_format_string(node, node.value.value)
+            return
         self.visit(node.value)  # inner offences first: `open(p).read` is about open, not read
         attr = node.attr
         if _is_private(attr):
@@ -202,6 +219,37 @@ class _Checker(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+def _check_format_string(node: ast.AST, template: str) -> None:
+    """``template.format(...)`` is safe when its fields are plain (``{}``, ``{0}``, ``{name}``): no
+    attribute or index access (``{0.__class__}``) and no spec beyond a precision and type."""
+    import string
+
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise _reject(node, f"bad format string: {err}") from None
+    for _, name, spec, _ in fields:
+        if name is None:
+            continue
+        if name and not (name.isdigit() or name.isidentifier()):
+            raise _reject(
+                node, f"attribute 'format' is not allowed with the field {{{name}}} (only {{}}, {{0}} or {{name}})"
+            )
+        if spec and not _FORMAT_SPEC.fullmatch(spec):
+            raise _reject(node, "format specs are limited to a precision and type (e.g. '.2f')")
+
+
+def _is_header_import(node: ast.stmt) -> bool:
+    """``import operator``, ``import asyncio``, ``from typing import List`` and the like."""
+    if isinstance(node, ast.Import):
+        return all(
+            alias.name.split(".")[0] in HEADER_IMPORTS and alias.asname in (None, alias.name) for alias in node.names
+        )
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and (node.module or "").split(".")[0] in HEADER_IMPORTS
+    return False
+
+
 def _is_docstring(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
 
@@ -218,7 +266,7 @@ def _check_class(cls: ast.ClassDef, checker: _Checker) -> None:
         if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
             if item.decorator_list:
                 raise _reject(item, "decorators are not allowed")
-            if item.name != "__init__" and _is_private(item.name):
+            if item.name not in ("__init__", *ENTRY_ALIASES) and _is_private(item.name):
                 raise _reject(item, f"method {item.name!r}: private and dunder names are not allowed")
             if item.name in methods:
                 raise _reject(item, f"method {item.name!r} is defined twice")
@@ -234,10 +282,20 @@ def _check_class(cls: ast.ClassDef, checker: _Checker) -> None:
     if [a.arg for a in init.args.args] != ["self", "llm", "problem"]:
         raise _reject(init, "__init__ must take exactly (self, llm, problem)")
     run = methods.get("run_workflow")
+    alias = next((methods[name] for name in ENTRY_ALIASES if name in methods), None)
+    if run is None and alias is not None:
+        if not isinstance(alias, ast.AsyncFunctionDef) or [a.arg for a in alias.args.args] not in (
+            ["self"],
+            ["self", "problem"],
+        ):
+            raise _reject(alias, "__call__ must be `async def __call__(self)` or `async def __call__(self, problem)`")
+        return
     if not isinstance(run, ast.AsyncFunctionDef):
         raise _reject(cls, "Workflow needs `async def run_workflow(self)`")
     if [a.arg for a in run.args.args] != ["self"]:
         raise _reject(run, "run_workflow must take only self")
+    if alias is not None:
+        raise _reject(alias, "define run_workflow or __call__, not both")
 
 
 def _check_function(func: ast.FunctionDef | ast.AsyncFunctionDef, checker: _Checker) -> None:
@@ -280,8 +338,15 @@ def check(source: str) -> ast.Module:
             if statement.name != "Workflow":
                 raise _reject(statement, f"only class Workflow may be defined, found {statement.name!r}")
             classes.append(statement)
-        elif _is_docstring(statement):
+        elif _is_docstring(statement) or _is_header_import(statement):
             continue
+        elif isinstance(statement, ast.Import | ast.ImportFrom):
+            names = ", ".join(alias.name for alias in statement.names)
+            module = getattr(statement, "module", None)
+            raise _reject(
+                statement,
+                f"Import is not allowed: {module or names} (only operator, asyncio and typing, which are dropped)",
+            )
         elif isinstance(statement, ast.Assign) and all(isinstance(t, ast.Name) for t in statement.targets):
             checker.visit(statement)  # module-level constants such as prompt strings
         else:
@@ -346,9 +411,20 @@ def _as_load(target: ast.expr) -> ast.expr:
     return clone
 
 
+def _normalise_entry(tree: ast.Module) -> None:
+    """Drop the header imports and name the entry point run_workflow (``__call__`` aliases it)."""
+    tree.body = [statement for statement in tree.body if not _is_header_import(statement)]
+    for statement in tree.body:
+        if isinstance(statement, ast.ClassDef):
+            for item in statement.body:
+                if isinstance(item, ast.AsyncFunctionDef) and item.name in ENTRY_ALIASES:
+                    item.name = "run_workflow"
+
+
 def validate_workflow(source: str) -> ValidatedWorkflow:
     """Check ``source`` and produce the guarded source the worker runs. Raises WorkflowInvalid."""
     tree = check(source)
     operators = tree.operators  # type: ignore[attr-defined]
+    _normalise_entry(tree)
     guarded = ast.fix_missing_locations(_Guard().visit(tree))
     return ValidatedWorkflow(source=source, guarded_source=ast.unparse(guarded), operators=operators)

@@ -92,6 +92,18 @@ def _constructor(name: str, channel: _Channel) -> Any:
     return build
 
 
+class _Asyncio:
+    """The ``asyncio`` name a workflow sees: ``gather`` and nothing else (the validator allows no
+    other attribute). The parent answers operator calls one after another, so a gathered run is as
+    deterministic as a sequential one."""
+
+    __slots__ = ()
+
+    @staticmethod
+    async def gather(*awaitables: Any, return_exceptions: bool = False) -> list[Any]:
+        return list(await asyncio.gather(*awaitables, return_exceptions=return_exceptions))
+
+
 class _LLM:
     """The opaque ``llm`` handle passed to ``Workflow.__init__``; operators take it and ignore it."""
 
@@ -121,6 +133,7 @@ async def run_one(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
         "__builtins__": safe_builtins(),
         "__name__": "workflow",
         "operator": _OperatorModule(channel),
+        "asyncio": _Asyncio(),
         TICK: budget.tick,
         BOUNDED: budget.bounded,
         BINOP: guarded_binop,
@@ -128,7 +141,9 @@ async def run_one(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     try:
         exec(compile(request["code"], "<workflow>", "exec"), namespace)
         workflow = namespace["Workflow"](_LLM(), request["problem"])
-        answer = await workflow.run_workflow()
+        entry = workflow.run_workflow
+        # __call__(self, problem) arrives renamed run_workflow and still takes the problem
+        answer = await (entry(request["problem"]) if entry.__code__.co_argcount == 2 else entry())
     except BudgetExceeded as err:
         return {"status": "runtime_error", "reason": f"budget: {err}"}
     except OperatorError as err:
