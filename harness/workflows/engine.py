@@ -1,9 +1,11 @@
 """One workflow run on one item: validate -> execute in an isolated worker -> outcome.
 
-The outcome's status is one of ok | invalid | timeout | runtime_error | infra_error, always with a
-reason. invalid, timeout and runtime_error are the workflow's fault (score 0); infra_error means
-the executor failed (API down, rate-limited after retries) and says nothing about the workflow,
-so it is never scored and never enters training data.
+The outcome's status is one of ok | invalid | timeout | runtime_error | ungrounded | infra_error,
+always with a reason. invalid, timeout, runtime_error and ungrounded are the workflow's fault
+(score 0); ungrounded is an answer that did not come from the executor (harness.workflows.
+grounding). infra_error means the executor failed (API down, rate-limited after retries, or the
+run's time ran out while it waited on an executor call) and says nothing about the workflow, so
+it is never scored and never enters training data.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from enum import StrEnum
 
 from harness.benchmarks.base import Item
 from harness.executors.base import Executor, ExecutorUnavailable
+from harness.workflows.grounding import Grounding, question_specific, ungrounded_reason
 from harness.workflows.operators import RunContext
 from harness.workflows.pool import PoolLimits, WorkerPool
 from harness.workflows.sandbox import Sandbox
@@ -26,6 +29,7 @@ class RunStatus(StrEnum):
     INVALID = "invalid"
     TIMEOUT = "timeout"
     RUNTIME_ERROR = "runtime_error"
+    UNGROUNDED = "ungrounded"
     INFRA_ERROR = "infra_error"
 
 
@@ -75,10 +79,12 @@ class WorkflowEngine:
         max_calls: int = 32,
         sandbox: Sandbox | None = None,
         pool_limits: PoolLimits | None = None,
+        grounding: Grounding = "contained",
     ) -> None:
         self.executor = executor
         self.timeout_s = timeout_s
         self.max_calls = max_calls
+        self.grounding: Grounding = grounding
         self.sandbox = sandbox or Sandbox()
         self.pool = WorkerPool(concurrency, pool_limits)
 
@@ -95,8 +101,20 @@ class WorkflowEngine:
             if down is not None:  # the breaker is open: stop rather than record a table of failures
                 raise ExecutorUnavailable(f"the executor {self.executor.describe()} is down: {down}")
             status, reason, answer = RunStatus.INFRA_ERROR, context.infra_errors[0], None
+        elif result.status == RunStatus.TIMEOUT and context.cancelled_in_call:
+            status, answer = RunStatus.INFRA_ERROR, None
+            reason = (
+                f"executor_timeout: the run's {self.timeout_s:g} s ran out while it waited on an executor call "
+                "(a slow executor, not the workflow's fault; raise executor.workflow_timeout_s)"
+            )
         else:
             status, reason, answer = RunStatus(result.status), result.reason, result.answer
+        if status is RunStatus.OK and answer is not None:
+            problem = question_specific(source, item.question) or ungrounded_reason(
+                item.domain, answer, context.outputs, context.calls, item.entry_point, self.grounding
+            )
+            if problem is not None:
+                status, reason = RunStatus.UNGROUNDED, problem
         return RunOutcome(
             status=status,
             reason=reason,

@@ -14,6 +14,7 @@ solve(), fixes proposed by Test) runs only in the sandbox.
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,10 @@ class RunContext:
     """What the run's executor calls cost at the executor's prices (0 for unpriced executors)."""
     infra_errors: list[str] = field(default_factory=list)
     operators_used: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    """Every executor reply and every output of a program the executor wrote (harness.workflows.grounding)."""
+    cancelled_in_call: bool = False
+    """The run was cancelled (its timeout) while waiting on an executor call: the executor's delay."""
     _occurrences: Counter[tuple[Any, ...]] = field(default_factory=Counter)
 
     async def call(self, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +88,10 @@ class RunContext:
         except InfraError as err:
             self.infra_errors.append(str(err))
             raise OperatorRefused(f"executor unavailable: {err}") from None
+        except asyncio.CancelledError:
+            self.cancelled_in_call = True
+            raise
+        self.outputs.append(completion.text)
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
         price = getattr(self.executor, "cost_usd", None)
@@ -205,6 +214,7 @@ async def programmer(ctx: RunContext, problem: str, analysis: str = "") -> dict[
         result = await ctx.sandbox.run_python(f"{code}\n\nprint(solve())\n", timeout_s=10)
         if result.passed:
             output = result.stdout.strip()[-2000:]
+            ctx.outputs.append(output)
             return {"code": code, "output": output}
         feedback = (result.stderr or result.status).strip()[-1000:]
     return {"code": code, "output": f"error: {feedback.splitlines()[-1] if feedback else 'failed'}"}
