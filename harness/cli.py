@@ -7,6 +7,7 @@ executor is down (its circuit breaker opened; re-running the same command resume
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +76,7 @@ def _validate_workflow(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from harness.config import GeneratorConfig, SamplingConfig
-    from harness.policy.model import load_generator
+    from harness.policy.model import decoding_mode, load_generator
     from harness.policy.sampling import SamplingParams
     from harness.workflows.extract import extract_workflow
     from harness.workflows.structure import structure_of
@@ -83,8 +84,13 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise UsageError("--samples must be positive")
+    pretrained = {} if args.generator == "tiny" else {"prompt": args.prompt}
     config = GeneratorConfig(
-        name=args.generator, model=args.model, sampling=SamplingConfig(temperature=args.temperature)
+        name=args.generator,
+        model=args.model,
+        decoding=args.decoding,
+        sampling=SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
+        **pretrained,
     )
     generator = load_generator(config, device="cpu" if args.cpu else None)
     if args.adapter:
@@ -110,7 +116,10 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"--- sample {index} ({len(sample.completion_ids)} tokens, {verdict})")
         if args.show:
             print(sample.text)
-    print(f"{generator.identity}: {valid}/{len(samples)} valid, {len(structures)} distinct operator structures")
+    print(
+        f"{generator.identity} ({generator.prompt_format} prompt, {decoding_mode(config)} decoding): "
+        f"{valid}/{len(samples)} valid, {len(structures)} distinct operator structures"
+    )
     return 0
 
 
@@ -130,6 +139,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.repeats < 1 or (args.limit is not None and args.limit < 1) or args.concurrency < 1:
         raise UsageError("--repeats, --limit and --concurrency must be positive")
+    if args.timeout_s <= 0 or args.call_timeout_s <= 0:
+        raise UsageError("--timeout-s and --call-timeout-s must be positive")
     registries()["benchmarks"].entry(args.benchmark)  # a miss raises with suggestions
     name, source = workflow_source(args.workflow)
     try:
@@ -146,6 +157,7 @@ def _eval(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens,
         "max_concurrent_calls": args.max_concurrent_calls,
         "concurrency": args.concurrency,
+        "call_timeout_s": args.call_timeout_s,
         **options,
     }
     executor = executor_from_config(ExecutorConfig(**fields), seed=args.seed)
@@ -176,7 +188,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     async def run() -> list:  # type: ignore[type-arg]
         engine = WorkflowEngine(
-            executor, concurrency=args.concurrency, timeout_s=args.timeout_s, max_calls=args.max_calls
+            executor,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout_s,
+            max_calls=args.max_calls,
+            grounding=args.answer_grounding,
         )
         try:
             return await evaluate_workflow(
@@ -352,8 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--show", action="store_true", help="print every sampled completion")
+    generate.add_argument("--decoding", choices=["auto", "free", "grammar"], default="auto", help="generator.decoding")
+    generate.add_argument(
+        "--prompt", choices=["auto", "chat", "completion"], default="auto", help="generator.prompt (pretrained models)"
+    )
+    generate.add_argument("--max-new-tokens", type=int, default=512, help="longest completion in tokens")
     generate.add_argument("--adapter", default=None, help="a trained adapter (checkpoints/<method>/seed<s>/iter<k>)")
     generate.add_argument("--cpu", action="store_true", help="stay on the CPU even if a GPU is present")
+    generate.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads of this process (default: half the cores)"
+    )
     generate.set_defaults(func=_generate)
 
     evaluate = commands.add_parser("eval", help="evaluate a workflow on a benchmark with an executor")
@@ -379,9 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="simulator seed; also seeds the bootstrap")
     evaluate.add_argument("--concurrency", type=int, default=4)
     evaluate.add_argument("--timeout-s", type=float, default=60.0, help="wall-clock limit per workflow run")
+    evaluate.add_argument(
+        "--call-timeout-s",
+        type=float,
+        default=120.0,
+        help="wall-clock limit of one executor call (a CPU-served model needs minutes; a run that times out "
+        "while waiting on the executor is infra_error, not a score of 0)",
+    )
     evaluate.add_argument("--max-calls", type=int, default=32, help="executor calls allowed per workflow run")
+    evaluate.add_argument(
+        "--answer-grounding",
+        choices=["contained", "verbatim"],
+        default="contained",
+        help="how the answer must come from the executor (ungrounded runs score 0; see docs/workflows.md)",
+    )
     evaluate.add_argument("--out", default=None, help="per-item parquet (default runs/eval/...)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads of this process (default: half the cores)"
+    )
     evaluate.set_defaults(func=_eval)
     runner = commands.add_parser("run", help="run (or resume) an experiment: methods x seeds x iterations")
     runner.add_argument("experiment")
@@ -394,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runner.add_argument("--force-new", action="store_true", help="move an incompatible run folder aside and start over")
     runner.add_argument("--quiet", action="store_true", help="no progress bar")
+    runner.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads of this process (default: half the cores)"
+    )
     runner.set_defaults(func=_run)
 
     sweeper = commands.add_parser("sweep", help="run (or join) an Optuna sweep over an experiment's settings")
@@ -438,6 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.registry import RegistryError
 
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None:
+            if threads < 1:
+                raise UsageError(f"--threads {threads}: give a positive number of threads")
+            from harness.torch_threads import ENV
+
+            os.environ[ENV] = str(threads)  # read where torch work starts (harness/torch_threads.py)
         return int(args.func(args))
     except (UsageError, ConfigError, RegistryError, FileNotFoundError) as err:
         print(f"spogw: error: {err}", file=sys.stderr)

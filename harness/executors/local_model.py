@@ -173,7 +173,9 @@ def _load_hf(model: str, device: str | None, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.policy.model import default_device, resolve_dtype
+    from harness.torch_threads import apply_torch_threads
 
+    apply_torch_threads()
     device = device or default_device()
     path = model
     if model == "smol":
