@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -368,6 +370,8 @@ class ExperimentContext:
     is identical to its own: the same executor and sampling (then rows are copied, not recomputed)."""
     on_evaluated: EvaluationHook | None = None
     """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
+    notice: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+    """Says something the user must know now (a run that cannot learn), above any progress bar."""
 
 
 def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
@@ -387,6 +391,37 @@ def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
     }
 
 
+GENERATOR_FILE = "generator.json"
+
+
+def record_generator(run_dir: Path, generator: Any, config: Any) -> None:
+    """What the generator is (identity, prompt format, decoding, stop ids), for the report's first
+    lines; written once per run folder."""
+    path = run_dir / GENERATOR_FILE
+    if path.exists():
+        return
+    facts = {
+        "name": config.name,
+        "identity": generator.identity,
+        "prompt_format": generator.prompt_format,
+        "decoding": decoding_mode(config),
+        "backend": config.backend,
+        "stop_ids": list(generator.stop_ids),
+    }
+    atomic_write_text(path, json.dumps(facts, indent=2) + "\n")
+
+
+def no_update_notice(label: str, seed: int, summary: Any) -> str:
+    """The console line for an iteration that made no update: there was nothing to learn from."""
+    if summary.valid == 0:
+        why = f"none of its {summary.rollouts} sampled workflows ran to an answer"
+    elif not summary.score_spread:
+        why = "every question's sampled workflows scored the same (every advantage is 0, no pair exists)"
+    else:
+        why = "no group or pair survived curation, so no update was made"
+    return f"NO LEARNING SIGNAL: {label} seed {seed} iteration {summary.iteration}: {why}"
+
+
 def _engine(executor: ExecutorConfig, seed: int) -> WorkflowEngine:
     from harness.executors import executor_from_config
     from harness.workflows.engine import WorkflowEngine
@@ -396,6 +431,7 @@ def _engine(executor: ExecutorConfig, seed: int) -> WorkflowEngine:
         concurrency=executor.concurrency,
         timeout_s=executor.workflow_timeout_s,
         max_calls=executor.max_calls_per_run,
+        grounding=executor.answer_grounding,
     )
 
 
@@ -481,6 +517,7 @@ async def _run_trainable(
     config = context.config
     label = spec.display_label
     generator = load_generator(config.generator, progress=False)
+    record_generator(context.run_dir, generator, config.generator)
     params = _sampling_params(config, spec)
     engine = _engine(config.executor_for(spec), seed)
     checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
@@ -511,9 +548,11 @@ async def _run_trainable(
                 summary.rollouts,
                 summary.collect_s,
                 summary.train_s,
-                len(summary.steps),
+                summary.updates,
             )
         )
+        if summary.iteration < config.iterations and not (summary.updates and summary.score_spread):
+            context.notice(no_update_notice(label, seed, summary))
         for index, step in enumerate(summary.steps):
             context.tracker.log_metrics(
                 run_id, {f"step.{k}": v for k, v in step.items()}, summary.iteration * 100_000 + index

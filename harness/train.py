@@ -137,6 +137,7 @@ def grpo_step(
     if active:
         torch.nn.utils.clip_grad_norm_(generator.trainable_parameters(), config.max_grad_norm)
         optimizer.step()
+    totals["updated"] = float(bool(active))  # a batch whose groups were all filtered changes nothing
     built = sum(u.groups_built for u in units)
     totals["groups_kept_fraction"] = sum(u.groups_kept for u in units) / built if built else 0.0
     totals["tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
@@ -194,6 +195,25 @@ class IterationSummary:
     steps: list[dict[str, float]] = field(default_factory=list)
     collect_s: float = 0.0
     train_s: float = 0.0
+    valid: int = 0
+    """Rollouts whose workflow ran to an answer (status ok)."""
+    score_spread: bool = True
+    """Whether some question's trainable rollouts scored differently (else every advantage is 0)."""
+
+    @property
+    def updates(self) -> int:
+        """Optimizer steps that changed the weights (a step whose groups were all filtered did not)."""
+        return sum(int(step.get("updated", 1.0)) for step in self.steps)
+
+
+def score_spread(rollouts: Sequence[Rollout]) -> bool:
+    """Whether some question has trainable rollouts with different scores: without one, every group
+    advantage is 0 and no pair exists, whatever the method."""
+    scores: dict[str, set[float]] = {}
+    for rollout in rollouts:
+        if rollout.trainable:
+            scores.setdefault(rollout.query_id, set()).add(float(rollout.score))  # type: ignore[arg-type]
+    return any(len(distinct) > 1 for distinct in scores.values())
 
 
 def _batches(sequence: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -368,7 +388,10 @@ async def run_method(
                     on_phase(iteration, "train")
                 steps = train_iteration(generator, collected, config, seed, iteration, optimizer, params.temperature)
             train_s = time.perf_counter() - start - collect_s
-        summary = IterationSummary(iteration, mean_score(collected), len(collected), steps, collect_s, train_s)
+        valid = sum(r.status == "ok" for r in collected)
+        summary = IterationSummary(
+            iteration, mean_score(collected), len(collected), steps, collect_s, train_s, valid, score_spread(collected)
+        )
         summaries.append(summary)
         if on_iteration is not None:  # before the checkpoint: a kill between the two repeats the iteration
             on_iteration(summary)

@@ -39,3 +39,43 @@ def health_table(rollouts: pd.DataFrame, eval_items: pd.DataFrame) -> pd.DataFra
     always = ("runs", "ok", "infra_error", "infra_error %")
     shown = [c for c in table.columns if c == "method" or c.endswith(always) or table[c].any()]
     return table[shown].sort_values("method").reset_index(drop=True)
+
+
+def learning_signal_warnings(
+    rollouts: pd.DataFrame, iterations: pd.DataFrame | None, updating_iterations: int
+) -> list[str]:
+    """Lines for the report's head when a trained method had nothing to learn from over its
+    iterations 0 .. ``updating_iterations`` - 1: no sampled workflow ran to an answer; or every
+    question's trainable samples scored the same (every advantage 0, no pair); or no iteration made
+    an update (no group or pair survived curation). Such a method's scores are its untrained
+    generator's."""
+    warnings: list[str] = []
+    flagged: set[str] = set()
+    training = rollouts[rollouts["iteration"] < updating_iterations] if not rollouts.empty else rollouts
+    for method, group in training.groupby("method", sort=True) if not training.empty else ():
+        if not (group["status"] == "ok").any():
+            counts = ", ".join(f"{count} {status}" for status, count in group["status"].value_counts().items())
+            warnings.append(
+                f"**No learning signal: {method}.** None of its {len(group)} sampled workflows ran to an "
+                f"answer ({counts}): its updates had nothing to learn from."
+            )
+            flagged.add(str(method))
+            continue
+        scored = group[(group["status"] != "infra_error") & group["score"].notna()]
+        spread = scored.groupby(["seed", "iteration", "query_id"])["score"].nunique()
+        if not (spread > 1).any():
+            warnings.append(
+                f"**No learning signal: {method}.** For every question, its {len(scored)} sampled workflows scored "
+                "the same: every group advantage is 0 and no preference pair exists."
+            )
+            flagged.add(str(method))
+    if iterations is not None and not iterations.empty:
+        trained = iterations[iterations["iteration"] < updating_iterations]
+        for method, group in trained.groupby("method", sort=True):
+            if int(group["steps"].sum()) == 0 and str(method) not in flagged:
+                warnings.append(
+                    f"**No learning signal: {method}.** No iteration made an update (0 optimizer steps over "
+                    f"{group['iteration'].nunique()} iterations x {group['seed'].nunique()} seeds): no group or pair "
+                    "survived curation. Its scores are those of the untrained generator."
+                )
+    return warnings

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +26,7 @@ from reports.comparison import aggregate_table, comparison_pairs, paired_table, 
 from reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
 from reports.curation import curation_table, group_std_frame
 from reports.diversity import METRICS, diversity_frame, diversity_table
-from reports.health import health_table
+from reports.health import health_table, learning_signal_warnings
 from reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
 from reports.studies import STUDIES, StudyData
 from reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
@@ -143,7 +145,25 @@ def build_report(
     figures: list[Path] = []
     for name, figure in plotted:
         figures += plots.save(figure, run_dir / "report", name)
-    return write_files(run_dir, config.name, simulated, executor, sections, figures, latex)
+    header = [generator_line(run_dir, config), *learning_signal_warnings(rollouts, iterations, config.iterations)]
+    return write_files(run_dir, config.name, simulated, executor, sections, figures, latex, header)
+
+
+def generator_line(run_dir: Path, config: ExperimentConfig) -> str:
+    """Which generator wrote the workflows: its identity, prompt format and decoding, as recorded
+    when it was loaded (harness.runner.record_generator), else as configured."""
+    from harness.policy.model import decoding_mode
+
+    recorded = run_dir / "generator.json"
+    if recorded.is_file():
+        facts = json.loads(recorded.read_text())
+        return (
+            f"Generator: {facts['identity']} ({facts['decoding']} decoding, {facts['prompt_format']} prompt, "
+            f"{facts['backend']} sampling)."
+        )
+    generator = config.generator
+    model = f" {generator.model}" if generator.model else ""
+    return f"Generator: {generator.name}{model} ({decoding_mode(generator)} decoding; not loaded by this run yet)."
 
 
 def _study_data(
@@ -227,17 +247,29 @@ def _training_sections(data: StudyData, study: str, plotted: list[tuple[str, obj
 
 
 def write_files(
-    run_dir: Path, name: str, simulated: bool, executor: str, sections: list[Section], figures: list[Path], latex: str
+    run_dir: Path,
+    name: str,
+    simulated: bool,
+    executor: str,
+    sections: list[Section],
+    figures: list[Path],
+    latex: str,
+    header: Sequence[str] = (),
 ) -> Report:
-    """report.md, report.html (figures embedded) and results.tex in ``run_dir``, each written atomically."""
+    """report.md, report.html (figures embedded) and results.tex in ``run_dir``, each written
+    atomically; ``header``: lines under the executor banner (the generator, warnings)."""
     banner = (
-        "**SIMULATED executor: these are simulator numbers, not LLM results.** (docs/simulator.md)"
+        "**SIMULATED executor: these are simulator numbers, not LLM results.** (docs/simulator.md) "
+        f"Executor: {executor}."
         if simulated
         else f"Executor: {executor}."
     )
     pngs = [f for f in figures if f.suffix == ".png"]
     md = [f"# {name}", "", banner, ""]
     page = [f"<h1>{html.escape(name)}</h1>", f"<p><strong>{html.escape(banner.replace('**', ''))}</strong></p>"]
+    for line in header:
+        md += [line, ""]
+        page.append(f"<p>{html.escape(line.replace('**', ''))}</p>")
     for section in sections:
         md += [f"## {section.title}", "", section.markdown, ""]
         page += [f"<h2>{html.escape(section.title)}</h2>", section.html]

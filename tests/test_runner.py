@@ -151,6 +151,9 @@ def test_run_folder_holds_every_artifact(uninterrupted: Path) -> None:
     assert len(frame[(frame["method"] == "spogw") & (frame["iteration"] == 2)]) == 6
     report = (uninterrupted / "report.md").read_text()
     assert "SIMULATED executor" in report and "| spogw | 2 |" in report and "| cot | 0 |" in report
+    head = report.split("\n## ")[0]  # the first lines name the generator, its decoding and the executor
+    assert "Generator: tiny-" in head and "grammar decoding, compact-v1 prompt, hf sampling" in head
+    assert "Executor: sim:medium" in head and "No learning signal" not in head
     tables = run_tables(uninterrupted)
     assert len(tables["rollouts"]) == 2 * 3 * 4  # 2 training iterations x 3 questions x m=4
     assert len(tables["eval_items"]) == (3 + 1) * 6 * 2  # spogw iterations 0-2 and cot, 6 items, 2 repeats
@@ -375,3 +378,18 @@ def test_every_study_section_renders_from_a_run_folder(
     assert text.index(heading) < text.index("## Results")  # the study comes first
     assert "Question: Does it?" in text and "| spogw | spogw | sim:medium |" in text
     assert "\nTest: paired by item" in text and "\nAnswer" in text
+
+
+def test_a_run_with_nothing_to_learn_says_so_on_the_console_and_in_the_report(tmp_path: Path) -> None:
+    """min_group_std 0.6 is above any std of scores in [0, 1]: no group survives curation (on this
+    small run every question's samples also score the same, the first cause the notice names)."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(SMALL), "--run-dir", str(run_dir), "--quiet",
+         "--set", "methods.0.overrides.min_group_std=0.6", "--set", "iterations=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NO LEARNING SIGNAL: spogw seed 0 iteration 0: " in result.stderr
+    head = (run_dir / "report.md").read_text().split("\n## ")[0]
+    assert "**No learning signal: spogw.**" in head
