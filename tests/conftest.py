@@ -29,9 +29,18 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def spogw_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private cache: generators are built from scratch in the test run."""
+    """A private cache: generators are built from scratch in the test run.
+
+    Under pytest-xdist every worker has its own cache, except for built generators, which all
+    workers of one run share (a tiny recipe takes minutes to build; the build is locked, so the
+    first worker builds it and the others wait and load it).
+    """
     path = tmp_path_factory.mktemp("spogw-cache")
     os.environ["SPOGW_CACHE"] = str(path)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "shared-generators"
+        shared.mkdir(exist_ok=True)
+        (path / "generators").symlink_to(shared, target_is_directory=True)
     return path
 
 
@@ -51,3 +60,24 @@ def small_generator(spogw_cache: Path):  # type: ignore[no-untyped-def]
     model = attach_lora(base, GeneratorConfig())
     identity = f"tiny-{tiny.recipe_hash(tiny.TEST_RECIPE)}"
     return Generator(model, tiny.load_tokenizer(directory), identity, "compact", tiny.TEST_RECIPE.max_prompt_tokens)
+
+
+@pytest.fixture(scope="session")
+def standard_tiny(spogw_cache: Path) -> Path:
+    """The CPU default generator (the standard tiny recipe), built once per test run."""
+    from harness.policy import tiny
+
+    return tiny.build(tiny.TinyRecipe(), progress=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup``: the tests on the standard tiny generator share one
+    worker (they share its minutes-long build and the module-scoped runs built on it); every other
+    module stays whole on one worker, so its module-scoped fixtures (a served model, a PostgreSQL
+    server) are started once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixtures = getattr(item, "fixturenames", ())
+        group = "standard_tiny" if "standard_tiny" in fixtures else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -43,6 +43,9 @@ def test_a_body_only_completion_stays_whole() -> None:
 
 def test_a_trailing_prose_word_that_parses_is_dropped() -> None:
     assert extract_code(f"{FUNCTION}\n\nDone", "total") == FUNCTION
+    # a dotted word parses as attribute access: prose all the same (found by hypothesis in CI)
+    assert extract_code(f"{FUNCTION}\nA.A", "total") == FUNCTION
+    assert extract_code(f"e.g\n{FUNCTION}", "total") == FUNCTION
 
 
 def test_long_prose_is_searched_in_bounded_time() -> None:

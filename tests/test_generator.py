@@ -181,10 +181,10 @@ def test_vllm_is_not_imported_by_the_default_path() -> None:
 
 
 @pytest.mark.slow
-def test_real_tiny_recipe_is_valid_and_diverse(cache: Path) -> None:
+def test_real_tiny_recipe_is_valid_and_diverse(standard_tiny: Path) -> None:
     """The CPU default generator, built from scratch: >= 90% valid samples and >= 10 distinct
     operator structures in 64 samples for one question, at temperature 1.0."""
-    directory = tiny.build(tiny.TinyRecipe(), progress=False)
+    directory = standard_tiny
     info = json.loads((directory / "build.json").read_text())
     print(f"built in {info['build_s']} s; {info['quality']}")
     for report in info["quality"]:
@@ -294,3 +294,31 @@ def test_loading_a_generator_is_reproducible_and_leaves_the_global_rng_alone(sma
     second = load_generator(GeneratorConfig(name="hf", model=directory), device="cpu")
     lora_a = [(n, p) for n, p in first.model.named_parameters() if "lora_A" in n]
     assert lora_a and all(torch.equal(p, dict(second.model.named_parameters())[n]) for n, p in lora_a)
+
+
+def test_processes_sharing_a_cache_build_a_recipe_once(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Parallel workers on one cache wait for the first build instead of repeating it."""
+    import threading
+    import time
+
+    calls: list[int] = []
+
+    def slow_build(recipe, target, progress, force):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        time.sleep(0.5)
+        target.mkdir(parents=True)
+        (target / "build.json").write_text("{}")
+        return target
+
+    monkeypatch.setattr(tiny, "_build_locked", slow_build)
+    target = tmp_path / "generators" / "tiny-x"
+    results: list[Path] = []
+    workers = [
+        threading.Thread(target=lambda: results.append(tiny.build(tiny.TEST_RECIPE, target, progress=False)))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert results == [target] * 3 and len(calls) == 1

@@ -66,7 +66,7 @@ def spogw_train_scores(seed: int) -> tuple[list[float], list[float]]:
 
 
 @pytest.mark.slow
-def test_three_spogw_iterations_raise_the_training_score_on_two_of_three_seeds(spogw_cache: Path) -> None:
+def test_three_spogw_iterations_raise_the_training_score_on_two_of_three_seeds(standard_tiny: Path) -> None:
     improved = 0
     for seed in (0, 1, 2):
         scores, ok = spogw_train_scores(seed)

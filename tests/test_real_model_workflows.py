@@ -80,6 +80,8 @@ def test_grounding_hand_cases() -> None:
     assert ungrounded_reason("math", "The total is 110", replies, calls=2) is None
     assert ungrounded_reason("math", "110", [], calls=0) is not None
     assert "no executor reply" in (ungrounded_reason("math", "111", replies, calls=2) or "")
+    assert ungrounded_reason("math", "2000", ["so the total is 2,000."], calls=1) is None  # the same number
+    assert ungrounded_reason("math", "-0.5", ["x = -.50"], calls=1) is None
     assert ungrounded_reason("qa", "<answer>Chief of Protocol</answer>", ["answer: chief of  protocol"], 1) is None
     code = "def add(a, b):\n    return a + b"
     assert ungrounded_reason("code", f"```python\n{code}\n```", [f"Sure:\n```python\n{code}\n```"], 1, "add") is None

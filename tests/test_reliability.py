@@ -114,14 +114,6 @@ def test_unarmed_crash_points_do_nothing() -> None:
 SMALL = REPO / "tests" / "data" / "runner_small.yaml"
 
 
-@pytest.fixture(scope="module")
-def standard_tiny(spogw_cache: Path) -> Path:
-    """The generator the runs below use, built before any of them is timed."""
-    from harness.policy import tiny
-
-    return tiny.build(tiny.TinyRecipe(), progress=False)
-
-
 def _run_against_stub(
     run_dir: Path, fault_rate: float, spogw_cache: Path, port: int = 0, **extra: str
 ) -> tuple[int, str, dict[str, int], float]:

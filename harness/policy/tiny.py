@@ -271,13 +271,28 @@ def quality_report(model: Any, tokenizer: Any, recipe: TinyRecipe, items: list[A
 def build(
     recipe: TinyRecipe | None = None, directory: Path | None = None, progress: bool = True, force: bool = False
 ) -> Path:
-    """The directory of the built tiny generator (model + tokenizer + build.json), building it once."""
-    import torch
+    """The directory of the built tiny generator (model + tokenizer + build.json), building it once.
+
+    Processes that share a cache (a cluster's workers, parallel test workers) build a recipe once:
+    the first holds a file lock beside the target while it builds; the others wait for it and then
+    load its result instead of spending minutes on the same build.
+    """
+    from filelock import FileLock
 
     recipe = recipe or TinyRecipe()
     target = directory or tiny_dir(recipe)
     if (target / "build.json").is_file() and not force:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(f"{target.name}.lock"))):
+        if (target / "build.json").is_file() and not force:
+            return target  # built by another process while this one waited
+        return _build_locked(recipe, target, progress, force)
+
+
+def _build_locked(recipe: TinyRecipe, target: Path, progress: bool, force: bool) -> Path:
+    import torch
+
     start = time.perf_counter()
     torch.manual_seed(recipe.seed)
     items = _training_items(recipe)

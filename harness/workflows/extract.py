@@ -93,12 +93,19 @@ def _parses(source: str) -> bool:
 
 
 def _is_lone_word(statement: ast.stmt) -> bool:
-    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Name)
+    """A bare name or dotted name ('Output', 'A.A', 'e.g'): prose that parses, and does nothing
+    when run but raise NameError."""
+    if not isinstance(statement, ast.Expr):
+        return False
+    value = statement.value
+    while isinstance(value, ast.Attribute):
+        value = value.value
+    return isinstance(value, ast.Name)
 
 
 def _drop_lone_words(source: str) -> str:
-    """Remove leading and trailing top-level statements that are a lone name: a prose word such
-    as 'Output' or 'A' that happens to parse, and would raise NameError when run."""
+    """Remove leading and trailing top-level statements that are a lone (dotted) name: a prose word
+    such as 'Output', 'A' or 'A.A' that happens to parse, and would raise NameError when run."""
     body = ast.parse(source).body
     lines = source.split("\n")
     first, last = 0, len(body)

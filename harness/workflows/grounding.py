@@ -29,6 +29,7 @@ from harness.workflows.answers import extract
 Grounding = Literal["contained", "verbatim"]
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9']+")
+_ANY_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 COPIED_WORDS = 6
 """Consecutive question words in a workflow string that count as copying the question."""
 
@@ -78,6 +79,26 @@ def question_specific(source: str, question: str) -> str | None:
     return None
 
 
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text.strip().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _all_numbers(text: str) -> list[float]:
+    found = []
+    for raw in _ANY_NUMBER.findall(text):
+        value = _as_number(raw)
+        if value is not None:
+            found.append(value)
+    return found
+
+
+def _same_number(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
 def _normal(text: str) -> str:
     return " ".join(text.replace("\r\n", "\n").split()).lower()
 
@@ -100,5 +121,8 @@ def ungrounded_reason(
         return None  # an empty answer scores 0 anyway
     if any(needle in _normal(output) for output in outputs):
         return None
+    number = _as_number(wanted) if mode == "contained" else None
+    if number is not None and any(_same_number(number, found) for o in outputs for found in _all_numbers(o)):
+        return None  # the same number written another way ('2,000' for 2000, '1.50' for 1.5)
     shown = wanted.strip()[:60]
     return f"the answer {shown!r} is in no executor reply or program output (answer_grounding: {mode})"

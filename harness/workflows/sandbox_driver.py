@@ -30,14 +30,22 @@ def main() -> None:
     with open(program_path, encoding="utf-8") as handle:
         source = handle.read()
     module = types.ModuleType("__sandbox__")
-    module.__file__ = program_path
+    module.__file__ = os.path.abspath(program_path)
     sys.modules["__sandbox__"] = module
+    path = os.path.abspath(program_path)
     try:
         # dont_inherit: the program must not get this file's compiler flags (a __future__ import
         # would postpone its annotations, so ``List`` without an import would pass)
-        exec(compile(source, program_path, "exec", dont_inherit=True), module.__dict__)
-    except BaseException:  # SystemExit and KeyboardInterrupt included: the program did not finish
-        traceback.print_exc()
+        exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
+    except SystemExit as stop:  # the program did not finish; report it as the interpreter would
+        code = stop.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+        _flush()
+        os._exit(code if isinstance(code, int) else 1)
+    except BaseException as error:  # KeyboardInterrupt included
+        # the interpreter's traceback of a script: from the program's own frames, not this driver's
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
         _flush()
         os._exit(1)
     descriptor = os.open(marker_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
