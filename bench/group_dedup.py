@@ -19,10 +19,10 @@ import time
 import torch
 
 from harness.config import GeneratorConfig
+from harness.policy.logprobs import completion_logprobs
 from harness.policy.model import load_generator
 from harness.policy.sampling import SamplingParams
 from harness.rollouts import Rollout
-from harness.train import completion_logprobs
 from methods.losses import build_groups, group_advantages, group_coefficients, grpo_loss, grpo_loss_rows
 
 QUESTION = "Tom has 3 boxes with 12 apples each. He gives away 7 apples. How many apples are left?"

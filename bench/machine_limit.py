@@ -16,10 +16,10 @@ import time
 import torch
 
 from harness.config import GeneratorConfig
+from harness.policy.logprobs import completion_logprobs
 from harness.policy.model import load_generator
 from harness.policy.sampling import SamplingParams
 from harness.rollouts import Rollout
-from harness.train import completion_logprobs
 
 
 def matmul_flops(size: int = 2048, repeats: int = 5) -> float:

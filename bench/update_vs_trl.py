@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from harness.config import GeneratorConfig
+from harness.policy.logprobs import completion_logprobs
 from harness.policy.model import load_generator
 from harness.policy.sampling import SamplingParams
 from harness.rollouts import Rollout
-from harness.train import completion_logprobs
 from methods.losses import group_advantages, group_coefficients, grpo_loss
 
 BETA = 0.1

@@ -31,6 +31,7 @@ def run(
     ``harness.run("experiments/quickstart.yaml", iterations=1, executor__profile="weak")``."""
     from harness.config import ExperimentConfig, apply_overrides, load_raw, validate
     from harness.runner import run_experiment
+    from reports.report import finish_report  # the public API is a composition root, like the CLI
 
     pairs = [f"{key.replace('__', '.')}={_yaml_value(value)}" for key, value in overrides.items()]
     if isinstance(experiment, ExperimentConfig):
@@ -46,6 +47,7 @@ def run(
         seeds=seeds,
         force_new=force_new,
         progress=progress,
+        finish=finish_report,
     )
 
 

@@ -1,7 +1,7 @@
 """What the harness ships: every registry entry, declared lazily so that listing them is instant.
 
-Entries whose code has not been written yet are registered with ``implemented=False`` so that
-experiment files can name them and `spogw list` says what is missing, but nothing pretends to run.
+Methods are found in methods/*.py (each file that defines ``METHOD``); the other parts are listed
+here with lazy ``module:attr`` paths.
 """
 
 from __future__ import annotations
@@ -16,14 +16,35 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 STATIC_WORKFLOW_DIR = EXPERIMENTS_DIR / "workflows"
 
-_METHODS = {
-    "spogw": "SPOGW: offline ioGRPO on C(m,n) groups, variance filter, sharpening, masked KL",
-    "grpo_online": "GRPO (DeepSeekMath), one group of n per question, online schedule",
-    "grpo_offline": "ioGRPO on one group of m per question, without SPOGW's curation",
-    "grpo_kl": "GRPO with standard k3 KL on every sequence (isolates mKL)",
-    "dpo": "sigmoid DPO on best-vs-worst pairs per question",
-    "score_dpo": "ScoreFlow's Score-DPO on score-weighted pairs",
-}
+METHODS_DIR = REPO_ROOT / "methods"
+
+
+def discover_methods(directory: Path = METHODS_DIR) -> dict[str, tuple[str, str]]:
+    """name -> (config class name, one-line summary) for every ``directory/<name>.py`` that defines
+    ``METHOD = Method(<ConfigClass>, "<summary>")`` at top level. Read from the source (ast), so
+    listing methods imports none of them; a new method is a new file, with nothing to register."""
+    import ast
+
+    found: dict[str, tuple[str, str]] = {}
+    for path in sorted(directory.glob("*.py")):
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            if not (
+                isinstance(node, ast.Assign)
+                and [getattr(t, "id", None) for t in node.targets] == ["METHOD"]
+                and isinstance(node.value, ast.Call)
+            ):
+                continue
+            arguments = node.value.args
+            if (
+                len(arguments) != 2
+                or not isinstance(arguments[0], ast.Name)
+                or not isinstance(arguments[1], ast.Constant)
+                or not isinstance(arguments[1].value, str)
+            ):
+                raise ValueError(f'{path}:{node.lineno}: write METHOD = Method(ConfigClass, "one-line summary")')
+            found[path.stem] = (arguments[0].id, arguments[1].value)
+    return found
+
 
 _STATIC = {
     "io": "one Custom call on the question",
@@ -38,15 +59,8 @@ _STATIC = {
 @cache
 def registries() -> dict[str, Registry[Any]]:
     """The populated registries (filled once, on first use)."""
-    for name, description in _METHODS.items():
-        # Training code exists (harness/train.py); `spogw run` arrives with the runner.
-        METHODS.register(name, f"methods.{name}:CONFIG", description=description, config=f"methods.{name}:CONFIG")
-    METHODS.register(
-        "static",
-        "methods.static:StaticConfig",
-        description="evaluation only: a fixed workflow (IO, CoT, CoT-SC, ScoreFlow-style, or a file)",
-        config="methods.static:StaticConfig",
-    )
+    for name, (config_class, summary) in discover_methods().items():
+        METHODS.register(name, f"methods.{name}:METHOD", description=summary, config=f"methods.{name}:{config_class}")
 
     BENCHMARKS.register(
         "humaneval",

@@ -1,5 +1,9 @@
 """The `spogw` command. Heavy imports happen inside the commands, so `spogw --help` is instant.
 
+Longer than 400 lines because it is the composition root: one short function per subcommand and
+the parser, each calling into the layers below (it is the one harness module besides harness.run
+that may call the reports).
+
 Exit codes: 0 success, 1 a failure while working, 2 bad input (file, field, value named), 3 the
 executor is down (its circuit breaker opened; re-running the same command resumes).
 """
@@ -37,8 +41,7 @@ def _list(args: argparse.Namespace) -> int:
     registry = registries()[args.what]
     width = max((len(entry.name) for entry in registry), default=0)
     for entry in registry:
-        status = "" if entry.implemented else "  [not implemented yet]"
-        print(f"{entry.name:<{width}}  {entry.description}{status}")
+        print(f"{entry.name:<{width}}  {entry.description}")
     return 0
 
 
@@ -129,8 +132,9 @@ def _eval(args: argparse.Namespace) -> int:
     from harness.benchmarks import load_benchmark
     from harness.catalog import registries
     from harness.config import ExecutorConfig
-    from harness.evaluate import evaluate_workflow, item_scores, status_counts, write_parquet
+    from harness.evaluate import evaluate_workflow, status_counts, write_parquet
     from harness.executors import executor_from_config, parse_executor_spec
+    from harness.scores import item_scores
     from harness.workflows.engine import WorkflowEngine, validate_cached
     from harness.workflows.isolation import isolation_level
     from harness.workflows.validate import WorkflowInvalid
@@ -208,7 +212,7 @@ def _eval(args: argparse.Namespace) -> int:
             await engine.close()
 
     runs = asyncio.run(run())
-    per_item = item_scores(runs)
+    per_item = item_scores(runs)  # (benchmark, item) -> the item score (harness/scores.py)
     counts = status_counts(runs)
     metadata = {"workflow": name, "executor": executor.describe(), "simulated": simulated, "split": args.split}
     write_parquet(runs, out, metadata)
@@ -242,14 +246,9 @@ def _seeds(text: str | None) -> list[int] | None:
 
 def _run(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
-    from harness.runner import (
-        default_run_dir,
-        load_splits,
-        plan_experiment,
-        run_experiment,
-        select_methods,
-        select_seeds,
-    )
+    from harness.plan import load_splits, plan_experiment, select_methods, select_seeds
+    from harness.run_folder import default_run_dir
+    from harness.runner import run_experiment
 
     config = load_experiment(args.experiment, args.set)
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
@@ -263,10 +262,14 @@ def _run(args: argparse.Namespace) -> int:
         print(plan.describe())
         return 0
     from harness.executors.base import ExecutorUnavailable
+    from reports.report import finish_report
 
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config.name)
     try:
-        run_experiment(config, run_dir, methods=methods, seeds=seeds, force_new=args.force_new, progress=not args.quiet)
+        run_experiment(
+            config, run_dir, methods=methods, seeds=seeds, force_new=args.force_new, progress=not args.quiet,
+            finish=finish_report,
+        )  # fmt: skip
     except ExecutorUnavailable as err:
         raise ExecutorUnavailable(
             f"{err}\nEverything finished before it is kept in {run_dir}; run the same command again to resume "
@@ -278,28 +281,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from harness.runner import default_run_dir
+    from harness.run_folder import default_run_dir
     from harness.sweeps.config import load_sweep
     from harness.sweeps.study import rerun_best, run_sweep
+    from reports.report import finish_report
     from reports.sweep import write_sweep_report
 
     sweep = load_sweep(args.sweep, args.set)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(sweep.config.name)
     try:
-        study = run_sweep(sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker)
+        study = run_sweep(
+            sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker, finish=finish_report
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.worker:
         print(f"worker done: study {sweep.config.name} has its trials; the starting process writes the report")
         return 0
-    best_dir = None if args.no_rerun else rerun_best(sweep, study, run_dir, args.mlflow_uri)
+    best_dir = None if args.no_rerun else rerun_best(sweep, study, run_dir, args.mlflow_uri, finish=finish_report)
     report = write_sweep_report(run_dir, sweep, study, best_dir)
     print(f"sweep folder  {run_dir}\nreport        {report.markdown}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from harness.runner import export
+    from harness.run_folder import export
 
     for path in export(Path(args.run_dir), Path(args.out) if args.out else None):
         print(path)
@@ -308,7 +314,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
-    from harness.runner import RESOLVED
+    from harness.run_folder import RESOLVED
     from harness.tracking import Tracker
     from reports.report import log_report, write_report
 

@@ -1,5 +1,9 @@
 """The schema of an experiment file and its loading.
 
+Longer than 400 lines because the whole schema is kept in one place: one model per section with
+every field documented under it (docs/experiments.md is generated from these docstrings), beside
+the loader whose errors name file, field and value.
+
 An experiment file is YAML with a ``version`` field and at most one level of ``include:`` (a path
 relative to the including file; the including file's keys win, mappings merge deeply). Command-line
 overrides ``--set a.b=value`` apply after the include, values parsed as YAML. Every model forbids
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -406,6 +411,64 @@ class ExperimentConfig(StrictModel):
             name: _validated(ExecutorConfig, self.executor, fields, name)
             for name, fields in self.evaluation.transfer.items()
         }
+
+    def simulation(self) -> Simulation:
+        """Which of this experiment's results the simulated executor produces."""
+        return Simulation(
+            {spec.display_label: self.executor_for(spec).name == "sim" for spec in self.methods},
+            {name: executor.name == "sim" for name, executor in self.transfer_executors().items()},
+        )
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Which results of an experiment come from the simulated executor: decided once, here, from
+    the resolved experiment (the base executor, every method's executor changes, the transfer
+    executors), and read by the MLflow tags, the report's banner, its tables and its figures."""
+
+    methods: dict[str, bool]
+    """Method label -> whether the executor it trains and is evaluated with is the simulator."""
+    transfers: dict[str, bool]
+    """evaluation.transfer name -> whether that executor is the simulator."""
+
+    @property
+    def simulated(self) -> list[str]:
+        """What is simulated: method labels, then 'transfer <name>' entries."""
+        return [label for label, sim in self.methods.items() if sim] + [
+            f"transfer {name}" for name, sim in self.transfers.items() if sim
+        ]
+
+    @property
+    def kind(self) -> Literal["all", "none", "mixed"]:
+        flags = [*self.methods.values(), *self.transfers.values()]
+        return "all" if all(flags) else "none" if not any(flags) else "mixed"
+
+    @property
+    def any(self) -> bool:
+        return self.kind != "none"
+
+    @property
+    def tag(self) -> str:
+        """The MLflow tag value: true, false or mixed."""
+        return {"all": "true", "none": "false", "mixed": "mixed"}[self.kind]
+
+    def statement(self) -> str:
+        """What a reader must be told ('' when nothing is simulated)."""
+        if self.kind == "all":
+            return "SIMULATED executor: these are simulator numbers, not LLM results."
+        if self.kind == "mixed":
+            return (
+                f"Partly SIMULATED: the results of {', '.join(self.simulated)} come from the simulated executor "
+                "(simulator numbers, not LLM results); the others from an LLM."
+            )
+        return ""
+
+
+def method_config(spec: MethodSpec) -> Any:
+    """The method's config (its class from methods/<name>.py) with the experiment's overrides applied."""
+    from harness.catalog import registries
+
+    return _resolve(registries()["methods"].entry(spec.name).metadata["config"]).model_validate(spec.overrides)
 
 
 def executor_identity(executor: ExecutorConfig) -> str:

@@ -1,4 +1,5 @@
-"""Evaluation of one workflow on a benchmark: every (item, repeat) run, scored, as tidy rows."""
+"""Evaluation of one workflow on a benchmark: every (item, repeat) run, scored, as `EvalRow`s (the
+one record of an evaluation, from the engine to the store, the parquet files and the reports)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from harness.atomic import atomic_path
 from harness.benchmarks.base import Benchmark, Item
+from harness.store import EvalRow
 from harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
 from harness.workflows.sandbox import Sandbox
 
@@ -26,21 +28,15 @@ async def score_outcome(benchmark: Benchmark, item: Item, outcome: RunOutcome, s
 
 
 @dataclass(frozen=True)
-class ItemRun:
-    """One execution of a workflow on an item, scored (None for infra_error: not the workflow's fault)."""
+class EvalKey:
+    """Whose evaluation the rows are: the fixed part of every row's key (empty for a standalone
+    `spogw eval`)."""
 
-    benchmark: str
-    item_id: str
-    repeat: int
-    status: str
-    reason: str
-    score: float | None
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    wall_s: float
-    answer: str | None
+    experiment: str = ""
+    method: str = ""
+    seed: int = 0
+    iteration: int = 0
+    transfer: str = ""
 
 
 async def evaluate_workflow(
@@ -49,33 +45,46 @@ async def evaluate_workflow(
     items: Sequence[Item],
     engine: WorkflowEngine,
     repeats: int,
+    *,
+    key: EvalKey = EvalKey(),
     progress: bool = True,
     description: str = "eval",
-) -> list[ItemRun]:
-    """Run ``source`` on every item ``repeats`` times (concurrently, up to the engine's pool size).
-    ``source`` is one workflow for all items, or a mapping item id -> that item's workflow (what a
-    generator wrote for it)."""
+) -> list[EvalRow]:
+    """Run ``source`` on every item ``repeats`` times (concurrently, up to the engine's pool size),
+    one scored `EvalRow` per run (score None for infra_error). ``source`` is one workflow for all
+    items, or a mapping item id -> that item's workflow (what a generator wrote for it)."""
     from tqdm.auto import tqdm
 
+    from harness.workflows.structure import structure_or_empty
+
+    code = {item.id: source if isinstance(source, str) else source[item.id] for item in items}
+    structures = {text: structure_or_empty(text) for text in set(code.values())}
     jobs = [(item, repeat) for item in items for repeat in range(repeats)]
     bar = tqdm(total=len(jobs), desc=description, unit="run", disable=None if progress else True, leave=False)
 
-    async def one(item: Item, repeat: int) -> ItemRun:
-        outcome = await engine.run(source if isinstance(source, str) else source[item.id], item, repeat)
+    async def one(item: Item, repeat: int) -> EvalRow:
+        outcome = await engine.run(code[item.id], item, repeat)
         score = await score_outcome(benchmark, item, outcome, engine.sandbox)
         bar.update(1)
-        return ItemRun(
+        return EvalRow(
+            experiment=key.experiment,
+            method=key.method,
+            seed=key.seed,
+            iteration=key.iteration,
             benchmark=benchmark.name,
             item_id=item.id,
             repeat=repeat,
+            workflow_code=code[item.id],
+            structure=structures[code[item.id]],
             status=outcome.status.value,
             reason=outcome.reason,
             score=score,
             calls=outcome.calls,
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
-            cost_usd=outcome.cost_usd,
             wall_s=outcome.wall_s,
+            transfer=key.transfer,
+            cost_usd=outcome.cost_usd,
             answer=outcome.answer,
         )
 
@@ -85,21 +94,12 @@ async def evaluate_workflow(
         bar.close()
 
 
-def item_scores(runs: Sequence[ItemRun]) -> dict[str, float]:
-    """Per-item score: the mean over its scorable repeats (items with none are left out)."""
-    by_item: dict[str, list[float]] = {}
-    for run in runs:
-        if run.score is not None:
-            by_item.setdefault(run.item_id, []).append(run.score)
-    return {item: sum(scores) / len(scores) for item, scores in by_item.items()}
-
-
-def status_counts(runs: Sequence[ItemRun]) -> dict[str, int]:
+def status_counts(runs: Sequence[EvalRow]) -> dict[str, int]:
     counts = Counter(run.status for run in runs)
     return {status.value: counts.get(status.value, 0) for status in RunStatus}
 
 
-def write_parquet(rows: Sequence[ItemRun], path: Path, metadata: dict[str, Any]) -> Path:
+def write_parquet(rows: Sequence[EvalRow], path: Path, metadata: dict[str, Any]) -> Path:
     """Write rows atomically (temporary file, fsync, rename): a crash never leaves a torn file."""
     import pandas as pd
     import pyarrow as pa

@@ -37,7 +37,7 @@ def phase_of(site: str) -> str:
     """Which part of a run a site belongs to (the kill test's coverage is counted per phase)."""
     if site == "store.rollouts":
         return "collection"
-    if site.startswith(("train.", "checkpoint.")) or site == "store.iterations":
+    if site.startswith(("train.", "checkpoint.")) or site in ("store.iterations", "store.steps", "store.groups"):
         return "training"
     if site in ("store.eval_items", "run.method_done"):
         return "evaluation"

@@ -31,7 +31,6 @@ class Entry(Generic[T]):
     name: str
     target: T | str
     description: str = ""
-    implemented: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> T:
@@ -56,7 +55,6 @@ class Registry(Generic[T]):
         target: T | str | None = None,
         *,
         description: str = "",
-        implemented: bool = True,
         **metadata: Any,
     ) -> Any:
         """Register ``target`` under ``name``; without a target, return a decorator.
@@ -68,11 +66,11 @@ class Registry(Generic[T]):
         if target is None:
 
             def decorator(obj: T) -> T:
-                self._add(Entry(name, obj, description or _first_doc_line(obj), implemented, metadata))
+                self._add(Entry(name, obj, description or _first_doc_line(obj), metadata))
                 return obj
 
             return decorator
-        self._add(Entry(name, target, description, implemented, metadata))
+        self._add(Entry(name, target, description, metadata))
         return target
 
     def _add(self, entry: Entry[T]) -> None:

@@ -95,6 +95,10 @@ def model_table(model: type[BaseModel], prefix: str = "") -> tuple[list[str], li
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
         kind = f"{type_name(field.annotation)}{_constraints(field)}"
+        if callable(field.json_schema_extra):  # a registered name (methods/config.py `registered`)
+            listed: dict[str, Any] = {}
+            field.json_schema_extra(listed)  # type: ignore[call-arg]
+            kind = " \\| ".join(repr(name) for name in listed.get("enum", [])) + " (registered)"
         rows.append(f"| `{dotted}` | {kind} | {_default(field)} | {_describe(model, name)} |")
         for sub in _nested_models(field.annotation):
             is_list = typing.get_origin(field.annotation) is list

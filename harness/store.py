@@ -1,5 +1,10 @@
-"""The run folder's database: ``<run_dir>/rollouts.sqlite`` with tables ``rollouts``, ``eval_items``
-and ``iterations`` (one summary per method x seed x iteration: training score and time spent).
+"""The run folder's database: ``<run_dir>/rollouts.sqlite`` with tables ``rollouts``, ``eval_items``,
+``iterations`` (one summary per method x seed x iteration: training score and time spent),
+``steps`` (the metrics of every optimizer step) and ``groups`` (the groups each GRPO-family update
+trained on, before and after curation: what the report's curation section reads).
+
+Longer than 400 lines because the run folder's whole schema is kept in one file: every table's
+record, key and column types beside the one class that writes them and the read-only readers.
 
 SQLite in WAL mode, one transaction per write batch, ``INSERT OR IGNORE`` on the unique keys: a
 process killed at any moment leaves every batch either fully written or absent, and writing the same
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,7 @@ from typing import Any
 from harness import failpoints
 from harness.rollouts import Rollout, RolloutKey
 
-TABLES = ("rollouts", "eval_items", "iterations")
+TABLES = ("rollouts", "eval_items", "iterations", "steps", "groups")
 ROLLOUT_KEY = ("experiment", "method", "seed", "iteration", "query_id", "sample_idx")
 _ROLLOUT_JSON = ("prompt_ids", "completion_ids", "old_logp", "score_repeats")
 _ROLLOUT_TYPES = {
@@ -56,6 +62,10 @@ class EvalRow:
     wall_s: float
     transfer: str = ""
     """'' when run by the method's own executor; else the name of the evaluation.transfer executor."""
+    cost_usd: float | None = 0.0
+    """What the executor calls cost (priced APIs; 0 otherwise; None in stores that predate the column)."""
+    answer: str | None = None
+    """The workflow's final answer (None when it gave none)."""
 
 
 EVAL_KEY = ("method", "seed", "iteration", "benchmark", "item_id", "repeat", "transfer")
@@ -90,6 +100,7 @@ _ITERATION_TYPES = {
     "steps": "INTEGER",
 }
 _EVAL_TYPES = {
+    "cost_usd": "REAL",
     "seed": "INTEGER",
     "iteration": "INTEGER",
     "repeat": "INTEGER",
@@ -101,9 +112,52 @@ _EVAL_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class StepRow:
+    """One optimizer step of a trained method (methods/steps.py's metrics)."""
+
+    method: str
+    seed: int
+    iteration: int
+    step: int
+    """Optimizer steps before this one in the (method, seed) run: the x axis of training curves."""
+    metrics: str
+    """JSON object of the step's metrics (loss, policy_term, kl_term, clip_fraction, ...)."""
+    tokens_per_s: float
+    """Throughput of the step (elapsed time: the one field a resumed run may change)."""
+
+
+STEP_KEY = ("method", "seed", "step")
+_STEP_TYPES = {"seed": "INTEGER", "iteration": "INTEGER", "step": "INTEGER", "tokens_per_s": "REAL"}
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One group the trainer built for a question: every group drawn from the m samples (stage
+    'built'), and each group left after the variance filter and sharpening (stage 'kept')."""
+
+    method: str
+    seed: int
+    iteration: int
+    query_id: str
+    stage: str
+    """'built' or 'kept'."""
+    group_index: int
+    """Position of the group in the stage's order."""
+    members: str
+    """JSON list of the members' sample indices ('kept'); '' for 'built' rows (their std suffices)."""
+    std: float
+    """Population std of the members' scores."""
+
+
+GROUP_KEY = ("method", "seed", "iteration", "query_id", "stage", "group_index")
+_GROUP_TYPES = {"seed": "INTEGER", "iteration": "INTEGER", "group_index": "INTEGER", "std": "REAL"}
+
+
 def _create_table(name: str, columns: Sequence[str], types: dict[str, str], key: Sequence[str]) -> str:
     body = ", ".join(f'"{c}" {types.get(c, "TEXT")}' for c in columns)
-    return f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))"
+    keys = ", ".join(f'"{k}"' for k in key)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({keys}))"
 
 
 class StoreCorrupted(ValueError):
@@ -145,7 +199,12 @@ class SQLiteStore:
         self._db.execute(_create_table("rollouts", self._rollout_columns, _ROLLOUT_TYPES, ROLLOUT_KEY))
         self._migrate_eval_items()
         self._db.execute(_create_table("eval_items", self._eval_columns, _EVAL_TYPES, EVAL_KEY))
+        self._add_missing_columns("eval_items", self._eval_columns, _EVAL_TYPES)
         self._db.execute(_create_table("iterations", self._iteration_columns, _ITERATION_TYPES, ITERATION_KEY))
+        self._step_columns = [f.name for f in fields(StepRow)]
+        self._group_columns = [f.name for f in fields(GroupRow)]
+        self._db.execute(_create_table("steps", self._step_columns, _STEP_TYPES, STEP_KEY))
+        self._db.execute(_create_table("groups", self._group_columns, _GROUP_TYPES, GROUP_KEY))
 
     def _migrate_eval_items(self) -> None:
         """Run folders written before eval_items had its ``transfer`` column (part of the key) get it,
@@ -166,6 +225,14 @@ class SQLiteStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _add_missing_columns(self, table: str, columns: Sequence[str], types: dict[str, str]) -> None:
+        """Columns added to a record after a store was written (non-key, nullable) are added to the
+        table; its rows read NULL there."""
+        present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in present:
+                self._db.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {types.get(column, "TEXT")}')
 
     def close(self) -> None:
         self._db.close()
@@ -285,8 +352,17 @@ class SQLiteStore:
 
     # -- iteration summaries -------------------------------------------------------------------
 
-    def put_iteration(self, row: IterationRow) -> None:
+    def put_iteration(self, row: IterationRow, steps: Sequence[StepRow] = (), groups: Sequence[GroupRow] = ()) -> None:
+        """An iteration's summary with its optimizer steps and trained groups, in one transaction
+        each (written before the iteration's checkpoint: a resume rewrites the same rows)."""
+        self._insert("steps", self._step_columns, [_values(r, self._step_columns) for r in steps])
+        self._insert("groups", self._group_columns, [_values(r, self._group_columns) for r in groups])
         self._insert("iterations", self._iteration_columns, [_values(row, self._iteration_columns)])
+
+    def steps_before(self, method: str, seed: int, iteration: int) -> int:
+        """How many optimizer steps the (method, seed) run logged before ``iteration``."""
+        query = "SELECT COUNT(*) FROM steps WHERE method = ? AND seed = ? AND iteration < ?"
+        return int(self._db.execute(query, (method, seed, iteration)).fetchone()[0])
 
     # -- export --------------------------------------------------------------------------------
 
@@ -297,6 +373,35 @@ class SQLiteStore:
         if name not in TABLES:
             raise ValueError(f"no table {name!r}; tables: {', '.join(TABLES)}")
         return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
+
+
+@contextmanager
+def connect_read_only(run_dir: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a run folder's store (the run may still be writing to it), closed
+    on exit. Raises FileNotFoundError when ``run_dir`` has no store, StoreCorrupted when SQLite
+    cannot read it."""
+    path = Path(run_dir) / "rollouts.sqlite"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: {path} does not exist")
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        check_database(db, path)
+        yield db
+
+
+def read_table(run_dir: str | Path, name: str) -> Any:
+    """One table of a run folder's store as a DataFrame, read-only; a table the folder predates
+    reads as empty, and eval_items from before its ``transfer`` column reads it as ''."""
+    import pandas as pd
+
+    if name not in TABLES:
+        raise ValueError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+    with connect_read_only(run_dir) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone():
+            return pd.DataFrame()
+        frame = pd.read_sql_query(f"SELECT * FROM {name}", db)
+    if name == "eval_items" and "transfer" not in frame.columns:
+        frame["transfer"] = ""
+    return frame
 
 
 def _values(row: Any, columns: Sequence[str], json_columns: Sequence[str] = ()) -> list[Any]:

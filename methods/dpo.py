@@ -1,11 +1,12 @@
 """Sigmoid DPO on the best-vs-worst pair of each question's samples.
 
-The config below is the whole method: the training loop (harness/train.py) reads it; an
+The config below is the whole method: its defaults name the functions it uses (registries in
+methods/losses.py and methods/units.py), which the update steps (methods/steps.py) call; an
 ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import PairConfig, PairLoss, PairSelection
+from methods.config import Method, PairConfig, PairLoss, PairSelection
 
 
 class DPOConfig(PairConfig):
@@ -13,5 +14,4 @@ class DPOConfig(PairConfig):
     loss: PairLoss = "dpo"
 
 
-FAMILY = "pairs"
-CONFIG = DPOConfig
+METHOD = Method(DPOConfig, "sigmoid DPO on best-vs-worst pairs per question")

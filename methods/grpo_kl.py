@@ -4,7 +4,7 @@ It is SPOGW with one switch changed (kl), written as such, so the two can never 
 
 from __future__ import annotations
 
-from methods.config import KLMode
+from methods.config import KLMode, Method
 from methods.spogw import SPOGWConfig
 
 
@@ -12,5 +12,4 @@ class GRPOKLConfig(SPOGWConfig):
     kl: KLMode = "standard"
 
 
-FAMILY = "grpo"
-CONFIG = GRPOKLConfig
+METHOD = Method(GRPOKLConfig, "GRPO with standard k3 KL on every sequence (isolates mKL)")

@@ -1,12 +1,13 @@
 """ioGRPO without SPOGW's curation: one group of all m samples per question, no filter, no sharpening,
 standard KL, offline schedule.
 
-The config below is the whole method: the training loop (harness/train.py) reads it; an
+The config below is the whole method: its defaults name the functions it uses (registries in
+methods/losses.py and methods/units.py), which the update steps (methods/steps.py) call; an
 ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import GRPOConfig, KLMode, NonNegative, NumSamples, Schedule, SharpenT
+from methods.config import GRPOConfig, KLMode, Method, NonNegative, NumSamples, Schedule, SharpenT
 
 
 class GRPOOfflineConfig(GRPOConfig):
@@ -19,5 +20,4 @@ class GRPOOfflineConfig(GRPOConfig):
     schedule: Schedule = "offline"
 
 
-FAMILY = "grpo"
-CONFIG = GRPOOfflineConfig
+METHOD = Method(GRPOOfflineConfig, "ioGRPO on one group of m per question, without SPOGW's curation")

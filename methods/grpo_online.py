@@ -1,12 +1,13 @@
 """GRPO as in DeepSeekMath: one group of n fresh samples per question, one update per collected batch,
 standard k3 KL.
 
-The config below is the whole method: the training loop (harness/train.py) reads it; an
+The config below is the whole method: its defaults name the functions it uses (registries in
+methods/losses.py and methods/units.py), which the update steps (methods/steps.py) call; an
 ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import GRPOConfig, KLMode, NonNegative, NumSamples, Schedule, SharpenT
+from methods.config import GRPOConfig, KLMode, Method, NonNegative, NumSamples, Schedule, SharpenT
 
 
 class GRPOOnlineConfig(GRPOConfig):
@@ -19,5 +20,4 @@ class GRPOOnlineConfig(GRPOConfig):
     schedule: Schedule = "online"
 
 
-FAMILY = "grpo"
-CONFIG = GRPOOnlineConfig
+METHOD = Method(GRPOOnlineConfig, "GRPO (DeepSeekMath), one group of n per question, online schedule")

@@ -18,14 +18,53 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
+
+from harness.registry import Registry
 
 Scale = Literal["group", "none"]
 KLMode = Literal["none", "standard", "masked"]
 Aggregation = Literal["seq_mean", "token_mean"]
+
+# ----------------------------------------------------------------------------------------------
+# Registries: every name a method config may choose (`scale`, `policy_term`, `kl`, `loss`) is bound
+# here to one pure function, and the config validates its value against these names. Adding a
+# loss is one registered function below and one method file that chooses it (docs/contributing.md).
+
+AdvantageEstimator = Callable[[torch.Tensor], torch.Tensor]
+"""(G, n) member scores -> (G, n) advantages."""
+PolicyTerm = Callable[[torch.Tensor, float, float], tuple[torch.Tensor, torch.Tensor]]
+"""(B, T) ratio, eps_low, eps_high -> ((B, T) factor used where A > 0, (B, T) factor used where A < 0).
+The per-token policy loss of a row with advantage A is -A * factor; keeping the halves apart is what
+lets the deduplicated loss fold every group of a sequence into two coefficients."""
+KLMask = Callable[[torch.Tensor], torch.Tensor]
+"""(B, 1) or (R,) advantages -> the same shape of KL weights in {0, 1}."""
+
+
+class PairLoss(Protocol):
+    def __call__(
+        self,
+        logp_w: torch.Tensor,
+        ref_w: torch.Tensor,
+        logp_l: torch.Tensor,
+        ref_l: torch.Tensor,
+        s_w: torch.Tensor,
+        s_l: torch.Tensor,
+        beta: float,
+    ) -> torch.Tensor:
+        """(B,) losses from (B,) summed completion log-probs of chosen (w) and rejected (l) sequences
+        under the policy and the reference, their (B,) scores in [0, 1], and beta."""
+        ...
+
+
+ADVANTAGES: Registry[AdvantageEstimator] = Registry("advantage estimator")
+POLICY_TERMS: Registry[PolicyTerm] = Registry("policy term")
+KL_MASKS: Registry[KLMask] = Registry("KL mask")
+PAIR_LOSSES: Registry[PairLoss] = Registry("pair loss")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,6 +95,18 @@ def group_advantages(
     if scale == "group":
         centred = centred / (values.std(dim=-1, unbiased=unbiased, keepdim=True) + eps)
     return centred.to(scores.dtype if scores.is_floating_point() else torch.float32)
+
+
+@ADVANTAGES.register("group")
+def group_normalised_advantages(scores: torch.Tensor) -> torch.Tensor:
+    """(G, n) -> (G, n): (s - mean) / (std + 1e-4) per group (GRPO, arXiv 2402.03300)."""
+    return group_advantages(scores, scale="group")
+
+
+@ADVANTAGES.register("none")
+def mean_centred_advantages(scores: torch.Tensor) -> torch.Tensor:
+    """(G, n) -> (G, n): s - mean per group, no std scaling (Dr. GRPO, arXiv 2503.20783)."""
+    return group_advantages(scores, scale="none")
 
 
 def build_groups(num_samples: int, group_size: int, max_groups: int, seed: int) -> torch.Tensor:
@@ -126,15 +177,43 @@ def clipped_surrogate(
     return -torch.minimum(ratio * advantages, clipped * advantages)
 
 
-def kl_mask(advantages: torch.Tensor, mode: KLMode) -> torch.Tensor:
-    """(B, 1) weight of each sequence's KL term: none -> 0, standard -> 1, masked -> 1[A > 0] (mKL)."""
-    if mode == "none":
-        return torch.zeros_like(advantages)
-    if mode == "standard":
-        return torch.ones_like(advantages)
-    if mode == "masked":
-        return (advantages > 0).to(advantages.dtype)
-    raise ValueError(f"kl mode must be none, standard or masked, got {mode!r}")
+@POLICY_TERMS.register("clip")
+def clipped_term(ratio: torch.Tensor, eps_low: float, eps_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped ratio (arXiv 1707.06347), split by the advantage's sign: min(r, clip(r)) where
+    A > 0 and max(r, clip(r)) where A < 0, so that -A * factor = -min(r A, clip(r) A)."""
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    return torch.minimum(ratio, clipped), torch.maximum(ratio, clipped)
+
+
+@POLICY_TERMS.register("unclipped")
+def unclipped_term(ratio: torch.Tensor, eps_low: float, eps_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain importance-weighted policy gradient: the ratio r on both halves (the clipping
+    ablation; eps_low and eps_high are ignored)."""
+    return ratio, ratio
+
+
+@KL_MASKS.register("none")
+def no_kl(advantages: torch.Tensor) -> torch.Tensor:
+    """No KL penalty anywhere."""
+    return torch.zeros_like(advantages)
+
+
+@KL_MASKS.register("standard")
+def kl_everywhere(advantages: torch.Tensor) -> torch.Tensor:
+    """The KL penalty on every sequence (GRPO, arXiv 2402.03300)."""
+    return torch.ones_like(advantages)
+
+
+@KL_MASKS.register("masked")
+def kl_where_advantage_positive(advantages: torch.Tensor) -> torch.Tensor:
+    """The KL penalty only where A > 0 (SPOGW's mKL, arXiv 2510.04089)."""
+    return (advantages > 0).to(advantages.dtype)
+
+
+def kl_mask(advantages: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, 1) weight of each sequence's KL term by the registered mask ``mode`` (KL_MASKS): none -> 0,
+    standard -> 1, masked -> 1[A > 0] (mKL). Raises RegistryError for an unregistered mode."""
+    return KL_MASKS.get(mode)(advantages)
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: Aggregation) -> torch.Tensor:
@@ -155,14 +234,16 @@ def grpo_loss_rows(
     mask: torch.Tensor,
     advantages: torch.Tensor,
     beta: float,
-    kl: KLMode,
+    kl: str,
     aggregation: Aggregation = "seq_mean",
     eps_low: float = 0.2,
     eps_high: float = 0.2,
+    policy_term: PolicyTerm = clipped_term,
 ) -> torch.Tensor:
     """The GRPO loss over explicit rows (one row per group member): the textbook form that TRL
     computes, used as the reference for `grpo_loss` and for small online groups."""
-    per_token = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
+    upper, lower = policy_term(torch.exp(logp - old_logp), eps_low, eps_high)
+    per_token = -torch.where(advantages > 0, advantages * upper, advantages * lower)
     if beta != 0.0 and kl != "none":
         per_token = per_token + beta * k3_kl(logp, ref_logp) * kl_mask(advantages, kl)
     return aggregate(per_token, mask, aggregation)
@@ -193,7 +274,7 @@ def group_coefficients(
     groups: torch.Tensor,
     advantages: torch.Tensor,
     lengths: torch.Tensor,
-    kl: KLMode,
+    kl: str,
     aggregation: Aggregation,
     num_sequences: int,
 ) -> SequenceCoefficients:
@@ -231,16 +312,16 @@ def grpo_loss(
     beta: float,
     eps_low: float = 0.2,
     eps_high: float = 0.2,
+    policy_term: PolicyTerm = clipped_term,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Deduplicated GRPO loss over S unique sequences (S, T), each forwarded once.
 
-    Equal (value and gradient) to `grpo_loss_rows` over the materialised rows. Returns the
-    scalar loss and detached metrics (policy term, KL term, clip fraction)."""
+    Equal (value and gradient) to `grpo_loss_rows` over the materialised rows with the same
+    ``policy_term``. Returns the scalar loss and detached metrics (policy term, KL term, clip
+    fraction: the share of active tokens whose ratio is outside [1 - eps_low, 1 + eps_high])."""
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - old_logp)
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    upper = torch.minimum(ratio, clipped)  # used where A > 0
-    lower = torch.maximum(ratio, clipped)  # used where A < 0
+    upper, lower = policy_term(ratio, eps_low, eps_high)  # the factors where A > 0 and where A < 0
     policy = -(coefficients.positive[:, None] * upper + coefficients.negative[:, None] * lower)
     policy_term = (policy * mask).sum()
     kl_term = torch.zeros((), dtype=logp.dtype)
@@ -268,6 +349,21 @@ def dpo_loss(
     return -torch.nn.functional.logsigmoid(beta * ((logp_w - ref_w) - (logp_l - ref_l)))
 
 
+@PAIR_LOSSES.register("dpo")
+def sigmoid_dpo(
+    logp_w: torch.Tensor,
+    ref_w: torch.Tensor,
+    logp_l: torch.Tensor,
+    ref_l: torch.Tensor,
+    s_w: torch.Tensor,
+    s_l: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """(B,) DPO (arXiv 2305.18290); the scores are not used."""
+    return dpo_loss(logp_w, ref_w, logp_l, ref_l, beta)
+
+
+@PAIR_LOSSES.register("score_dpo")
 def score_dpo_loss(
     logp_w: torch.Tensor,
     ref_w: torch.Tensor,
@@ -277,5 +373,26 @@ def score_dpo_loss(
     s_l: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """(B,) ScoreFlow's Score-DPO: -log sigmoid(beta [s_w (logp_w - ref_w) - (1 - s_l)(logp_l - ref_l)])."""
+    """(B,) ScoreFlow's Score-DPO (arXiv 2502.04306):
+    -log sigmoid(beta [s_w (logp_w - ref_w) - (1 - s_l)(logp_l - ref_l)])."""
     return -torch.nn.functional.logsigmoid(beta * (s_w * (logp_w - ref_w) - (1.0 - s_l) * (logp_l - ref_l)))
+
+
+@PAIR_LOSSES.register("ipo", beta_positive=True)
+def ipo_loss(
+    logp_w: torch.Tensor,
+    ref_w: torch.Tensor,
+    logp_l: torch.Tensor,
+    ref_l: torch.Tensor,
+    s_w: torch.Tensor,
+    s_l: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """(B,) IPO (Azar et al., arXiv 2310.12036, eq. 17): (h - 1 / (2 beta))^2 with the log-ratio
+    difference h = (logp_w - ref_w) - (logp_l - ref_l) of summed completion log-probs, as
+    published; beta is the paper's tau. The scores are not used. TRL 1.16 divides each sequence's
+    log-ratio by its token count first; with one token per completion the two agree."""
+    if beta <= 0:
+        raise ValueError(f"IPO needs beta > 0 (its target margin is 1 / (2 beta)), got {beta}")
+    h = (logp_w - ref_w) - (logp_l - ref_l)
+    return (h - 1.0 / (2.0 * beta)) ** 2

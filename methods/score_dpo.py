@@ -1,12 +1,13 @@
 """ScoreFlow's Score-DPO: pairs with different scores resampled with probability proportional to (s_w -
 s_l)^3, loss -log sigmoid(beta [s_w (logp_w - ref_w) - (1 - s_l)(logp_l - ref_l)]).
 
-The config below is the whole method: the training loop (harness/train.py) reads it; an
+The config below is the whole method: its defaults name the functions it uses (registries in
+methods/losses.py and methods/units.py), which the update steps (methods/steps.py) call; an
 ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import AtLeastOne, PairConfig, PairLoss, PairSelection
+from methods.config import AtLeastOne, Method, PairConfig, PairLoss, PairSelection
 
 
 class ScoreDPOConfig(PairConfig):
@@ -15,5 +16,4 @@ class ScoreDPOConfig(PairConfig):
     loss: PairLoss = "score_dpo"
 
 
-FAMILY = "pairs"
-CONFIG = ScoreDPOConfig
+METHOD = Method(ScoreDPOConfig, "ScoreFlow's Score-DPO on score-weighted pairs")

@@ -3,12 +3,23 @@ where the advantage is positive (mKL). Defaults follow the paper where it is kno
 beta=0.1, masked KL, offline); the variance threshold and t are not published: 0.05 and t=4 are our
 defaults.
 
-The config below is the whole method: the training loop (harness/train.py) reads it; an
+The config below is the whole method: its defaults name the functions it uses (registries in
+methods/losses.py and methods/units.py), which the update steps (methods/steps.py) call; an
 ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import AtLeastOne, GroupSize, GRPOConfig, KLMode, NonNegative, NumSamples, Schedule, SharpenT
+from methods.config import (
+    AtLeastOne,
+    GroupSize,
+    GRPOConfig,
+    KLMode,
+    Method,
+    NonNegative,
+    NumSamples,
+    Schedule,
+    SharpenT,
+)
 
 
 class SPOGWConfig(GRPOConfig):
@@ -23,5 +34,4 @@ class SPOGWConfig(GRPOConfig):
     schedule: Schedule = "offline"
 
 
-FAMILY = "grpo"
-CONFIG = SPOGWConfig
+METHOD = Method(SPOGWConfig, "SPOGW: offline ioGRPO on C(m,n) groups, variance filter, sharpening, masked KL")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from methods.config import Method
+
 
 class StaticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
@@ -37,3 +39,6 @@ def workflow_source(name_or_path: str) -> tuple[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"{workflows.unknown_message(name_or_path)}; and no file {name_or_path!r}")
     return path.stem, path.read_text()
+
+
+METHOD = Method(StaticConfig, "evaluation only: a fixed workflow (IO, CoT, CoT-SC, ScoreFlow-style, or a file)")

@@ -2,19 +2,25 @@
 
 Pure functions of scores and a seed. infra_error rollouts never enter a unit (a failed API call
 says nothing about the workflow); invalid / timeout / runtime_error rollouts do, with score 0.
+A method's config names its builder (`GRPOConfig.units` is "groups"; `PairConfig.pairs` names a
+pair builder); each is registered in UNIT_BUILDERS with one signature.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from harness.registry import Registry
 from harness.rollouts import Rollout
-from methods.config import GRPOConfig
-from methods.losses import build_groups, group_advantages, sharpen, variance_filter
+from methods.losses import ADVANTAGES, build_groups, sharpen, variance_filter
+
+if TYPE_CHECKING:  # the config validates its names against the registries below: no runtime import back
+    from methods.config import GRPOConfig
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def grpo_unit(rollouts: Sequence[Rollout], config: GRPOConfig, seed: int) -> Gro
         return GroupUnit(
             usable[0].query_id, usable, groups, groups.float(), built.shape[0], 0, std_before, torch.zeros(0)
         )
-    advantages = group_advantages(scores[groups], scale=config.scale)
+    advantages = ADVANTAGES.get(config.scale)(scores[groups])
     return GroupUnit(
         usable[0].query_id,
         usable,
@@ -108,3 +114,30 @@ def scoreflow_pairs(rollouts: Sequence[Rollout], count: int, seed: int) -> list[
     weights = [(a.score - b.score) ** 3 for a, b in candidates]  # type: ignore[operator]
     drawn = random.Random(seed).choices(candidates, weights=weights, k=count)
     return [PairUnit(a, b) for a, b in drawn]
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry: (one question's rollouts, the method config, the question's seed) -> units
+
+Unit = GroupUnit | PairUnit
+UnitBuilder = Callable[[Sequence[Rollout], Any, int], list[Unit]]
+UNIT_BUILDERS: Registry[UnitBuilder] = Registry("unit builder")
+
+
+@UNIT_BUILDERS.register("groups", unit="group")
+def group_units(rollouts: Sequence[Rollout], config: Any, seed: int) -> list[Unit]:
+    """The question's groups with their advantages (GRPO family); none when < 2 rollouts are trainable."""
+    unit = grpo_unit(rollouts, config, seed)
+    return [] if unit is None else [unit]
+
+
+@UNIT_BUILDERS.register("best_worst", unit="pair")
+def best_worst_units(rollouts: Sequence[Rollout], config: Any, seed: int) -> list[Unit]:
+    """The best-vs-worst pair of the question (DPO)."""
+    return list(best_worst_pair(rollouts))
+
+
+@UNIT_BUILDERS.register("scoreflow", unit="pair")
+def scoreflow_units(rollouts: Sequence[Rollout], config: Any, seed: int) -> list[Unit]:
+    """ScoreFlow's gap-weighted pairs, ``config.pairs_per_question`` of them (arXiv 2502.04306)."""
+    return list(scoreflow_pairs(rollouts, config.pairs_per_question, seed))

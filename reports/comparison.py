@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.scores import final_rows
 from reports.stats import (
     holm,
     iqm,
@@ -26,12 +27,6 @@ from reports.stats import (
 
 Pair = tuple[str, str]
 """(method, reference): a paired test of method - reference."""
-
-
-def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each method's rows at its last evaluated iteration."""
-    last = frame.groupby("method")["iteration"].transform("max")
-    return frame[frame["iteration"] == last]
 
 
 def score_table(frame: pd.DataFrame, resamples: int = 5_000, seed: int = 0) -> pd.DataFrame:

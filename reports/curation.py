@@ -1,65 +1,29 @@
-"""Group curation rebuilt from the stored rollouts: the score std of every group before the variance
-filter, and of the groups the filter and sharpening keep (open question 2, and the histograms).
-
-The groups are rebuilt with the training code's own functions (methods.units.curate_groups) from
-the scores in the rollout store, so the report shows exactly what the trainer saw. One caveat: when
-C(m, n) exceeds max_groups the groups are a seeded draw per question; the seed depends on the
-question's position in the batch trained together, which is the whole iteration for the offline
-schedule (reproduced exactly) and a slice of it for the online one (then the draw differs, not
-its distribution).
+"""Group curation as the trainer did it: the score std of every group it built from a question's
+samples, and of the groups the variance filter and sharpening kept (open question 2, and the
+histograms). Read from the run's ``groups`` table, which the trainer writes with each iteration
+(harness/train.py group_rows): the report shows what was trained, for any schedule, never a
+re-computation of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import pandas as pd
-import torch
-
-from methods.config import GRPOConfig
-from methods.units import curate_groups, question_seed
 
 STAGES = ("built", "kept")
 """built: every group drawn from the m samples; kept: after the variance filter and sharpening."""
+STD_COLUMNS = ["method", "seed", "iteration", "query_id", "stage", "std"]
 
 
-def trainable(rollouts: pd.DataFrame) -> pd.DataFrame:
-    """The rollouts that enter groups: scored, not infra errors, with a completion."""
-    scored = pd.to_numeric(rollouts["score"], errors="coerce")
-    return rollouts[(rollouts["status"] != "infra_error") & scored.notna() & (rollouts["tokens"] > 0)]
-
-
-def group_std_frame(rollouts: pd.DataFrame, configs: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per (method, seed, iteration, query_id, stage, group): the group's population score
-    std. ``configs``: method label -> its method config; only GRPO-family methods have groups."""
-    rows: list[dict[str, Any]] = []
-    usable = trainable(rollouts)
-    for (method, seed, iteration), part in usable.groupby(["method", "seed", "iteration"], sort=True):
-        config = configs.get(str(method))
-        if not isinstance(config, GRPOConfig):
-            continue
-        for index, (query_id, question) in enumerate(part.groupby("query_id", sort=True)):
-            ordered = question.sort_values("sample_idx")
-            if len(ordered) < 2:
-                continue
-            scores = torch.tensor(pd.to_numeric(ordered["score"]).to_numpy(), dtype=torch.float32)
-            built, kept = curate_groups(scores, config, question_seed(int(seed), int(iteration), index))
-            for stage, groups in zip(STAGES, (built, kept), strict=True):
-                stds = scores[groups].std(dim=-1, unbiased=False).tolist() if groups.numel() else []
-                rows += [
-                    {
-                        "method": method,
-                        "seed": int(seed),
-                        "iteration": int(iteration),
-                        "query_id": query_id,
-                        "stage": stage,
-                        "std": std,
-                    }
-                    for std in stds
-                ]
-    return pd.DataFrame(rows, columns=["method", "seed", "iteration", "query_id", "stage", "std"])
+def group_std_frame(groups: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, seed, iteration, query_id, stage, group_index): the group's population score
+    std, from the store's groups table (empty for pairwise and static methods, which build none)."""
+    if groups.empty:
+        return pd.DataFrame(columns=STD_COLUMNS)
+    frame = groups[STD_COLUMNS].copy()
+    frame["seed"] = frame["seed"].astype(int)
+    frame["iteration"] = frame["iteration"].astype(int)
+    return frame.sort_values(["method", "seed", "iteration", "query_id", "stage"], kind="stable").reset_index(drop=True)
 
 
 def curation_table(stds: pd.DataFrame) -> pd.DataFrame:

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.store import connect_read_only
+
+__all__ = ["COLUMNS", "connect_read_only", "load", "read_eval_items", "read_groups", "read_iterations", "read_rollouts"]
+
 COLUMNS = ["method", "seed", "iteration", "benchmark", "item", "repeat", "score", "status"]
 """The tidy frame's first columns, in order (then calls, prompt_tokens, completion_tokens, wall_s, transfer)."""
-
-
-@contextmanager
-def connect_read_only(run_dir: str | Path) -> Iterator[Any]:
-    """A read-only connection to a run folder's store (the run may still be writing to it), closed
-    on exit."""
-    import sqlite3
-
-    path = Path(run_dir) / "rollouts.sqlite"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {path} does not exist")
-    from harness.store import check_database
-
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        check_database(db, path)
-        yield db
 
 
 def columns_of(db: Any, table: str) -> list[str]:
@@ -66,6 +52,17 @@ def read_iterations(db: Any) -> Any:
     if not columns_of(db, "iterations"):
         return pd.DataFrame(columns=columns)
     return pd.read_sql_query(f"SELECT {', '.join(columns)} FROM iterations", db)
+
+
+def read_groups(db: Any) -> Any:
+    """The groups the trainer built and kept (harness/store.py GroupRow); empty for run folders from
+    before the table."""
+    import pandas as pd
+
+    columns = ["method", "seed", "iteration", "query_id", "stage", "group_index", "members", "std"]
+    if not columns_of(db, "groups"):
+        return pd.DataFrame(columns=columns)
+    return pd.read_sql_query(f"SELECT {', '.join(columns)} FROM groups", db)
 
 
 def load(run_dir: str | Path) -> Any:

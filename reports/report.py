@@ -47,13 +47,22 @@ class Report:
 
 def write_report(run_dir: Path, config: ExperimentConfig) -> Report:
     """The report of a run folder, read from its store (read-only: the run may still be going)."""
-    from reports.data import connect_read_only, read_eval_items, read_iterations, read_rollouts
+    from reports.data import connect_read_only, read_eval_items, read_groups, read_iterations, read_rollouts
 
     with connect_read_only(run_dir) as db:
         eval_items = read_eval_items(db)
         rollouts = read_rollouts(db)
         iterations = read_iterations(db)
-    return build_report(run_dir, config, rollouts, eval_items, iterations)
+        groups = read_groups(db)
+    return build_report(run_dir, config, rollouts, eval_items, iterations, groups)
+
+
+def finish_report(run_dir: Path, config: ExperimentConfig, tracker: Tracker, run_id: str | None) -> Report:
+    """The end of a run (harness.runner's ``finish`` hook): write the report and attach it to the
+    experiment's MLflow run."""
+    report = write_report(run_dir, config)
+    log_report(report, tracker, run_id)
+    return report
 
 
 def log_report(report: Report, tracker: Tracker, run_id: str | None) -> None:
@@ -69,13 +78,14 @@ def build_report(
     rollouts: pd.DataFrame,
     eval_items: pd.DataFrame,
     iterations: pd.DataFrame | None = None,
+    groups: pd.DataFrame | None = None,
 ) -> Report:
-    """Write report.md, report.html, results.tex and the figures into ``run_dir``."""
+    """Write report.md, report.html, results.tex and the figures into ``run_dir`` (``groups``: the
+    store's groups table, what the trainer built and kept)."""
     from harness.config import executor_identity
 
-    simulated = config.executor.name == "sim" or any(
-        executor.name == "sim" for executor in config.transfer_executors().values()
-    )
+    simulation = config.simulation()
+    simulated = simulation.any  # figures carry the mark whenever any of their rows is simulated
     own = {spec.display_label: executor_identity(config.executor_for(spec)) for spec in config.methods}
     executor = (
         executor_identity(config.executor)
@@ -95,9 +105,10 @@ def build_report(
         paired = paired_table(frame, pairs, stats.alpha, stats.alternative, resamples=stats.bootstrap_samples)
         declared = bool(stats.comparisons)
         aggregates = aggregate_table(frame, baseline)
-        results = markdown_table(scores, paired, executor, simulated, baseline, stats.alpha, declared)
-        latex = latex_table(scores, paired, executor, simulated, baseline, stats.alpha, declared)
-        data = _study_data(config, simulated, everything, frame, paired, rollouts, iterations)
+        statement = simulation.statement()
+        results = markdown_table(scores, paired, executor, statement, baseline, stats.alpha, declared)
+        latex = latex_table(scores, paired, executor, statement, baseline, stats.alpha, declared)
+        data = _study_data(config, simulated, everything, frame, paired, rollouts, iterations, groups)
         if config.study.kind in STUDIES:
             section, figures = STUDIES[config.study.kind](data)
             sections.append(section)
@@ -146,12 +157,12 @@ def build_report(
     for name, figure in plotted:
         figures += plots.save(figure, run_dir / "report", name)
     header = [generator_line(run_dir, config), *learning_signal_warnings(rollouts, iterations, config.iterations)]
-    return write_files(run_dir, config.name, simulated, executor, sections, figures, latex, header)
+    return write_files(run_dir, config.name, simulation.statement(), executor, sections, figures, latex, header)
 
 
 def generator_line(run_dir: Path, config: ExperimentConfig) -> str:
     """Which generator wrote the workflows: its identity, prompt format and decoding, as recorded
-    when it was loaded (harness.runner.record_generator), else as configured."""
+    when it was loaded (harness.run_folder.record_generator), else as configured."""
     from harness.policy.model import decoding_mode
 
     recorded = run_dir / "generator.json"
@@ -174,15 +185,13 @@ def _study_data(
     paired: pd.DataFrame,
     rollouts: pd.DataFrame,
     iterations: pd.DataFrame | None,
+    groups: pd.DataFrame | None,
 ) -> StudyData:
-    """Everything the study and training sections read, rebuilt from the store's tables."""
-    from harness.runner import method_config
-
+    """Everything the study and training sections read, from the store's tables."""
     transfers = everything[everything["transfer"] != ""].reset_index(drop=True)
     if rollouts.empty:
         return StudyData(config, simulated, frame, transfers, paired)
-    configs = {spec.display_label: method_config(spec) for spec in config.methods}
-    stds = group_std_frame(rollouts, configs)
+    stds = group_std_frame(groups if groups is not None else pd.DataFrame())
     diversity = diversity_frame(rollouts)
     costs = iteration_costs(rollouts, iterations if iterations is not None else pd.DataFrame())
     return StudyData(
@@ -249,7 +258,7 @@ def _training_sections(data: StudyData, study: str, plotted: list[tuple[str, obj
 def write_files(
     run_dir: Path,
     name: str,
-    simulated: bool,
+    simulated: str,
     executor: str,
     sections: list[Section],
     figures: list[Path],
@@ -257,13 +266,9 @@ def write_files(
     header: Sequence[str] = (),
 ) -> Report:
     """report.md, report.html (figures embedded) and results.tex in ``run_dir``, each written
-    atomically; ``header``: lines under the executor banner (the generator, warnings)."""
-    banner = (
-        "**SIMULATED executor: these are simulator numbers, not LLM results.** (docs/simulator.md) "
-        f"Executor: {executor}."
-        if simulated
-        else f"Executor: {executor}."
-    )
+    atomically; ``simulated``: the statement about simulated results ('' when none is; the first
+    line under the title); ``header``: lines under the executor banner (the generator, warnings)."""
+    banner = f"**{simulated}** (docs/simulator.md) Executor: {executor}." if simulated else f"Executor: {executor}."
     pngs = [f for f in figures if f.suffix == ".png"]
     md = [f"# {name}", "", banner, ""]
     page = [f"<h1>{html.escape(name)}</h1>", f"<p><strong>{html.escape(banner.replace('**', ''))}</strong></p>"]

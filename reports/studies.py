@@ -1,5 +1,8 @@
 """The study sections of a report: the paper's open questions and the component ablation.
 
+Longer than 400 lines because it holds the five study sections side by side (one function each,
+sharing the StudyData record), so that their wording and tests stay parallel.
+
 Each section states the question, the design (read from the experiment file), the numbers, the
 test and a one-sentence answer with its uncertainty, written from the numbers (never by hand):
 
@@ -65,8 +68,7 @@ def difference_text(row: Any) -> str:
 def design_table(config: ExperimentConfig) -> pd.DataFrame:
     """Per method label: what it is (method, executor, sampling temperature and the config fields
     that define the arms of the studies)."""
-    from harness.config import executor_identity
-    from harness.runner import method_config
+    from harness.config import executor_identity, method_config
     from methods.config import GRPOConfig, PairConfig
 
     rows = []
@@ -159,8 +161,7 @@ def _paired_lines(paired: pd.DataFrame, what: str = "benchmark") -> list[str]:
 def transfer_frame(data: StudyData) -> pd.DataFrame:
     """Final item scores with ``trained_with`` (the method's own executor, 'static' for static
     workflows) and ``evaluated_with`` (the executor that ran them) as executor identities."""
-    from harness.config import executor_identity
-    from harness.runner import method_config
+    from harness.config import executor_identity, method_config
     from methods.static import StaticConfig
 
     config = data.config
@@ -291,7 +292,7 @@ def _transfer_answer(frame: pd.DataFrame, trained: pd.DataFrame, config: Experim
 
 def _arms(data: StudyData) -> pd.DataFrame:
     """The design rows of the GRPO-family methods (the ones with groups to sharpen)."""
-    from harness.runner import method_config
+    from harness.config import method_config
     from methods.config import GRPOConfig
 
     grouped = [s.display_label for s in data.config.methods if isinstance(method_config(s), GRPOConfig)]

@@ -13,36 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from harness.scores import ITEM_KEY, item_score_frame
 from reports.stats import mean_ci
 
-ITEM_KEY = ["method", "seed", "iteration", "benchmark", "item_id", "transfer"]
-
-
-def item_score_frame(eval_items: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, seed, iteration, benchmark, item_id, transfer): score, repeats scored, ok
-    fraction, executor calls and tokens per run. ``transfer`` '' = the method's own executor."""
-    columns = [*ITEM_KEY, "score", "repeats", "ok_fraction", "calls", "tokens"]
-    if eval_items.empty:
-        return pd.DataFrame(columns=columns)
-    if "transfer" not in eval_items.columns:  # rows from before executor-transfer evaluations
-        eval_items = eval_items.assign(transfer="")
-    frame = eval_items.assign(
-        score=pd.to_numeric(eval_items["score"], errors="coerce"),
-        ok=(eval_items["status"] == "ok").astype(float),
-        tokens=eval_items["prompt_tokens"] + eval_items["completion_tokens"],
-    )
-    out = (
-        frame.groupby(ITEM_KEY, sort=True)
-        .agg(
-            score=("score", "mean"),  # the mean skips NaN (infra errors): they never count as 0
-            repeats=("score", "count"),
-            ok_fraction=("ok", "mean"),
-            calls=("calls", "mean"),
-            tokens=("tokens", "mean"),
-        )
-        .reset_index()
-    )
-    return out[out["repeats"] > 0].reset_index(drop=True)[columns]
+__all__ = ["ITEM_KEY", "item_score_frame"]  # defined once in harness/scores.py, used here by name
 
 
 def final_iterations(frame: pd.DataFrame) -> dict[str, int]:

@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from harness.atomic import atomic_write_text
+from harness.config import validate
 from reports import plots
 from reports.report import Report, write_files
 from reports.sections import Section, pipe_table, table_section, text_section
@@ -125,7 +126,7 @@ def write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_d
     config = sweep.config
     table = trials_table(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    simulated = sweep.base.get("executor", {}).get("name", "sim") == "sim"
+    simulated = validate(sweep.experiment_data({}), sweep.source).simulation().statement()
     sections: list[Section] = []
     counts = table["state"].value_counts().to_dict() if not table.empty else {}
     head = [
@@ -179,12 +180,10 @@ def write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_d
 def _rerun_section(rerun_dir: Path, sweep: Sweep) -> Section:
     """The best configuration on fresh seeds: its score with CIs, and the paired difference against
     the baseline when the objective has one."""
+    from harness.scores import read_item_scores
     from reports.comparison import paired_table, score_table
-    from reports.data import connect_read_only, read_eval_items
-    from reports.summary import item_score_frame
 
-    with connect_read_only(rerun_dir) as db:
-        frame = item_score_frame(read_eval_items(db))
+    frame = read_item_scores(rerun_dir)
     frame = frame[frame["transfer"] == ""]
     objective = sweep.config.objective
     scores = score_table(frame, resamples=5_000)

@@ -31,9 +31,11 @@ def _cells(scores: pd.DataFrame, paired: pd.DataFrame, bold: tuple[str, str]) ->
     return pd.DataFrame(cells).sort_index().fillna("-")
 
 
-def caption(executor: str, simulated: bool, baseline: str | None, alpha: float, declared: bool = False) -> str:
-    """The table's caption; ``declared``: the significance marks come from the experiment's declared
-    family of comparisons (stats.comparisons) rather than from every method against ``baseline``."""
+def caption(executor: str, simulated: str, baseline: str | None, alpha: float, declared: bool = False) -> str:
+    """The table's caption; ``simulated``: what the reader must be told about simulated rows
+    (harness.config.Simulation.statement; '' when none is); ``declared``: the significance marks come
+    from the experiment's declared family of comparisons (stats.comparisons) rather than from every
+    method against ``baseline``."""
     text = (
         "Mean test score at each method's final iteration with a 95% CI covering seeds and items "
         "(two-level bootstrap); best per benchmark in bold."
@@ -51,7 +53,7 @@ def caption(executor: str, simulated: bool, baseline: str | None, alpha: float, 
         )
     text += f" Executor: {executor}."
     if simulated:
-        text += " SIMULATED executor: simulator numbers, not LLM results."
+        text += f" {simulated}"
     return text
 
 
@@ -59,7 +61,7 @@ def markdown_table(
     scores: pd.DataFrame,
     paired: pd.DataFrame,
     executor: str,
-    simulated: bool,
+    simulated: str,
     baseline: str | None,
     alpha: float,
     declared: bool = False,
@@ -77,7 +79,7 @@ def latex_table(
     scores: pd.DataFrame,
     paired: pd.DataFrame,
     executor: str,
-    simulated: bool,
+    simulated: str,
     baseline: str | None,
     alpha: float,
     declared: bool = False,

@@ -94,14 +94,14 @@ def last_site(trace: Path) -> str:
 
 
 def run_tables(run_dir: Path) -> dict[str, list[tuple[object, ...]]]:
-    """A run folder's three tables, rows sorted, without the elapsed-time columns (all that a
-    resumed run may change): what a crashed-and-resumed run must reproduce exactly."""
+    """A run folder's tables, rows sorted, without the elapsed-time columns (all that a resumed run
+    may change): what a crashed-and-resumed run must reproduce exactly."""
     import sqlite3
 
-    elapsed = {"wall_s", "collect_s", "train_s"}
+    elapsed = {"wall_s", "collect_s", "train_s", "tokens_per_s"}
     with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
         out = {}
-        for table in ("rollouts", "eval_items", "iterations"):
+        for table in ("rollouts", "eval_items", "iterations", "steps", "groups"):
             columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})") if c[1] not in elapsed]
             out[table] = sorted(db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
         return out

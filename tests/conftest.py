@@ -70,14 +70,16 @@ def standard_tiny(spogw_cache: Path) -> Path:
     return tiny.build(tiny.TinyRecipe(), progress=False)
 
 
+FIRST = "tests/test_learning.py"
+"""The longest test (the learning check, about 15 minutes, on the standard tiny generator, whose
+build it starts): run first, so the other worker does everything else meanwhile."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup``: the tests on the standard tiny generator share one
-    worker (they share its minutes-long build and the module-scoped runs built on it); every other
-    module stays whole on one worker, so its module-scoped fixtures (a served model, a PostgreSQL
-    server) are started once."""
+    """Under ``pytest -n 2 --dist loadgroup`` every module stays whole on one worker (its
+    module-scoped fixtures, a served model or a run folder, start once), and the learning check
+    goes first. Generator builds are shared and locked (see `spogw_cache`)."""
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        fixtures = getattr(item, "fixturenames", ())
-        group = "standard_tiny" if "standard_tiny" in fixtures else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: the rest keep their order

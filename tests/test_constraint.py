@@ -120,7 +120,7 @@ def test_constrained_samples_are_grammar_workflows_and_logprobs_match(grammar_ge
 
 
 def test_trainer_logprobs_use_the_mask_and_forced_tokens_carry_no_gradient(grammar_generator) -> None:  # type: ignore[no-untyped-def]
-    from harness.train import completion_logprobs
+    from harness.policy.logprobs import completion_logprobs
 
     gen = grammar_generator
     prompt = gen.prompt("math", "Ava has 3 apples. How many?")

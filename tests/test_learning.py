@@ -15,7 +15,7 @@ from harness.executors.sim import SimExecutor
 from harness.policy.model import load_generator
 from harness.policy.sampling import SamplingParams
 from harness.rollouts import MemoryStore
-from harness.train import IterationSummary, Task, run_method
+from harness.train import IterationSummary, Task, TrainingRun, run_method
 from harness.workflows.engine import WorkflowEngine
 from methods.spogw import SPOGWConfig
 
@@ -41,19 +41,17 @@ def spogw_train_scores(seed: int) -> tuple[list[float], list[float]]:
     async def go() -> list[IterationSummary]:
         engine = WorkflowEngine(SimExecutor("medium", seed=seed), concurrency=4, timeout_s=60)
         try:
-            return await run_method(
-                generator,
-                CONFIG,
-                engine,
-                [Task(benchmark, items)],
-                3,
-                seed,
-                SamplingParams(1.0, 0.95, 96),
-                store,
-                "learning-check",
-                "spogw",
-                1,
+            run = TrainingRun(
+                experiment="learning-check",
+                label="spogw",
+                config=CONFIG,
+                tasks=[Task(benchmark, items)],
+                seed=seed,
+                iterations=3,
+                repeats=1,
+                params=SamplingParams(1.0, 0.95, 96),
             )
+            return await run_method(generator, engine, store, run)
         finally:
             await engine.close()
 

@@ -214,11 +214,15 @@ def _random_case(seed: int, m: int = 6, n: int = 4, t_max: int = 9):  # type: ig
 @pytest.mark.parametrize("kl", ["none", "standard", "masked"])
 @pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_dedup_loss_and_gradient_equal_the_materialised_rows(kl: str, aggregation: str, seed: int) -> None:
+@pytest.mark.parametrize("term", ["clip", "unclipped"])
+def test_dedup_loss_and_gradient_equal_the_materialised_rows(kl: str, aggregation: str, seed: int, term: str) -> None:
+    from methods.losses import POLICY_TERMS
+
+    policy_term = POLICY_TERMS.get(term)
     logp, old, ref, mask, lengths, scores, groups = _random_case(seed)
     advantages = group_advantages(scores[groups])
     coefficients = group_coefficients(groups, advantages, lengths, kl, aggregation, num_sequences=len(scores))  # type: ignore[arg-type]
-    dedup, _ = grpo_loss(logp, old, ref, mask, coefficients, beta=0.1)
+    dedup, _ = grpo_loss(logp, old, ref, mask, coefficients, 0.1, policy_term=policy_term)
     (dedup_grad,) = torch.autograd.grad(dedup, logp)
     rows = groups.reshape(-1)
     materialised = grpo_loss_rows(
@@ -230,6 +234,7 @@ def test_dedup_loss_and_gradient_equal_the_materialised_rows(kl: str, aggregatio
         beta=0.1,
         kl=kl,
         aggregation=aggregation,
+        policy_term=policy_term,
     )  # type: ignore[arg-type]
     (rows_grad,) = torch.autograd.grad(materialised, logp)
     assert torch.allclose(dedup, materialised, rtol=1e-5, atol=1e-7)
@@ -294,3 +299,101 @@ def test_matches_trl_grpo_loss(beta: float) -> None:
     print(f"beta={beta}: ours {float(ours):.8f}, TRL {float(trl):.8f}")
     assert abs(float(ours) - float(trl)) < 1e-5
     assert torch.allclose(ours_grad, trl_grad, atol=1e-6)
+
+
+def _trl_ipo(logp_w, logp_l, mask_w, mask_l, ref_w, ref_l, beta):  # type: ignore[no-untyped-def]
+    """TRL 1.16's DPOTrainer._compute_loss with loss_type "ipo", run unbound on a stub trainer and
+    a stub model that returns our (B, T) per-token log-probs; reference log-probs precomputed (B,)."""
+    from trl import DPOTrainer
+
+    per_token = torch.cat([logp_w, logp_l])
+    rows, width = per_token.shape
+    completion_mask = torch.cat([torch.zeros(rows, 1, dtype=torch.long), torch.cat([mask_w, mask_l]).long()], dim=1)
+
+    def same(x):  # type: ignore[no-untyped-def]
+        return x
+
+    stub = SimpleNamespace(
+        model=SimpleNamespace(training=True),
+        accelerator=SimpleNamespace(device="cpu", gather_for_metrics=same, gather=same),
+        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+        loss_types=["ipo"], loss_weights=[1.0], beta=beta, use_weighting=False, label_smoothing=0.0,
+        _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1, args=SimpleNamespace(),
+    )  # fmt: skip
+
+    def model(**kwargs):  # type: ignore[no-untyped-def]
+        zeros = torch.zeros_like(per_token)
+        return SimpleNamespace(
+            log_probs=per_token, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool(), aux_loss=None
+        )
+
+    inputs = {
+        "input_ids": torch.zeros(rows, width + 1, dtype=torch.long),
+        "attention_mask": torch.ones(rows, width + 1, dtype=torch.long),
+        "completion_mask": completion_mask,
+        "ref_chosen_logps": ref_w,
+        "ref_rejected_logps": ref_l,
+    }
+    return DPOTrainer._compute_loss(stub, model, inputs, False)
+
+
+def test_ipo_hand_computed_and_against_trl() -> None:
+    """IPO (arXiv 2310.12036 eq. 17): (h - 1/(2 beta))^2. By hand: h = (1 - 0) - (0 - 0) = 1, beta 0.25
+    -> (1 - 2)^2 = 1. Against TRL 1.16: equal on one-token completions; on longer ones TRL divides
+    each sequence's log-ratio by its length first, and ours on length-averaged inputs equals it."""
+    from methods.losses import ipo_loss
+
+    one, zero = torch.tensor([1.0]), torch.tensor([0.0])
+    assert torch.isclose(ipo_loss(one, zero, zero, zero, zero, zero, 0.25), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="beta > 0"):
+        ipo_loss(one, zero, zero, zero, zero, zero, 0.0)
+    g = torch.Generator().manual_seed(4)
+    for width in (1, 5):
+        lengths_w, lengths_l = torch.tensor([width, 1, width]), torch.tensor([1, width, width])
+        positions = torch.arange(width)[None]
+        mask_w, mask_l = (positions < lengths_w[:, None]).float(), (positions < lengths_l[:, None]).float()
+        logp_w = -torch.rand(3, width, generator=g) * mask_w
+        logp_l = -torch.rand(3, width, generator=g) * mask_l
+        ref_w, ref_l = -torch.rand(3, generator=g) * lengths_w, -torch.rand(3, generator=g) * lengths_l
+        trl = _trl_ipo(logp_w, logp_l, mask_w, mask_l, ref_w, ref_l, 0.1)
+        ours = ipo_loss(
+            logp_w.sum(-1) / lengths_w,
+            ref_w / lengths_w,
+            logp_l.sum(-1) / lengths_l,
+            ref_l / lengths_l,
+            zero,
+            zero,
+            0.1,
+        ).mean()
+        print(f"completion width {width}: ours {float(ours):.6f}, TRL {float(trl):.6f}")
+        assert abs(float(ours) - float(trl)) < 1e-5
+    summed = ipo_loss(logp_w.sum(-1), ref_w, logp_l.sum(-1), ref_l, zero, zero, 0.1).mean()
+    assert abs(float(summed) - float(trl)) > 1e-3  # as published (summed), not TRL's normalised form
+
+
+def test_every_registered_name_is_a_config_choice_and_unknown_names_are_refused() -> None:
+    """The config fields accept exactly the registries' names (and say which exist otherwise): a
+    loss that is not registered can never run as another one."""
+    from methods.config import GRPOConfig, PairConfig
+    from methods.losses import ADVANTAGES, KL_MASKS, PAIR_LOSSES, POLICY_TERMS
+
+    for name in PAIR_LOSSES.names():
+        assert PairConfig(loss=name).loss == name
+    for field, registry in (("scale", ADVANTAGES), ("policy_term", POLICY_TERMS), ("kl", KL_MASKS)):
+        for name in registry.names():
+            assert getattr(GRPOConfig(**{field: name}), field) == name
+    with pytest.raises(ValueError, match=r"unknown pair loss 'ipox'; did you mean 'ipo'"):
+        PairConfig(loss="ipox")
+    with pytest.raises(ValueError, match="does not build pairs"):
+        PairConfig(pairs="groups")
+    with pytest.raises(ValueError, match="unknown policy term"):
+        GRPOConfig(policy_term="clipped")
+
+
+def test_the_unclipped_policy_term_is_the_plain_ratio() -> None:
+    from methods.losses import clipped_term, unclipped_term
+
+    ratio = torch.tensor([[0.5, 1.0, 1.5]])
+    upper, lower = clipped_term(ratio, 0.2, 0.2)
+    assert torch.equal(upper, torch.tensor([[0.5, 1.0, 1.2]])) and torch.equal(lower, torch.tensor([[0.8, 1.0, 1.5]]))
+    assert all(torch.equal(half, ratio) for half in unclipped_term(ratio, 0.2, 0.2))

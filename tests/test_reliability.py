@@ -161,10 +161,9 @@ def test_a_run_completes_through_executor_faults(
     never enter a training group, and the report's Run health counts exactly them."""
     import sqlite3
 
-    from harness.config import load_experiment
-    from harness.runner import method_config
+    from harness.config import load_experiment, method_config
     from harness.store import SQLiteStore
-    from harness.train import build_units
+    from methods.steps import build_units
 
     run_dir = tmp_path / "run"
     code, stderr, served, wall_s = _run_against_stub(run_dir, fault_rate, spogw_cache)
@@ -367,7 +366,7 @@ def test_a_run_folder_from_before_a_new_config_field_still_resumes(tmp_path: Pat
     """A field added to the schema since the run began reads as its default: the folder resumes
     instead of being refused as a different configuration (a changed value is still refused)."""
     from harness.config import ConfigError, load_experiment
-    from harness.runner import prepare_run_dir
+    from harness.run_folder import prepare_run_dir
 
     config = load_experiment(SMALL)
     written = config.model_dump(mode="json")

@@ -83,12 +83,84 @@ def test_tables_mark_the_best_and_the_significant_and_say_what_the_executor_is()
     frame = synthetic_frame({"base": 0.0, "better": 0.2, "same": 0.0})
     scores = score_table(frame, resamples=1_000)
     paired = paired_table(frame, [("better", "base"), ("same", "base")], resamples=2_000)
-    md = markdown_table(scores, paired, "sim:medium", True, "base", 0.05)
+    md = markdown_table(scores, paired, "sim:medium", "SIMULATED executor: simulator numbers.", "base", 0.05)
     better_line = next(line for line in md.splitlines() if line.startswith("| better"))
     assert better_line.count("**") == 4 and better_line.count("\u2020") == 2  # bold in both columns, 2 daggers
     assert "| base (baseline) |" in md and "SIMULATED" in md and "Executor: sim:medium" in md
     same_line = next(line for line in md.splitlines() if line.startswith("| same"))
     assert "\u2020" not in same_line and "**" not in same_line
-    tex = latex_table(scores, paired, "openai:gpt-4o-mini", False, "base", 0.05)
+    tex = latex_table(scores, paired, "openai:gpt-4o-mini", "", "base", 0.05)
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "bench\\_a" in tex and "\\textbf{" in tex and "$^{\\dagger}$" in tex and "SIMULATED" not in tex
+
+
+# ----------------------------------------------------------------------------------------------
+# What is simulated, said once
+
+
+def _mixed_experiment(url: str) -> dict:  # type: ignore[type-arg]
+    return {
+        "version": 1,
+        "name": "mixed",
+        "benchmarks": [{"name": "gsm_synth", "size": 20, "test_limit": 3}],
+        "executor": {"name": "openai", "profile": None, "model": "stub", "base_url": url, "cache": False,
+                     "max_retries": 1, "call_timeout_s": 5},
+        "methods": [
+            {"name": "static", "label": "io_llm", "overrides": {"workflow": "io"}},
+            {"name": "static", "label": "cot_sim", "overrides": {"workflow": "cot"},
+             "executor": {"name": "sim", "profile": "medium"}},
+        ],
+        "seeds": [0],
+        "iterations": 0,
+        "evaluation": {"repeats": 1},
+        "stats": {"bootstrap_samples": 200},
+    }  # fmt: skip
+
+
+def test_simulation_is_decided_once_from_the_resolved_experiment() -> None:
+    from harness.config import validate
+
+    config = validate(_mixed_experiment("http://127.0.0.1:9/v1"), "mixed.yaml")
+    simulation = config.simulation()
+    assert simulation.kind == "mixed" and simulation.tag == "mixed" and simulation.simulated == ["cot_sim"]
+    assert "cot_sim" in simulation.statement() and "Partly SIMULATED" in simulation.statement()
+    data = _mixed_experiment("http://127.0.0.1:9/v1")
+    data["methods"] = data["methods"][:1]
+    data["evaluation"]["transfer"] = {"simulated": {"name": "sim", "profile": "weak"}}
+    assert validate(data, "t.yaml").simulation().simulated == ["transfer simulated"]
+    data["executor"] = {"name": "sim"}
+    data["evaluation"]["transfer"] = {}
+    everything = validate(data, "t.yaml").simulation()
+    assert everything.kind == "all" and everything.statement().startswith("SIMULATED executor")
+
+
+def test_a_mixed_sim_and_llm_run_is_labelled_row_by_row(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Base executor an OpenAI-compatible server, one method overridden to the simulator: the MLflow
+    tags, report.md, report.html and results.tex say which rows are simulated (they used to say
+    the run was not simulated at all)."""
+    import asyncio
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from harness.cli import main
+    from harness.executors.stub_server import StubServer
+
+    async def go() -> int:
+        async with StubServer(seed=1) as server:
+            path = tmp_path / "mixed.yaml"
+            path.write_text(yaml.safe_dump(_mixed_experiment(server.url)))
+            return await asyncio.to_thread(main, ["run", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"])
+
+    assert asyncio.run(go()) == 0
+    run_dir = tmp_path / "run"
+    for name, label in (("report.md", "cot_sim"), ("report.html", "cot_sim"), ("results.tex", "cot\\_sim")):
+        text = (run_dir / name).read_text()
+        assert "Partly SIMULATED" in text and f"results of {label} come from the simulated executor" in text, name
+        assert "SIMULATED executor: these are" not in text, name
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mixed").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.tags["simulated"] == "mixed"
+    children = {r.data.tags["method"]: r.data.tags["simulated"] for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert children == {"io_llm": "false", "cot_sim": "true"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from chaos import run_tables
 
 from harness.config import ConfigError, load_experiment
 from harness.rollouts import Rollout
-from harness.runner import config_differences, prepare_run_dir
+from harness.run_folder import config_differences, prepare_run_dir
 from harness.store import EvalRow, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,13 +149,10 @@ def test_run_folder_holds_every_artifact(uninterrupted: Path) -> None:
     assert "Generator: tiny-" in head and "grammar decoding, compact-v1 prompt, hf sampling" in head
     assert "Executor: sim:medium" in head
     # the warning says what the data say: on this small run every training question's samples may score alike
-    spread = (
-        sqlite3.connect(uninterrupted / "rollouts.sqlite")
-        .execute(
-            "SELECT COUNT(*) FROM (SELECT iteration, query_id FROM rollouts GROUP BY 1, 2 HAVING COUNT(DISTINCT score) > 1)"
-        )
-        .fetchone()[0]
+    spread_query = (
+        "SELECT COUNT(*) FROM (SELECT iteration, query_id FROM rollouts GROUP BY 1, 2 HAVING COUNT(DISTINCT score) > 1)"
     )
+    spread = sqlite3.connect(uninterrupted / "rollouts.sqlite").execute(spread_query).fetchone()[0]
     assert ("**No learning signal: spogw.**" in head) == (spread == 0)
     tables = run_tables(uninterrupted)
     assert len(tables["rollouts"]) == 2 * 3 * 4  # 2 training iterations x 3 questions x m=4
@@ -163,6 +161,20 @@ def test_run_folder_holds_every_artifact(uninterrupted: Path) -> None:
         row[0] for row in sqlite3.connect(uninterrupted / "rollouts.sqlite").execute("SELECT status FROM rollouts")
     }
     assert "ok" in statuses  # workflows ran for real
+    # the trainer's own groups and steps are in the store: every kept group's members were trainable
+    # rollouts of its question, and the steps are numbered 0.. across iterations
+    trainable = {
+        (iteration, query, sample)
+        for iteration, query, sample in sqlite3.connect(uninterrupted / "rollouts.sqlite").execute(
+            "SELECT iteration, query_id, sample_idx FROM rollouts WHERE status != 'infra_error' AND score IS NOT NULL"
+        )
+    }
+    groups = pd.read_sql_query("SELECT * FROM groups", sqlite3.connect(uninterrupted / "rollouts.sqlite"))
+    assert set(groups["method"]) == {"spogw"} and set(groups["stage"]) == {"built", "kept"}
+    for row in groups[groups["stage"] == "kept"].itertuples():
+        assert all((row.iteration, row.query_id, s) in trainable for s in json.loads(row.members))
+    steps = [row[0] for row in sqlite3.connect(uninterrupted / "rollouts.sqlite").execute("SELECT step FROM steps")]
+    assert sorted(steps) == list(range(len(steps))) and len(steps) >= 2
 
 
 def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupted: Path) -> None:
@@ -180,7 +192,8 @@ def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupte
     assert spogw.data.params["num_samples"] == "4" and spogw.data.params["seed"] == "0"
     history = client.get_metric_history(spogw.info.run_id, "test_score")
     assert sorted(m.step for m in history) == [0, 1, 2]
-    assert client.get_metric_history(spogw.info.run_id, "step.loss")
+    steps = sorted(m.step for m in client.get_metric_history(spogw.info.run_id, "step.loss"))
+    assert steps == list(range(len(steps))) and len(steps) >= 2  # one x axis: optimizer steps so far
     artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
     assert {
         "config.resolved.yaml",

@@ -10,10 +10,12 @@ import pytest
 
 from harness.benchmarks import load_benchmark
 from harness.benchmarks.base import Benchmark, Item
-from harness.evaluate import ItemRun, evaluate_workflow, item_scores
+from harness.evaluate import evaluate_workflow
 from harness.executors.base import CallInfo
 from harness.executors.sim import SimExecutor, classify, render, traits_of
 from harness.executors.sim_profiles import PROFILES
+from harness.scores import item_scores
+from harness.store import EvalRow
 from harness.workflows.engine import WorkflowEngine
 from harness.workflows.grammar import Structure
 from harness.workflows.grammar import render as render_workflow
@@ -30,8 +32,8 @@ def evaluate(
     repeats: int = 3,
     seed: int = 0,
     benchmark: Benchmark = GSM,
-) -> list[ItemRun]:
-    async def go() -> list[ItemRun]:
+) -> list[EvalRow]:
+    async def go() -> list[EvalRow]:
         engine = WorkflowEngine(SimExecutor(profile, seed=seed), concurrency=4, timeout_s=60)
         try:
             return await evaluate_workflow(source, benchmark, items, engine, repeats, progress=False)
@@ -41,7 +43,7 @@ def evaluate(
     return run(go())
 
 
-def mean_score(runs: Sequence[ItemRun]) -> float:
+def mean_score(runs: Sequence[EvalRow]) -> float:
     return statistics.fmean(item_scores(runs).values())
 
 

@@ -3,6 +3,8 @@ sections' statistics, on hand-computed cases; the store's migration to the trans
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import sqlite3
 from pathlib import Path
@@ -54,13 +56,49 @@ def rollout_rows(
 # Group curation
 
 
+def trained_groups(
+    scores_by_query: dict[str, list[float | None]], config: SPOGWConfig, iteration: int = 0
+) -> pd.DataFrame:
+    """The groups table the trainer writes for one iteration of these scores (units built by
+    methods/steps.py, rows by harness/train.py): what the report reads."""
+    from harness.train import IterationSummary, group_rows
+    from methods.steps import build_units
+
+    rollouts = [
+        Rollout(
+            "e",
+            "spogw",
+            0,
+            iteration,
+            query,
+            k,
+            "p",
+            "c",
+            (1,),
+            (2, 3),
+            (-0.1, -0.2),
+            "ok" if s is not None else "infra_error",
+            "",
+            s,
+            (s,),
+            1,
+            1,
+            0.0,
+        )
+        for query, scores in scores_by_query.items()
+        for k, s in enumerate(scores)
+    ]
+    units = build_units(rollouts, config, 0, iteration)
+    summary = IterationSummary(iteration, 0.0, len(rollouts), units=units)
+    return pd.DataFrame([dataclasses.asdict(row) for row in group_rows("spogw", 0, summary)])
+
+
 def test_group_stds_by_hand_filter_then_sharpen() -> None:
     """m=4 scores [1, 1, 1, 0], n=3: C(4,3) = 4 groups; {0,1,2} has std 0, the other three
     [1, 1, 0] have std sqrt(2)/3. The filter (0.05) drops the first; sharpening t=1 keeps [1, 0]
     of each of the others: std 0.5. An infra_error sample never enters a group."""
     config = SPOGWConfig(num_samples=4, group_size=3, max_groups=10, min_group_std=0.05, sharpen_t=1)
-    frame = pd.DataFrame(rollout_rows([1.0, 1.0, 1.0, 0.0]))
-    stds = group_std_frame(frame, {"spogw": config})
+    stds = group_std_frame(trained_groups({"q": [1.0, 1.0, 1.0, 0.0]}, config))
     built = sorted(stds[stds["stage"] == "built"]["std"])
     kept = sorted(stds[stds["stage"] == "kept"]["std"])
     assert built == pytest.approx([0.0, math.sqrt(2) / 3, math.sqrt(2) / 3, math.sqrt(2) / 3], abs=1e-6)
@@ -69,27 +107,27 @@ def test_group_stds_by_hand_filter_then_sharpen() -> None:
     assert table.loc["spogw", "groups_built"] == 4 and table.loc["spogw", "groups_kept"] == 3
     assert table.loc["spogw", "removed_fraction"] == pytest.approx(0.25)
     assert table.loc["spogw", "zero_std_fraction"] == pytest.approx(0.25)
-    with_infra = pd.DataFrame(rollout_rows([1.0, 1.0, 1.0, 0.0, None]))
-    assert len(group_std_frame(with_infra, {"spogw": config})) == len(stds)
-    assert group_std_frame(frame, {"spogw": None}).empty  # a pairwise or static method has no groups
+    with_infra = trained_groups({"q": [1.0, 1.0, 1.0, 0.0, None]}, config)
+    assert len(group_std_frame(with_infra)) == len(stds)
+    kept_members = [json.loads(m) for m in with_infra[with_infra["stage"] == "kept"]["members"]]
+    assert kept_members and all(4 not in members for members in kept_members)  # sample 4 was infra_error
+    assert group_std_frame(pd.DataFrame()).empty  # a pairwise or static method has no groups
 
 
-def test_group_stds_match_what_the_trainer_built() -> None:
-    """The report's rebuild equals the trainer's own GroupUnit for random scores and a group draw
-    (C(8,5) = 56 > max_groups 20, so the seeded draw must be reproduced too)."""
+def test_the_report_reads_the_groups_the_trainer_built() -> None:
+    """The stored rows are the trainer's own GroupUnits, group draw included (C(8,5) = 56 >
+    max_groups 20), for several questions of one iteration."""
     rng = np.random.default_rng(3)
     config = SPOGWConfig(num_samples=8, group_size=5, max_groups=20, min_group_std=0.1, sharpen_t=2)
-    rows, units = [], []
-    for index, query in enumerate(["qa", "qb", "qc"]):
-        scores = rng.choice([0.0, 0.5, 1.0], size=8).tolist()
-        rows += rollout_rows(scores, query=query, iteration=1)
+    scores = {query: rng.choice([0.0, 0.5, 1.0], size=8).tolist() for query in ["qa", "qb", "qc"]}
+    stds = group_std_frame(trained_groups(scores, config, iteration=1))
+    for index, (query, values) in enumerate(scores.items()):
         rollouts = [
             Rollout("e", "spogw", 0, 1, query, k, "p", "c", (1,), (2, 3), (-0.1, -0.2), "ok", "", s, (s,), 1, 1, 0.0)
-            for k, s in enumerate(scores)
+            for k, s in enumerate(values)
         ]
-        units.append(grpo_unit(rollouts, config, question_seed(0, 1, index)))
-    stds = group_std_frame(pd.DataFrame(rows), {"spogw": config})
-    for query, unit in zip(["qa", "qb", "qc"], units, strict=True):
+        unit = grpo_unit(rollouts, config, question_seed(0, 1, index))
+        assert unit is not None
         mine = stds[stds["query_id"] == query]
         assert sorted(mine[mine["stage"] == "built"]["std"]) == pytest.approx(sorted(unit.std_before.tolist()))
         assert sorted(mine[mine["stage"] == "kept"]["std"]) == pytest.approx(sorted(unit.std_after.tolist()))
@@ -242,7 +280,7 @@ def test_study_files_declare_their_question_and_family(path: str) -> None:
 
 def test_store_migrates_eval_items_written_before_the_transfer_column(tmp_path: Path) -> None:
     path = tmp_path / "rollouts.sqlite"
-    old_columns = [c for c in EvalRow.__dataclass_fields__ if c != "transfer"]
+    old_columns = [c for c in EvalRow.__dataclass_fields__ if c not in ("transfer", "cost_usd", "answer")]
     with sqlite3.connect(path) as db:
         db.execute(
             f"CREATE TABLE eval_items ({', '.join(old_columns)}, "
@@ -255,7 +293,7 @@ def test_store_migrates_eval_items_written_before_the_transfer_column(tmp_path: 
         assert read_eval_items(db)["transfer"].tolist() == [""]  # a read-only report of an old folder
     with SQLiteStore(path) as store:
         (row,) = store.eval_rows()
-        assert row.transfer == "" and row.score == 1.0
+        assert row.transfer == "" and row.score == 1.0 and row.answer is None  # later columns read NULL
         assert store.eval_done("spogw", 0, 1, "gsm_synth") == {"i0"}
         store.put_eval([EvalRow(**{**row.__dict__, "transfer": "weak", "score": 0.0})])  # same item, other executor
         assert len(store.eval_rows(transfer=None)) == 2 and store.eval_done("spogw", 0, 1, "gsm_synth", "weak") == {
@@ -267,5 +305,5 @@ def test_store_migrates_eval_items_written_before_the_transfer_column(tmp_path: 
 
 def test_a_question_with_fewer_than_two_trainable_samples_has_no_group() -> None:
     config = SPOGWConfig(num_samples=2, group_size=2, min_group_std=0.0, sharpen_t=0)
-    assert group_std_frame(pd.DataFrame(rollout_rows([1.0, None])), {"spogw": config}).empty
-    assert len(group_std_frame(pd.DataFrame(rollout_rows([1.0, 0.0])), {"spogw": config})) == 2  # built + kept
+    assert group_std_frame(trained_groups({"q": [1.0, None]}, config)).empty
+    assert len(group_std_frame(trained_groups({"q": [1.0, 0.0]}, config))) == 2  # built + kept

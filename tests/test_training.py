@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import pytest
@@ -11,13 +10,15 @@ import torch
 from harness.benchmarks import load_benchmark
 from harness.collect import CollectSpec, collect_questions
 from harness.executors.sim import SimExecutor
+from harness.policy.logprobs import completion_logprobs
 from harness.policy.sampling import SamplingParams
 from harness.rollouts import MemoryStore, Rollout
-from harness.train import Task, build_units, completion_logprobs, run_method, train_iteration
+from harness.train import Task, TrainingRun, make_optimizer, run_method
 from harness.workflows.engine import WorkflowEngine
 from methods.config import GRPOConfig, PairConfig
 from methods.losses import group_coefficients, grpo_loss, grpo_loss_rows
-from methods.units import best_worst_pair, grpo_unit, scoreflow_pairs
+from methods.steps import build_units, update_iteration
+from methods.units import GroupUnit, best_worst_pair, grpo_unit, scoreflow_pairs
 from tests.conftest import run
 
 GSM = load_benchmark("gsm_synth", size=60)
@@ -117,8 +118,14 @@ def test_collection_records_every_sample_with_its_status(collected) -> None:  # 
         assert r.score is not None and 0.0 <= r.score <= 1.0
 
 
+def _varied(collected: list[Rollout]) -> list[Rollout]:
+    """The collected rollouts with scores spread inside every question (so every group has an advantage)."""
+    return [dataclasses.replace(r, score=float(r.sample_idx % 3) / 2, status="ok") for r in collected]
+
+
 def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The offline update never executes a workflow: engine runs and sandbox runs raise during it."""
+    """The offline update never executes a workflow (engine runs and sandbox runs raise during it),
+    and with the production optimizer it changes the LoRA weights."""
     import harness.workflows.engine as engine_module
     import harness.workflows.sandbox as sandbox_module
 
@@ -127,30 +134,65 @@ def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypat
 
     monkeypatch.setattr(engine_module.WorkflowEngine, "run", forbidden)
     monkeypatch.setattr(sandbox_module.Sandbox, "run_python", forbidden)
-    before = [p.detach().clone() for p in small_generator.trainable_parameters()]
-    config = GRPOConfig(num_samples=6, group_size=4, max_groups=15, learning_rate=1e-3, questions_per_step=2)
-    optimizer = torch.optim.AdamW(small_generator.trainable_parameters(), lr=config.learning_rate)
-    steps = train_iteration(small_generator, collected, config, 0, 0, optimizer, 1.0)
-    units = build_units(collected, config, 0, 0)
-    if any(u.groups_kept for u in units):
-        assert steps and all(
-            k in steps[0]
-            for k in (
-                "loss",
-                "policy_term",
-                "kl_term",
-                "clip_fraction",
-                "mean_abs_advantage",
-                "groups_kept_fraction",
-                "tokens_per_s",
-            )
-        )
+    rollouts = _varied(collected)
+    for config in (
+        GRPOConfig(num_samples=6, group_size=4, max_groups=15, learning_rate=1e-3, questions_per_step=2),
+        PairConfig(num_samples=6, learning_rate=1e-3),
+    ):
+        before = [p.detach().clone() for p in small_generator.trainable_parameters()]
+        optimizer = make_optimizer(small_generator, config)
+        units, steps = update_iteration(small_generator, rollouts, config, 0, 0, optimizer, 1.0)
+        assert units and len(steps) == -(-len(units) // config.units_per_step)
+        expected = {"loss", "policy_term", "kl_term", "clip_fraction", "mean_abs_advantage", "groups_kept_fraction"}
+        assert expected <= set(steps[0]) if isinstance(config, GRPOConfig) else "reward_margin" in steps[0]
         after = list(small_generator.trainable_parameters())
-        assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
-    pair_steps = train_iteration(
-        small_generator, collected, PairConfig(num_samples=6, learning_rate=1e-3), 0, 0, optimizer, 1.0
-    )
-    assert all("reward_margin" in s for s in pair_steps)
+        assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True)), type(config).__name__
+
+
+def _mean_token_logp(generator, rollouts: list[Rollout]) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """(S,) each completion's summed log-prob divided by its length, dropout off."""
+    generator.model.eval()
+    with torch.no_grad():
+        logp, mask = completion_logprobs(generator.model, rollouts, 1.0, generator.constraint)
+    return (logp * mask).sum(-1) / mask.sum(-1)
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dpo", "score_dpo", "ipo"])
+def test_one_step_moves_log_probs_the_way_the_loss_wants(small_generator, collected, loss) -> None:  # type: ignore[no-untyped-def]
+    """After one optimizer step with the production optimizer (AdamW, weight decay 0), the
+    advantage-weighted log-probs rise: sum_i A_i * (mean token log-prob of i) for GRPO (seq_mean),
+    the chosen-minus-rejected margin for the pair losses. Sequences share the LoRA weights, so a
+    single sequence may move against its sign; this objective may not (first order, small lr)."""
+    question = [r for r in _varied(collected) if r.query_id == collected[0].query_id][:4]
+    question = [dataclasses.replace(r, score=s) for r, s in zip(question, (1.0, 0.0, 1.0, 0.0), strict=True)]
+    if loss == "grpo":
+        config: GRPOConfig | PairConfig = GRPOConfig(
+            num_samples=4, combinations=False, learning_rate=1e-4, beta=0.0, kl="none"
+        )
+    else:
+        config = PairConfig(num_samples=4, learning_rate=1e-4, loss=loss, pairs="best_worst")
+    (unit,) = build_units(question, config, 0, 0)
+    if isinstance(unit, GroupUnit):
+        tracked, weights = list(unit.rollouts), unit.advantages.reshape(-1)
+    else:
+        tracked, weights = [unit.chosen, unit.rejected], torch.tensor([1.0, -1.0])
+    lengths = torch.tensor([len(r.completion_ids) for r in tracked], dtype=torch.float32)
+    before = _mean_token_logp(small_generator, tracked)
+    small_generator.model.eval()  # dropout off inside the step too: the step sees the same function
+    small_generator.train_mode = lambda: None  # type: ignore[method-assign]
+    try:
+        update_iteration(small_generator, question, config, 0, 0, make_optimizer(small_generator, config), 1.0)
+    finally:
+        del small_generator.train_mode
+        small_generator.model.train()
+    change = _mean_token_logp(small_generator, tracked) - before
+    if isinstance(unit, GroupUnit):
+        objective = float((weights * change).sum())
+    else:
+        objective = float((weights * change * lengths).sum())  # pair losses act on summed log-probs
+    print(f"{loss}: weights {weights.tolist()}, mean log-prob change {change.tolist()}, objective +{objective:.2e}")
+    assert objective > 0
+    assert float(change[weights > 0].mean()) > float(change[weights < 0].mean())
 
 
 def test_dedup_gradient_equals_materialised_groups_on_a_model(small_generator, collected) -> None:  # type: ignore[no-untyped-def]
@@ -190,42 +232,37 @@ def test_dedup_gradient_equals_materialised_groups_on_a_model(small_generator, c
     model.train()
 
 
-def test_run_method_offline_and_online_complete(small_generator) -> None:  # type: ignore[no-untyped-def]
-    async def go(config: GRPOConfig) -> list:  # type: ignore[type-arg]
+def _run(generator, config: GRPOConfig, items: list, label: str) -> list:  # type: ignore[no-untyped-def, type-arg]
+    async def go() -> list:  # type: ignore[type-arg]
         engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+        run_spec = TrainingRun(
+            experiment="t", label=label, config=config, tasks=[Task(GSM, items)], seed=0, iterations=1,
+            repeats=1, params=SamplingParams(1.0, 1.0, 48),
+        )  # fmt: skip
         try:
-            return await run_method(
-                small_generator,
-                config,
-                engine,
-                [Task(GSM, list(GSM.items[3:5]))],
-                1,
-                0,
-                SamplingParams(1.0, 1.0, 48),
-                MemoryStore(),
-                "t",
-                "x",
-                1,
-            )
+            return await run_method(generator, engine, MemoryStore(), run_spec)
         finally:
             await engine.close()
 
-    for schedule in ("offline", "online"):
-        summaries = run(
-            go(
-                GRPOConfig(
-                    num_samples=4,
-                    group_size=3,
-                    max_groups=4,
-                    learning_rate=1e-4,
-                    questions_per_step=1,
-                    schedule=schedule,
-                )
-            )
-        )  # type: ignore[arg-type]
-        assert [s.iteration for s in summaries] == [0, 1]
-        assert summaries[0].rollouts == 8 and summaries[1].steps == []
-    assert asyncio.iscoroutinefunction(run_method)
+    return run(go())
+
+
+@pytest.mark.parametrize("schedule", ["offline", "online"])
+def test_run_method_schedules_step_and_time_as_they_should(small_generator, schedule: str) -> None:  # type: ignore[no-untyped-def]
+    """Offline: one step per batch of questions after the whole collection; online: one update per
+    collected batch. Both report collection and update time apart (online's used to be all
+    'collect'), and the summary carries the units trained on."""
+    config = GRPOConfig(
+        num_samples=4, group_size=3, max_groups=4, learning_rate=1e-4, questions_per_step=1, schedule=schedule
+    )
+    summaries = _run(small_generator, config, list(GSM.items[3:5]), schedule)
+    assert [s.iteration for s in summaries] == [0, 1]
+    first, final = summaries
+    assert first.rollouts == 8 and final.steps == [] and final.units == []
+    questions_with_units = len({u.query_id for u in first.units})
+    assert len(first.steps) == questions_with_units == len(first.units)
+    assert first.collect_s > 0 and (first.train_s > 0) == bool(first.steps)
+    assert first.collect_s + first.train_s < 600
 
 
 def test_online_schedule_with_the_previous_iteration_as_reference(small_generator) -> None:  # type: ignore[no-untyped-def]
@@ -239,15 +276,11 @@ def test_online_schedule_with_the_previous_iteration_as_reference(small_generato
         schedule="online", ref="previous_iteration", beta=0.1, kl="standard",
     )  # fmt: skip
 
-    async def go() -> list:  # type: ignore[type-arg]
-        engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
-        try:
-            return await run_method(
-                small_generator, config, engine, [Task(GSM, list(GSM.items[5:7]))], 1, 0,
-                SamplingParams(1.0, 1.0, 48), MemoryStore(), "t", "prev", 1,
-            )  # fmt: skip
-        finally:
-            await engine.close()
-
-    summaries = run(go())
+    lora = {n: p.detach().clone() for n, p in small_generator.model.named_parameters() if ".default." in n}
+    summaries = _run(small_generator, config, list(GSM.items[5:7]), "prev")
     assert [s.iteration for s in summaries] == [0, 1] and summaries[0].rollouts == 8
+    # the reference is the adapter as it was when iteration 0 started (the untrained one)
+    assert REFERENCE in small_generator.model.peft_config
+    parameters = dict(small_generator.model.named_parameters())
+    for name, start in lora.items():
+        assert torch.equal(parameters[name.replace(".default.", f".{REFERENCE}.")], start), name

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from harness.benchmarks import load_benchmark
 from harness.benchmarks.base import Benchmark, Item
-from harness.evaluate import evaluate_workflow, item_scores
+from harness.evaluate import evaluate_workflow
 from harness.executors.sim import SimExecutor
+from harness.scores import item_scores
 from harness.workflows.engine import WorkflowEngine
 from harness.workflows.grammar import Structure, all_structures, render
 
@@ -44,7 +45,7 @@ async def score_structures(
     try:
         for structure in structures:
             runs = await evaluate_workflow(render(structure), benchmark, items, engine, repeats, progress=False)
-            per_item = item_scores(runs)
+            per_item = {item: score for (_, item), score in item_scores(runs).items()}
             tokens = sum(r.prompt_tokens + r.completion_tokens for r in runs) / max(len(runs), 1)
             results.append(StructureScore(structure, statistics.fmean(per_item.values()), per_item, tokens))
     finally:

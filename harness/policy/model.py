@@ -72,6 +72,22 @@ class Generator:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def completion_logprobs(self, rollouts: Sequence[Any], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, T) log-probs (with gradients) of the rollouts' completions and their (S, T) mask,
+        under the decoding constraint the sampler used (harness/policy/logprobs.py)."""
+        from harness.policy.logprobs import completion_logprobs
+
+        return completion_logprobs(self.model, rollouts, temperature, self.constraint)
+
+    def reference_logprobs(self, rollouts: Sequence[Any], ref: str, temperature: float) -> dict[Any, torch.Tensor]:
+        """Per-token reference log-probs by rollout key (no gradients): see `reference`."""
+        from harness.policy.logprobs import reference_logprobs
+
+        return reference_logprobs(self, rollouts, ref, temperature)
+
+    def train_mode(self) -> None:
+        self.model.train()
+
     @contextlib.contextmanager
     def reference(self, kind: str) -> Iterator[None]:
         """Inside, the model computes the reference policy: 'base' (adapter off) or

@@ -13,12 +13,9 @@ def objective_value(run_dir: Path, objective: ObjectiveConfig) -> float:
     """mean_score: mean over benchmarks of the method's final mean score (items x seeds);
     paired_difference: mean over benchmarks of the mean over items of (method - baseline), item
     scores averaged over seeds, on the items both scored."""
-    from reports.comparison import final_rows
-    from reports.data import connect_read_only, read_eval_items
-    from reports.summary import item_score_frame
+    from harness.scores import final_rows, read_item_scores
 
-    with connect_read_only(run_dir) as db:
-        frame = item_score_frame(read_eval_items(db))
+    frame = read_item_scores(run_dir)
     frame = final_rows(frame[frame["transfer"] == ""])
     per_item = frame.groupby(["benchmark", "method", "item_id"])["score"].mean()
     values = []

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -39,6 +39,9 @@ from optuna.trial import TrialState
 from harness.sweeps.config import Sweep
 from harness.sweeps.objective import objective_value
 from harness.sweeps.space import Infeasible, suggest
+
+if TYPE_CHECKING:
+    from harness.runner import Finisher
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 """Trials that count against n_trials (a FAIL does not: its retry does)."""
@@ -209,9 +212,14 @@ def _tracked_experiment(
 
 
 def run_trial(
-    study: optuna.Study, trial: optuna.Trial, sweep: Sweep, paths: SweepPaths, log: Callable[[str], None]
+    study: optuna.Study,
+    trial: optuna.Trial,
+    sweep: Sweep,
+    paths: SweepPaths,
+    log: Callable[[str], None],
+    finish: Finisher | None = None,
 ) -> None:
-    """Draw, run and tell one trial."""
+    """Draw, run and tell one trial (``finish``: what ends each trial's run, e.g. its report)."""
     from harness.config import ConfigError
     from harness.runner import run_experiment
 
@@ -254,6 +262,7 @@ def run_trial(
                 tracking_tags={"optuna.trial": str(trial.number), "optuna.study": study.study_name},
                 tracking_params={f"sweep.{k}": v for k, v in params.items()},
                 on_evaluated=on_evaluated,
+                finish=finish,
             )
             value = objective_value(trial_dir, objective)
             _log_rollouts(trial_dir, paths, sweep.config.name)
@@ -277,7 +286,7 @@ def run_trial(
 def _log_rollouts(trial_dir: Path, paths: SweepPaths, experiment: str) -> None:
     """The trial's rollouts and evaluation rows (parquet) as artifacts of its MLflow run, beside the
     per-item scores and report the runner logged."""
-    from harness.runner import export
+    from harness.run_folder import export
     from harness.tracking import Tracker
 
     tracker = Tracker(trial_dir, experiment, paths.mlflow_uri)
@@ -293,8 +302,10 @@ def run_sweep(
     n_trials: int | None = None,
     worker: bool = False,
     log: Callable[[str], None] = print,
+    finish: Finisher | None = None,
 ) -> optuna.Study:
-    """Run trials until the study holds ``n_trials`` (default: the sweep's) finished ones."""
+    """Run trials until the study holds ``n_trials`` (default: the sweep's) finished ones;
+    ``finish`` ends each trial's run (the CLI passes the report writer)."""
     paths = resolve_paths(run_dir, storage, mlflow_uri)
     total = n_trials or sweep.config.n_trials
     offset = (os.getpid() % 997) * 7919 if worker else 0  # workers must not draw the same random startup points
@@ -303,7 +314,7 @@ def run_sweep(
     while True:
         trial = next_trial(study, paths, total)
         if trial is not None:
-            run_trial(study, trial, sweep, paths, log)
+            run_trial(study, trial, sweep, paths, log, finish)
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
@@ -326,7 +337,9 @@ def refuse_all_infeasible(study: optuna.Study, sweep: Sweep) -> None:
     )
 
 
-def rerun_best(sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str | None = None) -> Path | None:
+def rerun_best(
+    sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str | None = None, finish: Finisher | None = None
+) -> Path | None:
     """The best trial's configuration on the sweep's fresh seeds, in ``<run_dir>/best`` (resumable),
     evaluated on rerun.split; None when there is no completed trial or no re-run seed."""
     from harness.config import validate
@@ -346,4 +359,5 @@ def rerun_best(sweep: Sweep, study: optuna.Study, run_dir: Path, mlflow_uri: str
         tracking_parent=study.user_attrs.get(PARENT_ATTR),
         tracking_tags={"optuna.best_trial": str(best.number)},
         tracking_params={f"sweep.{k}": v for k, v in best.params.items()},
+        finish=finish,
     )

@@ -1,5 +1,8 @@
 """Static checks and the run-time rewrite of generated workflow code.
 
+Longer than 400 lines because the whole allow-list of untrusted workflow code is kept in one file,
+so that a security review reads one module.
+
 A generated workflow is untrusted. It must be one ``class Workflow`` with ``__init__(self, llm,
 problem)`` and ``async def run_workflow(self)`` (or AFlow/ScoreFlow's ``async def __call__(self)``
 or ``__call__(self, problem)``, run the same way), written in a small subset of Python: operator

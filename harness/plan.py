@@ -1,0 +1,154 @@
+"""What an experiment will run: its benchmarks loaded and split, and the dry-run plan (generator
+samples, workflow runs and executor calls per method x seed) that `spogw run --dry-run` prints."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from harness.config import ConfigError, ExperimentConfig, MethodSpec, method_config
+
+if TYPE_CHECKING:
+    from harness.benchmarks.base import Benchmark, Item
+
+
+@dataclass(frozen=True)
+class BenchmarkSplit:
+    benchmark: Benchmark
+    train: Sequence[Item]
+    """The questions methods collect on and train with."""
+    evaluated: Sequence[Item]
+    """The held-out questions of evaluation.split (the test split unless a sweep scores on validation)."""
+
+
+def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
+    """Every benchmark of the experiment, loaded and split (AFlow protocol: the split's seed)."""
+    from harness.benchmarks import load_from_config
+
+    splits = []
+    for index, spec in enumerate(config.benchmarks):
+        try:
+            benchmark = load_from_config(spec)
+        except (OSError, ValueError) as err:
+            field, value = ("hub", spec.hub) if spec.hub is not None else ("path", spec.path)
+            raise ConfigError(f"benchmarks.{index}.{field} = {value!r}: cannot load {spec.name}: {err}") from None
+        fractions = (spec.split.test_fraction, spec.split.seed, spec.split.validation_fraction)
+        train = list(benchmark.split("train", *fractions))[: spec.train_limit]
+        evaluated = list(benchmark.split(config.evaluation.split, *fractions))[: spec.test_limit]
+        if not evaluated:
+            raise ConfigError(
+                f"benchmarks.{index}: {spec.name} has no {config.evaluation.split} items after the split and test_limit"
+            )
+        splits.append(BenchmarkSplit(benchmark, train, evaluated))
+    return splits
+
+
+def grammar_calls_per_run(domain: str) -> float:
+    """Mean executor calls per run over the operator grammar's structures of ``domain``: the
+    dry-run's estimate for generated workflows (the real number depends on what the policy writes)."""
+    from harness.workflows.grammar import all_structures, render
+    from harness.workflows.structure import calls_per_run
+
+    return statistics.fmean(calls_per_run(render(s)) for s in all_structures(domain))
+
+
+@dataclass
+class PlannedRun:
+    label: str
+    method: str
+    seed: int
+    iterations: int
+    generator_samples: int
+    workflow_runs: int
+    executor_calls: float
+
+
+@dataclass
+class Plan:
+    experiment: str
+    runs: list[PlannedRun] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"experiment {self.experiment}: {len(self.runs)} run(s) (method x seed)"]
+        width = max((len(r.label) for r in self.runs), default=5)
+        lines.append(f"  {'method':<{width}}  seed  iters  generator samples  workflow runs  executor calls (estimate)")
+        for r in self.runs:
+            lines.append(
+                f"  {r.label:<{width}}  {r.seed:>4}  {r.iterations:>5}  {r.generator_samples:>17,}  "
+                f"{r.workflow_runs:>13,}  {r.executor_calls:>25,.0f}"
+            )
+        total_samples = sum(r.generator_samples for r in self.runs)
+        total_runs = sum(r.workflow_runs for r in self.runs)
+        total_calls = sum(r.executor_calls for r in self.runs)
+        lines.append(
+            f"  total: {total_samples:,} generator samples, {total_runs:,} workflow runs, "
+            f"about {total_calls:,.0f} executor calls"
+        )
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def plan_experiment(
+    config: ExperimentConfig, splits: Sequence[BenchmarkSplit], methods: Sequence[MethodSpec], seeds: Sequence[int]
+) -> Plan:
+    from harness.workflows.structure import calls_per_run
+    from methods.static import StaticConfig, workflow_source
+
+    plan = Plan(config.name)
+    repeats = config.evaluation.repeats
+    test_items = sum(len(s.evaluated) for s in splits)
+    generated_calls = {s.benchmark.domain: grammar_calls_per_run(s.benchmark.domain) for s in splits}
+    transfers = config.transfer_executors()
+    for spec in methods:
+        method = method_config(spec)
+        own = config.executor_for(spec)
+        evaluators = 1 + sum(executor != own for executor in transfers.values())
+        for seed in seeds:
+            if isinstance(method, StaticConfig):
+                per_run = calls_per_run(workflow_source(method.workflow)[1])
+                runs = test_items * repeats * evaluators
+                plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * per_run))
+                continue
+            evaluations = config.iterations + 1 if config.evaluation.every_iteration else 2
+            collections = config.iterations + int(config.evaluation.collect_final)
+            samples = runs = 0
+            calls = 0.0
+            for split in splits:
+                per_run = generated_calls[split.benchmark.domain]
+                collected = collections * len(split.train) * method.num_samples
+                evaluated = (evaluations + evaluators - 1) * len(split.evaluated)
+                samples += collected + evaluated
+                runs += (collected + evaluated) * repeats
+                calls += (collected + evaluated) * repeats * per_run
+            plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, config.iterations, samples, runs, calls))
+    plan.notes.append(
+        "executor calls of generated workflows are estimated with the mean call count of the operator "
+        "grammar's structures ("
+        + ", ".join(f"{d}: {c:.1f}/run" for d, c in generated_calls.items())
+        + "); static workflows are counted from their code"
+    )
+    if config.executor.name == "sim":
+        plan.notes.append("executor sim: SIMULATED, no API cost")
+    return plan
+
+
+def select_methods(config: ExperimentConfig, labels: Sequence[str] | None) -> list[MethodSpec]:
+    if not labels:
+        return list(config.methods)
+    known = {m.display_label: m for m in config.methods}
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise ConfigError(f"--methods {','.join(unknown)}: not a method label of {config.name} ({', '.join(known)})")
+    return [known[label] for label in labels]
+
+
+def select_seeds(config: ExperimentConfig, seeds: Sequence[int] | None) -> list[int]:
+    if not seeds:
+        return list(config.seeds)
+    unknown = [s for s in seeds if s not in config.seeds]
+    if unknown:
+        raise ConfigError(f"--seeds {unknown}: not seeds of {config.name} ({config.seeds})")
+    return list(seeds)

@@ -1,0 +1,95 @@
+"""The item score, defined once: the mean over an item's scorable repeats.
+
+A repeat whose run ended in infra_error has no score (the executor failed; it says nothing about the
+workflow) and is left out, never counted as 0; an item with no scorable repeat has no score. Every
+consumer uses this module: `spogw eval`, the runner's per-iteration metrics, the reports' per-item
+frame and the sweep objective (`item_score_frame` is the vectorised form of `item_score`; a test
+checks they agree).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.store import EvalRow
+
+ITEM_KEY = ["method", "seed", "iteration", "benchmark", "item_id", "transfer"]
+"""What an item score is keyed by: the method's policy at one iteration and seed, on one item, with
+its own executor (transfer '') or a transfer executor."""
+
+
+def item_score(repeat_scores: Iterable[float | None]) -> float | None:
+    """The mean of the scored repeats (None entries are infra errors and are skipped); None if none."""
+    scored = [s for s in repeat_scores if s is not None]
+    return statistics.fmean(scored) if scored else None
+
+
+def item_scores(rows: Sequence[EvalRow]) -> dict[tuple[str, str], float]:
+    """(benchmark, item_id) -> item score, for the evaluation rows of one policy; items without a
+    scorable repeat are left out."""
+    repeats: dict[tuple[str, str], list[float | None]] = {}
+    for row in rows:
+        repeats.setdefault((row.benchmark, row.item_id), []).append(row.score)
+    scores = {key: item_score(values) for key, values in repeats.items()}
+    return {key: score for key, score in scores.items() if score is not None}
+
+
+def iteration_metrics(rows: Sequence[EvalRow]) -> dict[str, float]:
+    """Mean test score per benchmark (over its items' scores) and overall (over all items), and the
+    fraction of runs that ended ok: what is logged for one (method, seed, iteration)."""
+    scores = item_scores(rows)
+    metrics: dict[str, float] = {}
+    for benchmark in sorted({b for b, _ in scores}):
+        metrics[f"test_score.{benchmark}"] = statistics.fmean(s for (b, _), s in scores.items() if b == benchmark)
+    if scores:
+        metrics["test_score"] = statistics.fmean(scores.values())
+    if rows:
+        metrics["test_ok_fraction"] = sum(row.status == "ok" for row in rows) / len(rows)
+    return metrics
+
+
+def item_score_frame(eval_items: pd.DataFrame) -> pd.DataFrame:
+    """One row per ITEM_KEY: score (`item_score` of its repeats), repeats scored, ok fraction,
+    executor calls and tokens per run. ``transfer`` '' = the method's own executor."""
+    import pandas as pd
+
+    columns = [*ITEM_KEY, "score", "repeats", "ok_fraction", "calls", "tokens"]
+    if eval_items.empty:
+        return pd.DataFrame(columns=columns)
+    if "transfer" not in eval_items.columns:  # rows from before executor-transfer evaluations
+        eval_items = eval_items.assign(transfer="")
+    frame = eval_items.assign(
+        score=pd.to_numeric(eval_items["score"], errors="coerce"),
+        ok=(eval_items["status"] == "ok").astype(float),
+        tokens=eval_items["prompt_tokens"] + eval_items["completion_tokens"],
+    )
+    out = (
+        frame.groupby(ITEM_KEY, sort=True)
+        .agg(
+            score=("score", "mean"),  # pandas' mean skips NaN: item_score's rule for infra errors
+            repeats=("score", "count"),
+            ok_fraction=("ok", "mean"),
+            calls=("calls", "mean"),
+            tokens=("tokens", "mean"),
+        )
+        .reset_index()
+    )
+    return out[out["repeats"] > 0].reset_index(drop=True)[columns]
+
+
+def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each method's rows at its last evaluated iteration."""
+    last = frame.groupby("method")["iteration"].transform("max")
+    return frame[frame["iteration"] == last]
+
+
+def read_item_scores(run_dir: Any) -> pd.DataFrame:
+    """The item-score frame of a run folder, read without a write lock (the run may still write)."""
+    from harness.store import read_table
+
+    return item_score_frame(read_table(run_dir, "eval_items"))

@@ -1,0 +1,182 @@
+"""The update steps: an iteration's frozen rollouts -> units -> optimizer steps.
+
+Which step trains a method is its config family's `update` ("groups" or "pairs", the UPDATES
+registry); which functions a step calls are named by the config and looked up in the registries
+of methods/losses.py and methods/units.py. The policy is anything with the `Policy` methods (the
+in-process generator today; a sharded trainer tomorrow): the steps never see a model object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from harness.registry import Registry
+from harness.rollouts import Rollout, RolloutKey
+from methods.config import GRPOConfig, MethodConfig, PairConfig
+from methods.losses import PAIR_LOSSES, POLICY_TERMS, group_coefficients, grpo_loss
+from methods.units import UNIT_BUILDERS, GroupUnit, PairUnit, Unit, question_seed
+
+
+class Policy(Protocol):
+    """What an update step needs from the generator being trained."""
+
+    def completion_logprobs(self, rollouts: Sequence[Rollout], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, T) per-token log-probs of the completions (with gradients) and the (S, T) mask."""
+        ...
+
+    def reference_logprobs(
+        self, rollouts: Sequence[Rollout], ref: str, temperature: float
+    ) -> dict[RolloutKey, torch.Tensor]:
+        """(T_i,) per-token log-probs of each rollout under the reference policy ``ref``, no gradients."""
+        ...
+
+    def trainable_parameters(self) -> Iterable[torch.nn.Parameter]: ...
+
+    def train_mode(self) -> None:
+        """Put the model in training mode (LoRA dropout on)."""
+        ...
+
+
+UpdateStep = Callable[
+    [Policy, Sequence[Any], Any, dict[RolloutKey, torch.Tensor], torch.optim.Optimizer, float], dict[str, float]
+]
+UPDATES: Registry[UpdateStep] = Registry("update step")
+
+
+def _padded(values: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+    out = torch.zeros((len(values), width))
+    for row, seq in enumerate(values):
+        out[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.float32)
+    return out
+
+
+@UPDATES.register("groups")
+def group_step(
+    policy: Policy,
+    units: Sequence[GroupUnit],
+    config: GRPOConfig,
+    ref_cache: dict[RolloutKey, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+) -> dict[str, float]:
+    """One optimizer step on the groups of ``units`` (a few questions): each question's unique
+    sequences are forwarded once; the step's loss is the mean of the questions' losses."""
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    term = POLICY_TERMS.get(config.policy_term)
+    totals = {"loss": 0.0, "policy_term": 0.0, "kl_term": 0.0, "clip_fraction": 0.0, "mean_abs_advantage": 0.0}
+    tokens = 0
+    active = [u for u in units if u.groups_kept > 0]
+    for unit in active:
+        rollouts = unit.rollouts
+        logp, mask = policy.completion_logprobs(rollouts, temperature)
+        width = logp.shape[1]
+        old = _padded([r.old_logp for r in rollouts], width).to(logp.device)
+        ref = _padded([ref_cache[r.key].tolist() for r in rollouts], width).to(logp.device)
+        lengths = torch.tensor([len(r.completion_ids) for r in rollouts])
+        coefficients = group_coefficients(
+            unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(rollouts)
+        )
+        loss, metrics = grpo_loss(
+            logp, old, ref, mask, coefficients.to(logp.device), config.beta, config.eps_low, config.eps_high, term
+        )
+        (loss / len(active)).backward()
+        totals["loss"] += loss.item() / len(active)
+        totals["policy_term"] += float(metrics["policy_term"]) / len(active)
+        totals["kl_term"] += float(metrics["kl_term"]) / len(active)
+        totals["clip_fraction"] += float(metrics["clip_fraction"]) / len(active)
+        totals["mean_abs_advantage"] += float(unit.advantages.abs().mean()) / len(active)
+        tokens += int(mask.sum())
+    if active:
+        torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
+        optimizer.step()
+    totals["updated"] = float(bool(active))  # a batch whose groups were all filtered changes nothing
+    built = sum(u.groups_built for u in units)
+    totals["groups_kept_fraction"] = sum(u.groups_kept for u in units) / built if built else 0.0
+    totals["tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+    return totals
+
+
+@UPDATES.register("pairs")
+def pair_step(
+    policy: Policy,
+    pairs: Sequence[PairUnit],
+    config: PairConfig,
+    ref_cache: dict[RolloutKey, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+) -> dict[str, float]:
+    """One optimizer step of the config's pair loss (PAIR_LOSSES) on summed completion log-probs."""
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    chosen = [p.chosen for p in pairs]
+    rejected = [p.rejected for p in pairs]
+    logp_c, mask_c = policy.completion_logprobs(chosen, temperature)
+    logp_r, mask_r = policy.completion_logprobs(rejected, temperature)
+    sum_c, sum_r = (logp_c * mask_c).sum(-1), (logp_r * mask_r).sum(-1)
+    ref_c = torch.stack([ref_cache[r.key].sum() for r in chosen]).to(sum_c.device)
+    ref_r = torch.stack([ref_cache[r.key].sum() for r in rejected]).to(sum_c.device)
+    s_w = torch.tensor([float(r.score or 0.0) for r in chosen], device=sum_c.device)
+    s_l = torch.tensor([float(r.score or 0.0) for r in rejected], device=sum_c.device)
+    loss = PAIR_LOSSES.get(config.loss)(sum_c, ref_c, sum_r, ref_r, s_w, s_l, config.beta).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
+    optimizer.step()
+    margin = ((sum_c - ref_c) - (sum_r - ref_r)).detach()
+    tokens = int(mask_c.sum() + mask_r.sum())
+    return {
+        "loss": loss.item(),
+        "reward_margin": float(margin.mean()),
+        "pairs": float(len(pairs)),
+        "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
+    }
+
+
+def build_units(rollouts: Sequence[Rollout], config: MethodConfig, seed: int, iteration: int) -> list[Unit]:
+    """Every question's units, questions in id order, each with its own seed (question_seed)."""
+    by_question: dict[str, list[Rollout]] = {}
+    for rollout in rollouts:
+        by_question.setdefault(rollout.query_id, []).append(rollout)
+    builder = UNIT_BUILDERS.get(config.unit_builder)
+    units: list[Unit] = []
+    for index, (_, question_rollouts) in enumerate(sorted(by_question.items())):
+        units += builder(question_rollouts, config, question_seed(seed, iteration, index))
+    return units
+
+
+def unit_rollouts(unit: Unit) -> tuple[Rollout, ...]:
+    return unit.rollouts if isinstance(unit, GroupUnit) else (unit.chosen, unit.rejected)
+
+
+def update_iteration(
+    policy: Policy,
+    rollouts: Sequence[Rollout],
+    config: MethodConfig,
+    seed: int,
+    iteration: int,
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[list[Unit], list[dict[str, float]]]:
+    """Epochs of updates on an iteration's frozen rollouts (reference log-probs computed once).
+    Returns the units trained on and one metrics dict per optimizer step; ``on_step`` runs after
+    each step."""
+    units = build_units(rollouts, config, seed, iteration)
+    if not units:
+        return units, []
+    unique = list({r.key: r for u in units for r in unit_rollouts(u)}.values())
+    ref_cache = policy.reference_logprobs(unique, config.ref, temperature)
+    policy.train_mode()
+    step = UPDATES.get(config.update)
+    size = config.units_per_step
+    steps = []
+    for _ in range(config.epochs):
+        for start in range(0, len(units), size):
+            steps.append(step(policy, units[start : start + size], config, ref_cache, optimizer, temperature))
+            if on_step is not None:
+                on_step()
+    return units, steps
