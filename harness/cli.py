@@ -190,7 +190,7 @@ def _eval(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
-    async def run() -> list:  # type: ignore[type-arg]
+    async def run() -> list:
         engine = WorkflowEngine(
             executor,
             concurrency=args.concurrency,

@@ -14,7 +14,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.evaluate import score_outcome
 from harness.rollouts import Rollout, RolloutStore
@@ -56,7 +56,7 @@ async def _execute(
     old_logp: tuple[float, ...],
 ) -> Rollout:
     code = extract_workflow(sample.text)
-    common = dict(
+    common: dict[str, Any] = dict(
         experiment=spec.experiment,
         method=spec.method,
         seed=spec.seed,
@@ -75,7 +75,7 @@ async def _execute(
             **common,
             status="invalid",
             reason="no workflow code in the completion",
-            score=0.0,  # type: ignore[arg-type]
+            score=0.0,
             score_repeats=(0.0,) * spec.repeats,
             executor_calls=0,
             executor_tokens=0,
@@ -87,7 +87,7 @@ async def _execute(
     status = _status_over_repeats([o.status.value for o in outcomes])
     structure = structure_or_empty(code) if status != "invalid" else ""
     return Rollout(
-        **common,  # type: ignore[arg-type]
+        **common,
         status=status,
         reason=next((o.reason for o in outcomes if o.reason), ""),
         score=statistics.fmean(scorable) if scorable else None,

@@ -38,7 +38,7 @@ class Entry(Generic[T]):
         if isinstance(self.target, str):
             module_name, _, attr = self.target.partition(":")
             module = importlib.import_module(module_name)
-            return getattr(module, attr)  # type: ignore[no-any-return]
+            return getattr(module, attr)
         return self.target
 
 

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 EvaluationHook = Callable[[str, int, int, dict[str, float]], None]
 """(method label, seed, iteration, metrics of that evaluation) -> None."""
-Finisher = Callable[[Path, ExperimentConfig, "Tracker", "str | None"], None]
+Finisher = Callable[[Path, ExperimentConfig, "Tracker", "str | None"], object]
 """(run folder, experiment, tracker, parent MLflow run id) -> None: runs once every cell is done."""
 
 

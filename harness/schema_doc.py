@@ -97,7 +97,7 @@ def model_table(model: type[BaseModel], prefix: str = "") -> tuple[list[str], li
         kind = f"{type_name(field.annotation)}{_constraints(field)}"
         if callable(field.json_schema_extra):  # a registered name (methods/config.py `registered`)
             listed: dict[str, Any] = {}
-            field.json_schema_extra(listed)  # type: ignore[call-arg]
+            field.json_schema_extra(listed)
             kind = " \\| ".join(repr(name) for name in listed.get("enum", [])) + " (registered)"
         rows.append(f"| `{dotted}` | {kind} | {_default(field)} | {_describe(model, name)} |")
         for sub in _nested_models(field.annotation):

@@ -7,7 +7,7 @@ is an override of a field in the experiment file, never an edit of the training 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -57,12 +57,19 @@ GroupSize = Annotated[int, Field(ge=2)]
 SharpenT = Annotated[int, Field(ge=0)]
 AtLeastOne = Annotated[int, Field(ge=1)]
 Schedule = Literal["offline", "online"]
-# Names of registered pure functions (methods/losses.py, methods/units.py)
-AdvantageName = registered("advantage estimator")
-PolicyTermName = registered("policy term")
-KLMode = registered("KL mask")
-PairSelection = registered("unit builder", unit="pair")
-PairLoss = registered("pair loss")
+# Names of registered pure functions (methods/losses.py, methods/units.py); a type checker sees str
+if TYPE_CHECKING:
+    AdvantageName: TypeAlias = str
+    PolicyTermName: TypeAlias = str
+    KLMode: TypeAlias = str
+    PairSelection: TypeAlias = str
+    PairLoss: TypeAlias = str
+else:
+    AdvantageName = registered("advantage estimator")
+    PolicyTermName = registered("policy term")
+    KLMode = registered("KL mask")
+    PairSelection = registered("unit builder", unit="pair")
+    PairLoss = registered("pair loss")
 
 
 @dataclass(frozen=True)

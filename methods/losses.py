@@ -323,15 +323,15 @@ def grpo_loss(
     ratio = torch.exp(logp - old_logp)
     upper, lower = policy_term(ratio, eps_low, eps_high)  # the factors where A > 0 and where A < 0
     policy = -(coefficients.positive[:, None] * upper + coefficients.negative[:, None] * lower)
-    policy_term = (policy * mask).sum()
+    policy_value = (policy * mask).sum()
     kl_term = torch.zeros((), dtype=logp.dtype)
     if beta != 0.0:
         kl_term = beta * (coefficients.kl[:, None] * k3_kl(logp, ref_logp) * mask).sum()
-    loss = policy_term + kl_term
+    loss = policy_value + kl_term
     active = (coefficients.positive != 0) | (coefficients.negative != 0)
     is_clipped = ((ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)).to(logp.dtype) * mask * active[:, None]
     metrics = {
-        "policy_term": policy_term.detach(),
+        "policy_term": policy_value.detach(),
         "kl_term": kl_term.detach(),
         "clip_fraction": (is_clipped.sum() / (mask * active[:, None]).sum().clamp(min=1.0)).detach(),
     }

@@ -110,9 +110,9 @@ def build_report(
         latex = latex_table(scores, paired, executor, statement, baseline, stats.alpha, declared)
         data = _study_data(config, simulated, everything, frame, paired, rollouts, iterations, groups)
         if config.study.kind in STUDIES:
-            section, figures = STUDIES[config.study.kind](data)
+            section, study_figures = STUDIES[config.study.kind](data)
             sections.append(section)
-            plotted += figures
+            plotted += study_figures
         sections.append(Section("Results", results + "\n", markdown_html(results)))
         if not paired.empty:
             sections.append(

@@ -163,7 +163,7 @@ def paired_comparison(
     diff = a - b
     ci = mean_ci(diff, covers="paired items", level=level, resamples=resamples, seed=seed)
     if set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}:
-        p_value, test = mcnemar_exact(a, b), "McNemar exact"
+        p_value, test = mcnemar_exact(a.tolist(), b.tolist()), "McNemar exact"
     elif np.all(diff == 0):
         p_value, test = 1.0, "paired permutation"
     else:

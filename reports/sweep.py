@@ -29,7 +29,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value, parameters, duration and why it stopped early."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        duration = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+        start, end = trial.datetime_start, trial.datetime_complete
+        duration = (end - start).total_seconds() if start is not None and end is not None else None
         rows.append(
             {
                 "trial": trial.number,

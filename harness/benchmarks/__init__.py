@@ -23,7 +23,7 @@ def load_benchmark(
     from harness.catalog import registries
 
     loader = registries()["benchmarks"].get(name)
-    return loader(Source(path, hub, hub_config, hub_split, size))  # type: ignore[no-any-return]
+    return loader(Source(path, hub, hub_config, hub_split, size))
 
 
 def load_from_config(config: BenchmarkConfig) -> Benchmark:

@@ -40,7 +40,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a .jsonl or .jsonl.gz file; a broken line is an error naming file and line."""
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

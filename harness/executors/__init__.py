@@ -20,7 +20,7 @@ def build_executor(name: str, **options: Any) -> Executor:
     """Instantiate a registered executor with keyword options (RegistryError names the close ones)."""
     from harness.catalog import registries
 
-    return registries()["executors"].get(name)(**options)  # type: ignore[no-any-return]
+    return registries()["executors"].get(name)(**options)
 
 
 def response_cache_path() -> Path:

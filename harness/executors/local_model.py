@@ -186,7 +186,7 @@ def _load_hf(model: str, device: str | None, dtype: str) -> tuple[Any, Any]:
     tokenizer.padding_side = "left"  # generation continues every row from the same column
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device)
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device)  # type: ignore[arg-type]
     loaded.eval()
     return loaded, tokenizer
 

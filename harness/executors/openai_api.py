@@ -134,7 +134,10 @@ class OpenAIExecutor:
         try:
             async with asyncio.timeout(self.call_timeout_s):
                 response = await self._client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]  # plain role/content dicts, as the API takes
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
                 )
         except TimeoutError:
             raise _Retryable(f"no complete answer within {self.call_timeout_s:g} s") from None

@@ -52,7 +52,7 @@ def check_adapter_base(directory: Path, base_identity: str) -> dict[str, Any]:
         raise AdapterMismatch(
             f"{directory}: adapter was trained on base model {meta.get('base')!r}, not {base_identity!r}"
         )
-    return meta  # type: ignore[no-any-return]
+    return meta
 
 
 def load_adapter_weights(model: Any, directory: Path, base_identity: str) -> None:

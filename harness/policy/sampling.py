@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
-    from harness.policy.constraint import GrammarConstraint
+    from harness.policy.constraint import GrammarConstraint, TrieNode
 
 SampleKey = tuple[Any, ...]
 """(seed, iteration, question id, sample index): everything a sample's randomness depends on."""
@@ -127,7 +127,7 @@ def sample_hf(
     logprobs: list[list[float]] = [[] for _ in prompts]
     finish: list[str | None] = [None] * len(prompts)
     stops = frozenset(stop_ids) if stop_ids else frozenset({tokenizer.eos_token_id}) - {None}
-    nodes = [constraint.root(p) for p in prompts] if constraint is not None else []
+    nodes: list[TrieNode | None] = [constraint.root(p) for p in prompts] if constraint is not None else []
     cache = DynamicCache()
     cache_kw = {_cache_keyword(model): cache}
     was_training = model.training

@@ -45,7 +45,7 @@ def convert() -> Path:
     source = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-    model.hf_quantizer = None  # the weights are dequantised now: save them as plain tensors
+    model.hf_quantizer = None  # type: ignore[assignment]  # dequantised now: save them as plain tensors
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     staging = target.with_name(f"{target.name}.converting-{os.getpid()}")

@@ -329,7 +329,7 @@ def _build_locked(recipe: TinyRecipe, target: Path, progress: bool, force: bool)
 
 
 def build_info(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / "build.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((directory / "build.json").read_text())
 
 
 def load_tokenizer(directory: Path) -> Any:

@@ -10,7 +10,7 @@ iteration's adapter is served with a LoRARequest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from harness.policy.sampling import Sample, SampleKey, SamplingParams, key_seed
 
@@ -66,7 +66,7 @@ class VLLMSampler:
         samples = []
         for key, output in zip(keys, outputs, strict=True):
             completion = output.outputs[0]
-            finish = (
+            finish: Literal["stop", "eos", "length"] = (
                 "stop"
                 if completion.stop_reason is not None
                 else ("length" if completion.finish_reason == "length" else "eos")
@@ -80,5 +80,5 @@ class VLLMSampler:
                     text=completion.text,
                     finish=finish,
                 )
-            )  # type: ignore[arg-type]
+            )
         return samples

@@ -217,9 +217,10 @@ def suggest(
                 raise Infeasible(f"no {name} in [{spec.low:g}, {spec.high:g}] satisfies {texts} given {values}")
             value = trial.suggest_int(name, lo, hi, step=step, log=spec.log)
         else:
-            lo, hi = interval.float_range(float(spec.low), float(spec.high))  # type: ignore[arg-type]
-            if lo > hi:
+            low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
+            lo_f, hi_f = interval.float_range(low, high)
+            if lo_f > hi_f:
                 raise Infeasible(f"no {name} in [{spec.low:g}, {spec.high:g}] satisfies {texts} given {values}")
-            value = trial.suggest_float(name, lo, hi, step=spec.step, log=spec.log)
+            value = trial.suggest_float(name, lo_f, hi_f, step=spec.step, log=spec.log)
         values[name] = value
     return values

@@ -142,7 +142,7 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial._trial_id)
+            storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # heartbeat storages only
             if stop.wait(interval):
                 return
 
