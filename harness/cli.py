@@ -291,8 +291,9 @@ def _sweep(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(sweep.config.name)
     try:
         study = run_sweep(
-            sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker, finish=finish_report
-        )
+            sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker, finish=finish_report,
+            force_new=args.force_new,
+        )  # fmt: skip
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.worker:
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweeper.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: the sweep folder's sqlite)")
     sweeper.add_argument("--worker", action="store_true", help="join an existing study (started without --worker)")
+    sweeper.add_argument(
+        "--force-new", action="store_true", help="move a sweep started with another sweep file aside and start over"
+    )
     sweeper.add_argument(
         "--no-rerun", action="store_true", help="skip re-running the best configuration on fresh seeds"
     )

@@ -272,13 +272,28 @@ class MethodSpec(StrictModel):
             raise ValueError(f"method {self.name!r} takes no overrides (it has no trainable config yet)")
         if config_cls is not None:
             entry.load()  # importing the method module defines its config class
-            config_model = _resolve(config_cls)
-            config_model.model_validate(self.overrides)
+            config = _resolve(config_cls).model_validate(self.overrides)
+            workflow = getattr(config, "workflow", None)
+            if isinstance(workflow, str):  # a static method: its workflow must be one that can run
+                _check_static_workflow(workflow)
         return self
 
     @property
     def display_label(self) -> str:
         return self.label or self.name
+
+
+def _check_static_workflow(name_or_path: str) -> None:
+    """Raise ValueError naming the workflow (registered name or file) unless it reads as text and
+    passes the validator `spogw eval` applies, so a broken file never runs as a method scoring 0."""
+    from harness.workflows.validate import WorkflowInvalid, validate_workflow
+    from methods.static import workflow_source
+
+    _, source = workflow_source(name_or_path)
+    try:
+        validate_workflow(source)
+    except WorkflowInvalid as err:
+        raise ValueError(f"workflow {name_or_path!r} is not a valid workflow: {err}") from None
 
 
 class EvaluationConfig(StrictModel):
@@ -504,6 +519,39 @@ def _resolve(target: Any) -> Any:
 # Loading
 
 
+class _ExperimentLoader(yaml.SafeLoader):
+    """Safe YAML with the rule an experiment file needs: a key written twice in one mapping is an
+    error naming the key and both lines (plain YAML keeps the last one silently). Merge keys
+    (``<<: *anchor``) may still be overridden by explicit keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: SafeLoader raises its own error below
+                continue
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
+def unshared(data: Any) -> Any:
+    """A copy of nested mappings and lists in which no node is shared. YAML aliases (``*anchor``)
+    load as one object referenced twice; ``copy.deepcopy`` keeps that sharing, so a ``--set`` on
+    one method's overrides would change every method that aliases them."""
+    if isinstance(data, dict):
+        return {key: unshared(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [unshared(value) for value in data]
+    return copy.deepcopy(data)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -512,7 +560,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = unshared(yaml.load(text, Loader=_ExperimentLoader))  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        where = f"line {err.problem_mark.line + 1}: " if err.problem_mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{err.problem or err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:
@@ -523,13 +574,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``override`` on top of ``base``: mappings merge key by key, anything else is replaced."""
-    merged = copy.deepcopy(base)
+    """``override`` on top of ``base``: mappings merge key by key, anything else is replaced (the
+    result shares no node with either, nor within itself)."""
+    merged: dict[str, Any] = unshared(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:
-            merged[key] = copy.deepcopy(value)
+            merged[key] = unshared(value)
     return merged
 
 
@@ -571,8 +623,9 @@ def dotted_fields(data: Any, index_scalar_lists: bool = True, prefix: str = "") 
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (value parsed as YAML; list items addressed by index)."""
-    data = copy.deepcopy(data)
+    """Apply ``a.b=value`` overrides (value parsed as YAML; list items addressed by index) to a copy
+    of ``data`` in which no node is shared: an override changes exactly the field it names."""
+    data = unshared(data)
     for override in overrides:
         key, sep, raw_value = override.partition("=")
         if not sep or not key.strip():

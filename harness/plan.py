@@ -6,9 +6,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from harness.config import ConfigError, ExperimentConfig, MethodSpec, method_config
+from harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, method_config
 
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item
@@ -42,6 +42,18 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
                 f"benchmarks.{index}: {spec.name} has no {config.evaluation.split} items after the split and test_limit"
             )
         splits.append(BenchmarkSplit(benchmark, train, evaluated))
+    trained = [spec.display_label for spec in config.methods if not hasattr(method_config(spec), "workflow")]
+    if trained and config.iterations > 0 and not any(split.train for split in splits):
+        sizes = ", ".join(
+            f"benchmarks.{i} {s.benchmark.name}: {len(s.benchmark.items)} items, test_fraction {b.split.test_fraction}"
+            + (f", train_limit {b.train_limit}" if b.train_limit is not None else "")
+            for i, (s, b) in enumerate(zip(splits, config.benchmarks, strict=True))
+        )
+        raise ConfigError(
+            f"no training questions after the split ({sizes}); the trained methods {trained} would do "
+            f"{config.iterations} iterations of nothing. Give a benchmark more items, a smaller "
+            "split.test_fraction or a larger train_limit (or iterations: 0 to evaluate the untrained generator)"
+        )
     return splits
 
 
@@ -152,3 +164,20 @@ def select_seeds(config: ExperimentConfig, seeds: Sequence[int] | None) -> list[
     if unknown:
         raise ConfigError(f"--seeds {unknown}: not seeds of {config.name} ({config.seeds})")
     return list(seeds)
+
+
+def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
+    """Trained method label -> the other trained labels with the same executor and sampling."""
+    from methods.static import StaticConfig
+
+    trained = [spec for spec in config.methods if not isinstance(method_config(spec), StaticConfig)]
+
+    def setting(spec: MethodSpec) -> tuple[ExecutorConfig, Any]:
+        return config.executor_for(spec), config.sampling_for(spec)
+
+    return {
+        spec.display_label: tuple(
+            other.display_label for other in trained if other is not spec and setting(other) == setting(spec)
+        )
+        for spec in trained
+    }

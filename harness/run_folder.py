@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,39 @@ def prepare_run_dir(config: ExperimentConfig, run_dir: Path, force_new: bool) ->
             print(f"moved the previous run folder to {moved}")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
+
+
+class RunFolderBusy(ConfigError):
+    """Another process is using the run folder (exit 2: nothing was touched)."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process: an exclusive lock on ``.<name>.lock`` beside the folder
+    (beside, so that --force-new can move the folder aside under it). The lock ends with the
+    process, however it ends. Raises RunFolderBusy naming the PID that holds it."""
+    import fcntl
+
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = run_dir.with_name(f".{run_dir.name}.lock")
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunFolderBusy(
+                f"{run_dir} is in use by process {holder} (its lock: {path}); wait for it to end, or give "
+                "this run another --run-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def done_marker(run_dir: Path, label: str, seed: int) -> Path:

@@ -39,7 +39,7 @@ from harness.config import (
     method_config,
 )
 from harness.heldout import EvalTarget, evaluate_generator, evaluate_static
-from harness.plan import BenchmarkSplit, load_splits, select_methods, select_seeds
+from harness.plan import BenchmarkSplit, load_splits, select_methods, select_seeds, untrained_twins
 from harness.policy.model import decoding_mode
 from harness.run_folder import (
     RESOLVED,
@@ -47,6 +47,7 @@ from harness.run_folder import (
     done_marker,
     prepare_run_dir,
     record_generator,
+    run_folder_lock,
     write_item_scores,
 )
 
@@ -78,23 +79,6 @@ class ExperimentContext:
     """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
     notice: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
     """Says something the user must know now (a run that cannot learn), above any progress bar."""
-
-
-def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
-    """Trained method label -> the other trained labels with the same executor and sampling."""
-    from methods.static import StaticConfig
-
-    trained = [spec for spec in config.methods if not isinstance(method_config(spec), StaticConfig)]
-
-    def setting(spec: MethodSpec) -> tuple[ExecutorConfig, Any]:
-        return config.executor_for(spec), config.sampling_for(spec)
-
-    return {
-        spec.display_label: tuple(
-            other.display_label for other in trained if other is not spec and setting(other) == setting(spec)
-        )
-        for spec in trained
-    }
 
 
 def no_update_notice(label: str, seed: int, summary: Any) -> str:
@@ -302,13 +286,33 @@ def run_experiment(
     extra ``tracking_tags`` and ``tracking_params``. ``on_evaluated(label, seed, iteration, metrics)``
     is called after each held-out evaluation by the method's own executor; an exception it raises
     (a sweep's pruning) stops the run, and its MLflow runs are marked KILLED."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
+    with run_folder_lock(run_dir):  # one process per run folder: a second one is told who holds it
+        return _run_cells(
+            config, run_dir, methods, seeds, force_new, progress, tracking_parent, tracking_tags, tracking_params,
+            on_evaluated, finish,
+        )  # fmt: skip
+
+
+def _run_cells(
+    config: ExperimentConfig,
+    run_dir: Path,
+    methods: Sequence[str] | None,
+    seeds: Sequence[int] | None,
+    force_new: bool,
+    progress: bool,
+    tracking_parent: str | None,
+    tracking_tags: dict[str, str] | None,
+    tracking_params: dict[str, Any] | None,
+    on_evaluated: EvaluationHook | None,
+    finish: Finisher | None,
+) -> Path:
     from tqdm.auto import tqdm
 
     from harness.store import SQLiteStore
     from harness.tracking import Tracker
     from methods.static import StaticConfig
 
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
     selected = select_methods(config, methods)
     chosen_seeds = select_seeds(config, seeds)
     splits = load_splits(config)

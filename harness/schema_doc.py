@@ -20,7 +20,10 @@ HEADER = """# Experiment-file reference
 Generated from the schema by `spogw schema --out docs/experiments.md`; do not edit by hand (a test
 fails when this file is stale). An experiment file is YAML; `include:` (one level) merges another
 file under it, and `--set dotted.field=value` overrides a field from the command line. Unknown
-fields are errors that name the file, the field and the value.
+fields are errors that name the file, the field and the value; so is a key written twice in one
+mapping (plain YAML would keep the last one). A YAML alias (`*anchor`) is a copy: `--set` on one
+method's aliased overrides changes that method only. `spogw check` also validates every static
+workflow file a method names, and a run refuses trained methods without training questions.
 
 Validate a file with `spogw check FILE`, see what it would run with `spogw run FILE --dry-run`.
 """

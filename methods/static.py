@@ -38,7 +38,10 @@ def workflow_source(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"{workflows.unknown_message(name_or_path)}; and no file {name_or_path!r}")
-    return path.stem, path.read_text()
+    try:
+        return path.stem, path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"workflow file {name_or_path!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 METHOD = Method(StaticConfig, "evaluation only: a fixed workflow (IO, CoT, CoT-SC, ScoreFlow-style, or a file)")

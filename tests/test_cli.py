@@ -123,3 +123,56 @@ def test_humaneval_cot_sc_eval_is_deterministic(tmp_path: Path) -> None:
     first, second = (pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("a", "b"))
     columns = ["item_id", "repeat", "status", "score", "answer", "calls", "completion_tokens"]
     pd.testing.assert_frame_equal(first[columns], second[columns])
+
+
+def test_check_refuses_a_static_workflow_that_cannot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A workflow file that fails validation, or is not text, is refused by `spogw check` and `spogw
+    run` (exit 2, the file named, no run folder), instead of running and scoring 0 for every item."""
+    experiment = REPO / "tests" / "data" / "runner_small.yaml"
+    invalid = tmp_path / "imports_os.py"
+    invalid.write_text("import os\nclass Workflow:\n    pass\n")
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"\xff\xfe\x00\x01binary")
+    for path, reason in ((invalid, "Import is not allowed: os"), (binary, "is not UTF-8 text")):
+        setting = ["--set", f"methods.1.overrides.workflow={path}"]
+        assert main(["check", str(experiment), *setting]) == 2
+        err = capsys.readouterr().err
+        assert f"{str(path)!r}" in err and reason in err and "methods.1" in err
+        run_dir = tmp_path / f"run-{path.stem}"
+        assert main(["run", str(experiment), "--run-dir", str(run_dir), "--quiet", *setting]) == 2
+        assert not run_dir.exists()
+
+
+def test_a_trained_method_without_training_questions_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment = tmp_path / "notrain.yaml"
+    experiment.write_text(
+        "version: 1\nname: notrain\nbenchmarks: [{name: gsm_synth, size: 1}]\n"
+        "generator: {name: tiny, tiny_recipe: test}\nmethods: [{name: spogw, overrides: {num_samples: 4, "
+        "group_size: 3, max_groups: 4, sharpen_t: 1}}, {name: static, label: cot, overrides: {workflow: cot}}]\n"
+        "seeds: [0]\niterations: 1\n"
+    )
+    run_dir = tmp_path / "run"
+    assert main(["run", str(experiment), "--run-dir", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no training questions after the split" in err and "['spogw']" in err and not run_dir.exists()
+    assert main(["run", str(experiment), "--dry-run", "--set", "iterations=0"]) == 0  # untrained evaluation is fine
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `spogw run` on one folder at once used to race (an MLflow migration error, or both doing
+    every cell): the second is told which process holds the folder and exits 2, touching nothing."""
+    import os
+
+    from harness.run_folder import run_folder_lock
+
+    run_dir = tmp_path / "run"
+    experiment = REPO / "tests" / "data" / "runner_small.yaml"
+    with run_folder_lock(run_dir):
+        assert main(["run", str(experiment), "--run-dir", str(run_dir), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{run_dir} is in use by process {os.getpid()}" in err and "--run-dir" in err
+        assert not run_dir.exists()
+    with run_folder_lock(run_dir):  # released when its holder ends: the folder can be taken again
+        pass

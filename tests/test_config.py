@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.config import ConfigError, apply_overrides, load_experiment
+from harness.config import ConfigError, apply_overrides, load_experiment, load_raw
 
 BASE = """
 version: 1
@@ -180,3 +180,39 @@ def test_experiment_reference_doc_is_current_and_complete(repo) -> None:  # type
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) > 60
     assert not [row for row in rows if row.rstrip().endswith("|  |")], "every field needs a docstring (its meaning)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Silent wrong experiments (issue: a researcher's day)
+
+
+def test_set_on_one_method_never_changes_an_aliased_other(repo, capsys) -> None:  # type: ignore[no-untyped-def]
+    """quickstart.yaml gives spogw and grpo_kl one overrides mapping through a YAML alias; --set (and
+    harness.run's keywords) on methods.0 must change methods.0 only, and an invalid value must be
+    reported on methods.0 only."""
+    from harness.cli import main
+
+    path = repo / "experiments" / "quickstart.yaml"
+    config = load_experiment(path, ["methods.0.overrides.group_size=7"])
+    assert config.methods[0].overrides["group_size"] == 7 and config.methods[2].overrides["group_size"] == 6
+    assert main(["check", str(path), "--set", "methods.0.overrides.group_size=20"]) == 2
+    err = capsys.readouterr().err
+    assert "methods.0" in err and "methods.2" not in err
+    included = apply_overrides(load_raw(path), ["methods.0.overrides.epochs=2"])
+    assert included["methods"][2]["overrides"]["epochs"] == 8
+
+
+def test_a_key_written_twice_is_an_error_naming_it_and_its_lines(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "version: 1\nname: x\nbenchmarks: [{name: gsm_synth}]\nmethods: [{name: spogw}]\n"
+        "iterations: 1\nseeds: [0]\niterations: 3\n"
+    )
+    with pytest.raises(ConfigError, match=r"twice\.yaml: not valid YAML: line 7: duplicate key 'iterations' \(first"):
+        load_experiment(path)
+    merged = tmp_path / "merged.yaml"  # a merge key may still be overridden by an explicit key
+    merged.write_text(
+        "version: 1\nname: x\nbenchmarks: [{name: gsm_synth}]\n"
+        "base: &b {name: spogw, label: a}\nmethods: [{<<: *b, label: b}]\n"
+    )
+    assert load_raw(merged)["methods"] == [{"name": "spogw", "label": "b"}]

@@ -397,3 +397,16 @@ def test_the_unclipped_policy_term_is_the_plain_ratio() -> None:
     upper, lower = clipped_term(ratio, 0.2, 0.2)
     assert torch.equal(upper, torch.tensor([[0.5, 1.0, 1.2]])) and torch.equal(lower, torch.tensor([[0.8, 1.0, 1.5]]))
     assert all(torch.equal(half, ratio) for half in unclipped_term(ratio, 0.2, 0.2))
+
+
+def test_ipo_is_a_method_and_a_loss_any_pair_method_can_choose() -> None:
+    """methods/ipo.py is found by the catalog (no registration elsewhere), and `loss: ipo` on the dpo
+    method validates to the same loss; beta = 0 is refused before anything runs."""
+    from harness.config import ConfigError, method_config, validate
+
+    base = {"version": 1, "name": "x", "benchmarks": [{"name": "gsm_synth", "size": 20}]}
+    config = validate({**base, "methods": [{"name": "ipo"}, {"name": "dpo", "overrides": {"loss": "ipo"}}]}, "x.yaml")
+    ipo, dpo = (method_config(spec) for spec in config.methods)
+    assert type(ipo).__name__ == "IPOConfig" and ipo.loss == dpo.loss == "ipo" and ipo.update == "pairs"
+    with pytest.raises(ConfigError, match=r"methods\.0.*needs beta > 0"):
+        validate({**base, "methods": [{"name": "ipo", "overrides": {"beta": 0.0}}]}, "x.yaml")

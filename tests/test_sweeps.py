@@ -344,3 +344,31 @@ def test_two_workers_on_postgres_finish_exactly_n_trials_and_a_killed_one_is_ret
         r.data.tags["optuna.trial"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
     assert {str(t.number) for t in finished} <= trial_runs
+
+
+def test_a_changed_sweep_is_refused_with_its_differences_and_force_new_starts_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep folder's study keeps the definition it was started with; the same folder with a
+    changed range or base executor is refused before any trial runs (exit 2, the differences
+    listed), more trials or another re-run are not a change, and --force-new moves the old sweep
+    aside."""
+    from harness.cli import main
+    from harness.sweeps.config import load_sweep
+    from harness.sweeps.study import _start_over, create_or_load, resolve_paths
+
+    run_dir = tmp_path / "sweep"
+    create_or_load(load_sweep(SMALL_SWEEP), resolve_paths(run_dir, None, None), False, 0)
+    for change, shown in (
+        ("space.beta.high=0.9", "space.beta.high: 0.5 -> 0.9"),
+        ("set.executor.profile=weak", "base_experiment.executor.profile: 'medium' -> 'weak'"),
+    ):
+        assert main(["sweep", str(SMALL_SWEEP), "--run-dir", str(run_dir), "--set", change]) == 2
+        err = capsys.readouterr().err
+        assert "was started with another sweep definition" in err and shown in err and "--force-new" in err
+    assert not (run_dir / "trials").exists()
+    unchanged = load_sweep(SMALL_SWEEP, ["n_trials=5", "rerun.seeds=[8]"])
+    create_or_load(unchanged, resolve_paths(run_dir, None, None), False, 0)  # not a change of what trials run
+    changed = load_sweep(SMALL_SWEEP, ["space.beta.high=0.9"])
+    _start_over(changed, run_dir, None, print)  # what --force-new does before the study is opened
+    assert not run_dir.exists() and [p.name.startswith("sweep.old-") for p in tmp_path.iterdir()] == [True]

@@ -155,6 +155,40 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
+DEFINITION_ATTR = "sweep_definition"
+FREE_FIELDS = ("description", "n_trials", "heartbeat_s", "grace_s", "rerun")
+"""Sweep fields a study may change between invocations (more trials, another re-run): they do not
+change what a trial runs."""
+
+
+def definition(sweep: Sweep) -> dict[str, Any]:
+    """What every trial of the study runs: the sweep's search (space, constraints, objective, sampler,
+    pruner, set) and the base experiment as a trial sees it."""
+    fields = sweep.config.model_dump(mode="json", exclude=set(FREE_FIELDS))
+    return {**fields, "base_experiment": sweep.experiment_data({})}
+
+
+def refuse_changed_definition(study: optuna.Study, sweep: Sweep, paths: SweepPaths) -> None:
+    """Raise ValueError listing the differences when the study was started with another definition:
+    new trials would run under another configuration beside the old ones, in one study."""
+    import json
+
+    from harness.run_folder import config_differences
+
+    stored = study.user_attrs.get(DEFINITION_ATTR)
+    current = definition(sweep)
+    if stored is None:
+        study.set_user_attr(DEFINITION_ATTR, json.dumps(current, sort_keys=True))
+        return
+    differences = config_differences(json.loads(stored), current)
+    if differences:
+        raise ValueError(
+            f"{sweep.source}: study {sweep.config.name!r} in {paths.storage} was started with another sweep "
+            f"definition:\n  " + "\n  ".join(differences) + "\nRun it with the sweep file it was started with, "
+            "or --force-new to move the old sweep aside (another --run-dir or study name also starts afresh)."
+        )
+
+
 def create_or_load(sweep: Sweep, paths: SweepPaths, worker: bool, worker_offset: int) -> optuna.Study:
     storage = open_storage(paths.storage, sweep)
     sampler, pruner = make_sampler(sweep, worker_offset), make_pruner(sweep)
@@ -175,6 +209,7 @@ def create_or_load(sweep: Sweep, paths: SweepPaths, worker: bool, worker_offset:
             direction=sweep.config.direction,
             load_if_exists=True,
         )
+    refuse_changed_definition(study, sweep, paths)
     if PARENT_ATTR not in study.user_attrs and not worker:
         from harness.tracking import Tracker
 
@@ -303,9 +338,14 @@ def run_sweep(
     worker: bool = False,
     log: Callable[[str], None] = print,
     finish: Finisher | None = None,
+    force_new: bool = False,
 ) -> optuna.Study:
     """Run trials until the study holds ``n_trials`` (default: the sweep's) finished ones;
-    ``finish`` ends each trial's run (the CLI passes the report writer)."""
+    ``finish`` ends each trial's run (the CLI passes the report writer). A study started with
+    another definition is refused (ValueError) unless ``force_new``: then the old sweep folder is
+    moved aside and the old study deleted from its storage."""
+    if force_new and not worker:
+        _start_over(sweep, run_dir, storage, log)
     paths = resolve_paths(run_dir, storage, mlflow_uri)
     total = n_trials or sweep.config.n_trials
     offset = (os.getpid() % 997) * 7919 if worker else 0  # workers must not draw the same random startup points
@@ -321,6 +361,17 @@ def run_sweep(
             refuse_all_infeasible(study, sweep)
             return study
         time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
+
+
+def _start_over(sweep: Sweep, run_dir: Path, storage: str | None, log: Callable[[str], None]) -> None:
+    if storage is not None:  # a shared server: the old study goes; its trials' folders move with run_dir
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=sweep.config.name, storage=storage)
+            log(f"deleted study {sweep.config.name!r} from {storage}")
+    if run_dir.exists():
+        moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, moved)
+        log(f"moved the previous sweep folder to {moved}")
 
 
 def refuse_all_infeasible(study: optuna.Study, sweep: Sweep) -> None:
