@@ -56,11 +56,17 @@ def prepare_run_dir(config: ExperimentConfig, run_dir: Path, force_new: bool) ->
                 + "\nUse another --run-dir, or --force-new to move the old run aside and start over."
             )
         if differences:
-            moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(run_dir, moved)
-            print(f"moved the previous run folder to {moved}")
+            print(f"moved the previous run folder to {move_aside(run_dir)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def move_aside(folder: Path) -> Path:
+    """Rename ``folder`` to ``<folder>.old-<time>`` (what --force-new does with a run or sweep
+    folder); returns the new path."""
+    moved = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(folder, moved)
+    return moved
 
 
 class RunFolderBusy(ConfigError):

@@ -153,7 +153,8 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried_once(tmp_path: Path
     """The heartbeat thread really beats through Optuna's cached storage wrapper; once it stops
     (a dead worker) and the grace period passes, the trial is FAIL and one WAITING retry with the
     same parameters appears; the trial cap counts the retry, not the failure."""
-    from harness.sweeps.study import heartbeat, next_trial, open_storage, resolve_paths
+    from harness.sweeps.storage import heartbeat, open_storage, resolve_paths
+    from harness.sweeps.study import next_trial
 
     sweep = load_sweep(SMALL_SWEEP)  # heartbeat_s 1, grace_s 4
     paths = resolve_paths(tmp_path, None, None)
@@ -191,7 +192,8 @@ def test_importances_cover_parameters_whose_range_the_constraints_moved() -> Non
 def test_an_infeasible_trial_is_told_pruned_and_never_run(tmp_path: Path) -> None:
     """t >= 3 with n <= 4 breaks 2t <= n for every draw: the trial is PRUNED with the reason and
     no experiment starts (no trial folder, no MLflow run)."""
-    from harness.sweeps.study import create_or_load, next_trial, resolve_paths, run_trial
+    from harness.sweeps.storage import resolve_paths
+    from harness.sweeps.study import create_or_load, next_trial, run_trial
 
     sweep = load_sweep(SMALL_SWEEP, ["space.sharpen_t.low=3", "space.sharpen_t.high=4"])
     paths = resolve_paths(tmp_path, None, None)
@@ -355,7 +357,8 @@ def test_a_changed_sweep_is_refused_with_its_differences_and_force_new_starts_ov
     aside."""
     from harness.cli import main
     from harness.sweeps.config import load_sweep
-    from harness.sweeps.study import _start_over, create_or_load, resolve_paths
+    from harness.sweeps.storage import resolve_paths
+    from harness.sweeps.study import _start_over, create_or_load
 
     run_dir = tmp_path / "sweep"
     create_or_load(load_sweep(SMALL_SWEEP), resolve_paths(run_dir, None, None), False, 0)

@@ -129,6 +129,16 @@ class Sweep:
         self.base = base
         self.source = source
 
+    FREE_FIELDS = ("description", "n_trials", "heartbeat_s", "grace_s", "rerun")
+    """Sweep fields a study may change between invocations (more trials, another re-run): they do
+    not change what a trial runs."""
+
+    def definition(self) -> dict[str, Any]:
+        """What every trial of the study runs: the sweep's search (space, constraints, objective,
+        sampler, pruner, set) and the base experiment as a trial sees it."""
+        fields = self.config.model_dump(mode="json", exclude=set(self.FREE_FIELDS))
+        return {**fields, "base_experiment": self.experiment_data({})}
+
     def experiment_data(self, params: dict[str, Any], seeds: list[int] | None = None) -> dict[str, Any]:
         """The experiment of a trial with ``params`` (base + set + the parameters), reduced to the
         objective's methods and seeds."""

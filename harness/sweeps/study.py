@@ -21,15 +21,11 @@ id the study keeps as a user attribute), with the experiment's method x seed run
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
-import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +35,7 @@ from optuna.trial import TrialState
 from harness.sweeps.config import Sweep
 from harness.sweeps.objective import objective_value
 from harness.sweeps.space import Infeasible, suggest
+from harness.sweeps.storage import SweepPaths, heartbeat, open_storage, resolve_paths, study_lock
 
 if TYPE_CHECKING:
     from harness.runner import Finisher
@@ -46,38 +43,6 @@ if TYPE_CHECKING:
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 """Trials that count against n_trials (a FAIL does not: its retry does)."""
 PARENT_ATTR = "mlflow_parent_run_id"
-
-
-@dataclass(frozen=True)
-class SweepPaths:
-    run_dir: Path
-    storage: str
-    mlflow_uri: str
-
-
-def resolve_paths(run_dir: Path, storage: str | None, mlflow_uri: str | None) -> SweepPaths:
-    from harness.tracking import tracking_uri
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return SweepPaths(
-        run_dir,
-        storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}",
-        tracking_uri(mlflow_uri, run_dir),
-    )
-
-
-def open_storage(url: str, sweep: Sweep) -> optuna.storages.BaseStorage:
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}},
-        heartbeat_interval=sweep.config.heartbeat_s,
-        grace_period=sweep.config.grace_s,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
 
 
 def make_sampler(sweep: Sweep, worker_offset: int) -> optuna.samplers.BaseSampler:
@@ -95,77 +60,7 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps)
 
 
-@contextlib.contextmanager
-def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
-    """One holder at a time across every worker of the study: a PostgreSQL advisory lock for a
-    PostgreSQL storage, else an exclusive file lock beside the storage file."""
-    key = int.from_bytes(hashlib.blake2b(study_name.encode(), digest_size=8).digest(), "big", signed=True)
-    if storage_url.startswith("postgresql"):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        engine.dispose()
-        return
-    if storage_url.startswith("sqlite:///"):
-        path = Path(storage_url.removeprefix("sqlite:///"))
-    elif storage_url.startswith("journal:"):
-        path = Path(storage_url.removeprefix("journal:"))
-    else:
-        raise ValueError(
-            f"--storage {storage_url}: no study-wide lock for this backend (use sqlite, postgresql or journal)"
-        )
-    with open(path.with_name(f".{path.name}.{study_name}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat every heartbeat interval while the block runs (RDB storages)."""
-    # Optuna wraps an RDBStorage in a cache layer that also speaks the heartbeat protocol: ask the
-    # study's own storage object, not its class
-    storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # heartbeat storages only
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 DEFINITION_ATTR = "sweep_definition"
-FREE_FIELDS = ("description", "n_trials", "heartbeat_s", "grace_s", "rerun")
-"""Sweep fields a study may change between invocations (more trials, another re-run): they do not
-change what a trial runs."""
-
-
-def definition(sweep: Sweep) -> dict[str, Any]:
-    """What every trial of the study runs: the sweep's search (space, constraints, objective, sampler,
-    pruner, set) and the base experiment as a trial sees it."""
-    fields = sweep.config.model_dump(mode="json", exclude=set(FREE_FIELDS))
-    return {**fields, "base_experiment": sweep.experiment_data({})}
 
 
 def refuse_changed_definition(study: optuna.Study, sweep: Sweep, paths: SweepPaths) -> None:
@@ -176,7 +71,7 @@ def refuse_changed_definition(study: optuna.Study, sweep: Sweep, paths: SweepPat
     from harness.run_folder import config_differences
 
     stored = study.user_attrs.get(DEFINITION_ATTR)
-    current = definition(sweep)
+    current = sweep.definition()
     if stored is None:
         study.set_user_attr(DEFINITION_ATTR, json.dumps(current, sort_keys=True))
         return
@@ -369,9 +264,9 @@ def _start_over(sweep: Sweep, run_dir: Path, storage: str | None, log: Callable[
             optuna.delete_study(study_name=sweep.config.name, storage=storage)
             log(f"deleted study {sweep.config.name!r} from {storage}")
     if run_dir.exists():
-        moved = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(run_dir, moved)
-        log(f"moved the previous sweep folder to {moved}")
+        from harness.run_folder import move_aside
+
+        log(f"moved the previous sweep folder to {move_aside(run_dir)}")
 
 
 def refuse_all_infeasible(study: optuna.Study, sweep: Sweep) -> None:
