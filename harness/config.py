@@ -563,7 +563,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = unshared(yaml.load(text, Loader=_ExperimentLoader))  # a SafeLoader subclass
     except yaml.MarkedYAMLError as err:
         where = f"line {err.problem_mark.line + 1}: " if err.problem_mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML: {where}{err.problem or err}") from None
+        context = (
+            f" ({err.context} on line {err.context_mark.line + 1})"
+            if err.context and err.context_mark is not None
+            else ""
+        )
+        raise ConfigError(f"{path}: not valid YAML: {where}{err.problem or err}{context}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:

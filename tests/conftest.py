@@ -13,6 +13,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per xdist worker (set before torch is imported; the spogw processes tests
+    # start inherit it): two workers with a thread per core each would oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("SPOGW_TORCH_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -64,10 +69,18 @@ def small_generator(spogw_cache: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def standard_tiny(spogw_cache: Path) -> Path:
-    """The CPU default generator (the standard tiny recipe), built once per test run."""
+    """The CPU default generator (the standard tiny recipe), built once per test run, with torch's
+    two threads as it always was (float sums, hence the built weights, depend on the thread count)."""
+    import torch
+
     from harness.policy import tiny
 
-    return tiny.build(tiny.TinyRecipe(), progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return tiny.build(tiny.TinyRecipe(), progress=False)
+    finally:
+        torch.set_num_threads(before)
 
 
 FIRST = "tests/test_learning.py"
