@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,7 +89,7 @@ def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["iteration"] == last]
 
 
-def read_item_scores(run_dir: Any) -> pd.DataFrame:
+def read_item_scores(run_dir: str | Path) -> pd.DataFrame:
     """The item-score frame of a run folder, read without a write lock (the run may still write)."""
     from harness.store import read_table
 
