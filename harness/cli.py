@@ -4,8 +4,11 @@ Longer than 400 lines because it is the composition root: one short function per
 the parser, each calling into the layers below (it is the one harness module besides harness.run
 that may call the reports).
 
-Exit codes: 0 success, 1 a failure while working, 2 bad input (file, field, value named), 3 the
-executor is down (its circuit breaker opened; re-running the same command resumes).
+Exit codes: 0 success; 1 a failure while working (a full disk; a bug, with its traceback); 2 bad
+input (file, field, value named; also a folder that cannot be written); 3 a service the run needs
+does not answer (the executor's circuit breaker opened, the tracking server is down; re-running the
+same command resumes); 130 interrupted (Ctrl-C; run/sweep resume when run again); 141 the output
+pipe closed (``| head``). Operational failures are told apart from bugs in harness/errors.py.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
-EXIT_EXECUTOR_DOWN = 3
+EXIT_SERVICE_DOWN = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 class UsageError(Exception):
@@ -129,11 +134,14 @@ def _generate(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import asyncio
 
+    from pydantic import ValidationError
+
     from harness.benchmarks import load_benchmark
     from harness.catalog import registries
-    from harness.config import ExecutorConfig
+    from harness.config import ExecutorConfig, format_validation_error
     from harness.evaluate import evaluate_workflow, status_counts, write_parquet
     from harness.executors import executor_from_config, parse_executor_spec
+    from harness.executors.base import ExecutorUnavailable
     from harness.scores import item_scores
     from harness.workflows.engine import WorkflowEngine, validate_cached
     from harness.workflows.isolation import isolation_level
@@ -145,6 +153,10 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError("--repeats, --limit and --concurrency must be positive")
     if args.timeout_s <= 0 or args.call_timeout_s <= 0:
         raise UsageError("--timeout-s and --call-timeout-s must be positive")
+    if args.size is not None and args.size < 1:
+        raise UsageError(f"--size {args.size}: give a positive number of items")
+    if not 0 < args.test_fraction < 1:
+        raise UsageError(f"--test-fraction {args.test_fraction}: must be between 0 and 1 (exclusive)")
     registries()["benchmarks"].entry(args.benchmark)  # a miss raises with suggestions
     name, source = workflow_source(args.workflow)
     try:
@@ -152,6 +164,7 @@ def _eval(args: argparse.Namespace) -> int:
     except WorkflowInvalid as err:
         raise UsageError(f"{args.workflow}: invalid workflow: {err}") from None
     executor_name, options = parse_executor_spec(args.executor)
+    registries()["executors"].entry(executor_name)  # a miss raises with suggestions, not a pydantic dump
     fields = {
         "name": executor_name,
         "model": args.model,
@@ -164,7 +177,11 @@ def _eval(args: argparse.Namespace) -> int:
         "call_timeout_s": args.call_timeout_s,
         **options,
     }
-    executor = executor_from_config(ExecutorConfig(**fields), seed=args.seed)
+    try:
+        executor_config = ExecutorConfig(**fields)
+    except ValidationError as err:
+        raise UsageError(format_validation_error(f"--executor {args.executor}", err, fields)) from None
+    executor = executor_from_config(executor_config, seed=args.seed)
     benchmark = load_benchmark(
         args.benchmark,
         path=args.data,
@@ -175,12 +192,18 @@ def _eval(args: argparse.Namespace) -> int:
     )
     if args.split == "all":
         items = list(benchmark.items)
+        split = f"all {len(items)} items (train and test together)"
     else:
         items = benchmark.split(args.split, args.test_fraction, args.split_seed)
+        split = (
+            f"{args.split}: {len(items)} of {len(benchmark.items)} items (--test-fraction {args.test_fraction:g}, "
+            f"--split-seed {args.split_seed}; the split `spogw run` uses)"
+        )
     if args.limit is not None:
         items = items[: args.limit]
-    default_name = f"{benchmark.name}-{name}-{args.executor.replace(':', '_')}.parquet"
-    out = Path(args.out) if args.out else Path("runs/eval") / default_name
+        split += f", first {len(items)} (--limit)"
+    default_name = f"{benchmark.name}-{name}-{args.executor.replace(':', '_')}-{args.split}"
+    out = Path(args.out) if args.out else _fresh_path(Path("runs/eval"), default_name, ".parquet")
 
     simulated = bool(getattr(executor, "simulated", False))
     banner = " [SIMULATED EXECUTOR: not an LLM result]" if simulated else ""
@@ -220,6 +243,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"benchmark   {benchmark.name} ({benchmark.source})")
     print(f"workflow    {name}")
     print(f"executor    {executor.describe()}")
+    print(f"split       {split}")
     if per_item:
         print(f"score       {mean_ci(list(per_item.values()), covers='items', seed=args.seed)}{banner}")
     else:
@@ -232,7 +256,22 @@ def _eval(args: argparse.Namespace) -> int:
     if stats is not None:
         print(f"requests    {stats.summary()}")
     print(f"per-item    {out}")
+    if not per_item and counts.get("infra_error", 0):
+        raise ExecutorUnavailable(
+            f"every one of the {counts['infra_error']} runs ended in infra_error: the executor "
+            f"{executor.describe()} did not answer (see the request line above); nothing was scored"
+        )
     return 0
+
+
+def _fresh_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/stem.suffix``, or ``stem-2``, ``stem-3``, ... when taken: a default output never
+    replaces an earlier result (an explicit --out does, as asked)."""
+    path, number = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}{suffix}"
+    return path
 
 
 def _seeds(text: str | None) -> list[int] | None:
@@ -275,9 +314,23 @@ def _run(args: argparse.Namespace) -> int:
             f"{err}\nEverything finished before it is kept in {run_dir}; run the same command again to resume "
             "once the endpoint answers."
         ) from None
-    print((run_dir / "report.md").read_text())
+    print(results_summary((run_dir / "report.md").read_text()))
+    print(f"report      {run_dir / 'report.md'} (also report.html, results.tex, figures in report/)")
     print(f"run folder  {run_dir}")
     return 0
+
+
+def results_summary(markdown: str) -> str:
+    """What ``spogw run`` prints at its end: the report's title and header lines (executor, generator,
+    warnings, what the report covers) and its Results table; the rest stays in report.md."""
+    lines = markdown.splitlines()
+    head = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    kept = lines[:head]
+    if "## Results" in lines:
+        start = lines.index("## Results")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        kept += lines[start:end]
+    return "\n".join(kept).rstrip() + "\n"
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -289,13 +342,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep, args.set)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(sweep.config.name)
-    try:
-        study = run_sweep(
-            sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker, finish=finish_report,
-            force_new=args.force_new,
-        )  # fmt: skip
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    study = run_sweep(
+        sweep, run_dir, args.storage, args.mlflow_uri, args.n_trials, args.worker, finish=finish_report,
+        force_new=args.force_new,
+    )  # fmt: skip
     if args.worker:
         print(f"worker done: study {sweep.config.name} has its trials; the starting process writes the report")
         return 0
@@ -308,6 +358,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from harness.run_folder import export
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a file; give a folder (the tables are written into it)")
     for path in export(Path(args.run_dir), Path(args.out) if args.out else None):
         print(path)
     return 0
@@ -393,8 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--executor", default="sim:medium", help="executor[:profile], e.g. sim:strong")
     evaluate.add_argument("--repeats", type=int, default=3)
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
-    evaluate.add_argument("--split", choices=["all", "train", "test"], default="all")
-    evaluate.add_argument("--test-fraction", type=float, default=0.8)
+    evaluate.add_argument(
+        "--split",
+        choices=["all", "train", "test"],
+        default="test",
+        help="which items: the test split `spogw run` evaluates on (default), its train split, or all",
+    )
+    evaluate.add_argument("--test-fraction", type=float, default=0.8, help="the test split's share of the items")
     evaluate.add_argument("--split-seed", type=int, default=0)
     evaluate.add_argument("--data", default=None, help="benchmark data file in the upstream format")
     evaluate.add_argument("--hub", default=None, help="a `datasets` dataset: hub id or local dataset folder")
@@ -424,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="contained",
         help="how the answer must come from the executor (ungrounded runs score 0; see docs/workflows.md)",
     )
-    evaluate.add_argument("--out", default=None, help="per-item parquet (default runs/eval/...)")
+    evaluate.add_argument(
+        "--out", default=None, help="per-item parquet (default: a new runs/eval/<benchmark>-<workflow>-... file)"
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads of this process (default: half the cores)"
@@ -484,12 +543,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUMABLE = ("run", "sweep")
+"""Commands whose work is kept as it is done: interrupted, the same command resumes it."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from harness.config import ConfigError
+    from harness import console
+    from harness.errors import InputError, operational_failure
     from harness.executors.base import ExecutorUnavailable
     from harness.registry import RegistryError
+    from harness.tracking import TrackingUnavailable
 
+    console.configure(quiet=bool(getattr(args, "quiet", False)))
     try:
         threads = getattr(args, "threads", None)
         if threads is not None:
@@ -499,18 +565,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             os.environ[ENV] = str(threads)  # read where torch work starts (harness/torch_threads.py)
         return int(args.func(args))
-    except (UsageError, ConfigError, RegistryError, FileNotFoundError) as err:
+    except (UsageError, InputError, RegistryError, FileNotFoundError, NotImplementedError) as err:
         print(f"spogw: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ExecutorUnavailable as err:
+    except (ExecutorUnavailable, TrackingUnavailable) as err:
         print(f"spogw: stopped: {err}", file=sys.stderr)
-        return EXIT_EXECUTOR_DOWN
-    except NotImplementedError as err:
-        print(f"spogw: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as err:  # bad data in an input file (named in the message by the loader)
-        print(f"spogw: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_SERVICE_DOWN
+    except KeyboardInterrupt:
+        resume = "; run the same command to resume" if args.command in RESUMABLE else ""
+        print(f"\nspogw: interrupted{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`spogw run --dry-run | head`): nothing to say, and nowhere to say it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as err:
+        failure = operational_failure(err)
+        if failure is None:
+            raise  # a bug: keep its traceback
+        print(f"spogw: stopped: {failure.message}", file=sys.stderr)
+        return failure.exit_code
 
 
 if __name__ == "__main__":

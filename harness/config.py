@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.errors import InputError
+
 SUPPORTED_VERSIONS = (1,)
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -36,7 +38,7 @@ SchemaVersion = Annotated[int, AfterValidator(_supported_version)]
 """The `version` field of experiment and sweep files."""
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An experiment file that cannot be used; the message names file, field and value."""
 
 

@@ -12,6 +12,10 @@ Configure with the environment (or `configure()` in a forked child):
   site, ``phase:training`` every site of that phase); several entries separated by commas;
 - ``SPOGW_FAILPOINTS="p=0.2,seed=7,phase=training"``: at each hit of a site of that phase (any
   phase when omitted), die with probability p (seeded: a chaos run is reproducible);
+- ``signal=INT`` (or ``TERM``) in the list: a chosen hit sends that signal instead of SIGKILL (what
+  Ctrl-C does: the CLI's interruption path is tested with it);
+- ``error=ENOSPC`` (or any errno name: ``EACCES``, ``EROFS``, ...): a chosen hit raises that
+  OSError instead (a full disk or a read-only folder, without filling a disk or needing non-root);
 - ``SPOGW_FAILPOINT_TRACE=/path/trace.txt``: append each hit's site name, one per line (which
   sites a run passes, and where a killed process was).
 
@@ -21,11 +25,13 @@ uninterrupted run's; docs/reliability.md has the figures.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 ENV = "SPOGW_FAILPOINTS"
 TRACE_ENV = "SPOGW_FAILPOINT_TRACE"
@@ -55,6 +61,10 @@ class Plan:
     seed: int = 0
     trace: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    sends: signal.Signals = signal.SIGKILL
+    """What a chosen hit sends to the process (unless ``error`` is set)."""
+    error: int | None = None
+    """An errno: a chosen hit raises OSError(error) at the site instead of a signal."""
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -72,14 +82,17 @@ class Plan:
                 die = die or self.at.get(counter) == self.counts[counter]
             if self.probability and (self.phase is None or phase_of(site) == self.phase):
                 die = die or self._random.random() < self.probability
+        if die and self.error is not None:
+            raise OSError(self.error, os.strerror(self.error), f"<failpoint {site}>")
         if die:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.sends)
 
 
 def parse(spec: str, trace: str | None = None) -> Plan:
     """``"site=N,..."`` or ``"p=0.2,seed=7,phase=training"`` -> a Plan (ValueError names the bad entry)."""
     at: dict[str, int] = {}
     probability, phase, seed = 0.0, None, 0
+    sent, error = signal.SIGKILL, None
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         name, _, value = entry.partition("=")
         try:
@@ -91,13 +104,22 @@ def parse(spec: str, trace: str | None = None) -> Plan:
                 phase = value
             elif name == "phase":
                 raise ValueError
+            elif name == "signal":
+                sent = signal.Signals[f"SIG{value}"] if value in ("INT", "TERM", "KILL") else _bad()
+            elif name == "error":
+                error = getattr(errno, value) if value.startswith("E") and hasattr(errno, value) else _bad()
             else:
                 at[name] = int(value)
         except ValueError:
             raise ValueError(
-                f"{ENV}: cannot read {entry!r} (site=N, p=FLOAT, seed=INT, phase={'|'.join(PHASES)})"
+                f"{ENV}: cannot read {entry!r} (site=N, p=FLOAT, seed=INT, phase={'|'.join(PHASES)}, "
+                "signal=INT|TERM|KILL, error=ENOSPC|EACCES|...)"
             ) from None
-    return Plan(at, probability, phase, seed, trace)
+    return Plan(at, probability, phase, seed, trace, sends=sent, error=error)
+
+
+def _bad() -> Any:
+    raise ValueError
 
 
 _plan: Plan | None = None

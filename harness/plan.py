@@ -181,3 +181,15 @@ def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
         )
         for spec in trained
     }
+
+
+def phase_counts(splits: Sequence[BenchmarkSplit], config: ExperimentConfig, phase: str, method: Any = None) -> str:
+    """What a phase of a cell works on, for its progress line: 'evaluate' -> '32 items x 3 repeats',
+    'collect' -> '40 questions x 8 workflows' (``method``: the trained method's config)."""
+    if phase == "evaluate" or phase.startswith("transfer"):
+        items = sum(len(split.evaluated) for split in splits)
+        return f"{items} items x {config.evaluation.repeats} repeats"
+    if phase.startswith("collect") and method is not None:
+        questions = sum(len(split.train) for split in splits)
+        return f"{questions} questions x {method.num_samples} workflows"
+    return ""

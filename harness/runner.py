@@ -24,7 +24,6 @@ the simulator by its call), so a resumed run writes the same rows an uninterrupt
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,9 @@ from harness.config import (
     executor_identity,
     method_config,
 )
+from harness.console import RunProgress, say
 from harness.heldout import EvalTarget, evaluate_generator, evaluate_static
-from harness.plan import BenchmarkSplit, load_splits, select_methods, select_seeds, untrained_twins
+from harness.plan import BenchmarkSplit, load_splits, phase_counts, select_methods, select_seeds, untrained_twins
 from harness.policy.model import decoding_mode
 from harness.run_folder import (
     RESOLVED,
@@ -71,14 +71,16 @@ class ExperimentContext:
     store: SQLiteStore
     tracker: Tracker
     parent_run: str | None
-    progress: Callable[[str], None]
+    progress: RunProgress
     untrained_twins: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per trained method, the trained methods whose iteration-0 evaluation (the untrained generator)
     is identical to its own: the same executor and sampling (then rows are copied, not recomputed)."""
     on_evaluated: EvaluationHook | None = None
     """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
-    notice: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
-    """Says something the user must know now (a run that cannot learn), above any progress bar."""
+    bars: bool = True
+    """Progress bars inside phases (drawn only on a terminal); False with --quiet."""
+    notice: Callable[[str], None] = field(default=say)
+    """Says something the user must know now (a run that cannot learn): stderr and run.log."""
 
 
 def no_update_notice(label: str, seed: int, summary: Any) -> str:
@@ -140,7 +142,8 @@ async def _evaluate_transfers(
     for name, executor in context.config.transfer_executors().items():
         if executor == own:
             continue
-        context.progress(f"{spec.display_label} s{seed}: transfer to {name}")
+        counts = phase_counts(context.splits, context.config, "evaluate")
+        context.progress.phase(spec.display_label, seed, f"transfer to {name}", counts=counts)
         target = EvalTarget(
             context.store,
             context.config.name,
@@ -164,7 +167,9 @@ async def _run_static(context: ExperimentContext, spec: MethodSpec, method: Any,
     _, source = workflow_source(method.workflow)
     engine = _engine(context.config.executor_for(spec), seed)
     try:
-        context.progress(f"{spec.display_label} s{seed}: evaluate")
+        context.progress.phase(
+            spec.display_label, seed, "evaluate", counts=phase_counts(context.splits, context.config, "evaluate")
+        )
         target = EvalTarget(
             context.store, context.config.name, spec.display_label, seed, 0, context.config.evaluation.repeats
         )
@@ -249,7 +254,10 @@ async def _run_trainable(
             run,
             evaluate=evaluate,
             on_iteration=on_iteration,
-            on_phase=lambda iteration, phase: context.progress(f"{label} s{seed} it{iteration}: {phase}"),
+            on_phase=lambda iteration, phase: context.progress.phase(
+                label, seed, phase, iteration, config.iterations, phase_counts(context.splits, config, phase, method)
+            ),
+            progress=context.bars,
         )
     finally:
         await engine.close()
@@ -307,15 +315,14 @@ def _run_cells(
     on_evaluated: EvaluationHook | None,
     finish: Finisher | None,
 ) -> Path:
-    from tqdm.auto import tqdm
-
     from harness.store import SQLiteStore
-    from harness.tracking import Tracker
+    from harness.tracking import Tracker, require_server, tracking_uri
     from methods.static import StaticConfig
 
     selected = select_methods(config, methods)
     chosen_seeds = select_seeds(config, seeds)
     splits = load_splits(config)
+    require_server(tracking_uri(config.tracking.uri, run_dir))  # a dead server fails now, not after minutes
     prepare_run_dir(config, run_dir, force_new)
     store = SQLiteStore(run_dir / "rollouts.sqlite")
     tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
@@ -334,24 +341,16 @@ def _run_cells(
     tracker.log_artifact(parent, run_dir / RESOLVED)
 
     todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
-    bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=None if progress else True)
+    bar = RunProgress(config.name, len(todo), run_dir, enabled=progress)
     context = ExperimentContext(
-        config,
-        run_dir,
-        splits,
-        store,
-        tracker,
-        parent,
-        lambda text: bar.set_postfix_str(text),
-        untrained_twins(config),
-        on_evaluated,
+        config, run_dir, splits, store, tracker, parent, bar, untrained_twins(config), on_evaluated, bars=progress
     )
     run_id: str | None = None
     try:
         for spec, seed in todo:
             marker = done_marker(run_dir, spec.display_label, seed)
             if marker.exists():
-                bar.update(1)
+                bar.skipped()
                 continue
             method = method_config(spec)
             run_id = tracker.start_child(
@@ -374,8 +373,9 @@ def _run_cells(
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             failpoints.hit("run.method_done")
-            bar.update(1)
-        bar.close()
+            bar.finished(spec.display_label, seed)
+        bar.close_bar()
+        bar.note("every cell done; writing item_scores.parquet and the report")
         write_item_scores(run_dir, store)
         tracker.log_artifact(parent, run_dir / "item_scores.parquet")
         if finish is not None:
@@ -387,5 +387,6 @@ def _run_cells(
         tracker.finish(parent, "KILLED")
         raise
     finally:
+        bar.close()
         store.close()
     return run_dir

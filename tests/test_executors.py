@@ -251,7 +251,7 @@ def test_eval_against_a_real_server_runs_a_static_workflow_end_to_end(smol_serve
     argv = [
         "eval", "--benchmark", "gsm8k", "--data", str(DATA / "gsm8k.jsonl"), "--workflow", "cot",
         "--executor", "openai", "--model", folder, "--base-url", url, "--repeats", "1", "--max-tokens", "96",
-        "--timeout-s", "300", "--quiet", "--out", str(out),
+        "--timeout-s", "300", "--split", "all", "--quiet", "--out", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import InputError
 from harness.workflows.sandbox import Sandbox
 
 
@@ -65,14 +66,14 @@ class Benchmark:
         n_test = min(max(n_test, 1), len(order) - 1) if len(order) > 1 else len(order)
         n_validation = min(round(len(order) * validation_fraction), len(order) - n_test - 1)
         if validation_fraction > 0 and n_validation < 1:
-            raise ValueError(f"validation_fraction {validation_fraction} leaves no validation item of {len(order)}")
+            raise InputError(f"validation_fraction {validation_fraction} leaves no validation item of {len(order)}")
         if which == "test":
             return order[:n_test]
         if which == "validation":
             return order[n_test : n_test + n_validation]
         if which == "train":
             return order[n_test + max(n_validation, 0) :]
-        raise ValueError(f"split must be 'train', 'validation' or 'test', got {which!r}")
+        raise InputError(f"split must be 'train', 'validation' or 'test', got {which!r}")
 
     async def score(self, item: Item, answer: str | None, sandbox: Sandbox) -> float:
         if answer is None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import InputError
+
 if TYPE_CHECKING:
     from harness.benchmarks.base import Benchmark, Item, Scorer
 
@@ -47,10 +49,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
+                raise InputError(f"{path}:{number}: expected a JSON object")
             rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no rows (the file is empty; one JSON object per line expected)")
     return rows
 
 
@@ -62,20 +66,20 @@ def read_dataset(name: str, config: str | None = None, split: str = "test") -> l
     try:
         dataset = load_dataset(name, config, split=split)
     except Exception as err:  # datasets raises many types (offline, missing config, bad split)
-        raise ValueError(f"dataset {name!r} (config {config!r}, split {split!r}) could not be loaded: {err}") from err
+        raise InputError(f"dataset {name!r} (config {config!r}, split {split!r}) could not be loaded: {err}") from err
     return [dict(row) for row in dataset]
 
 
 def read_rows(source: Source, default_split: str, default_file: Path | None = None) -> tuple[list[dict[str, Any]], str]:
     """(rows, where they came from) from a file, a dataset, or the loader's ``default_file``."""
     if source.path is not None and source.hub is not None:
-        raise ValueError("give a benchmark either a path or a hub dataset, not both")
+        raise InputError("give a benchmark either a path or a hub dataset, not both")
     if source.hub is not None:
         rows = read_dataset(source.hub, source.hub_config, source.hub_split or default_split)
         return rows, f"datasets:{source.hub}" + (f"/{source.hub_config}" if source.hub_config else "")
     path = Path(source.path).expanduser() if source.path is not None else default_file
     if path is None:
-        raise ValueError("this benchmark ships no data: set benchmark.path (a JSONL file) or benchmark.hub")
+        raise InputError("this benchmark ships no data: set benchmark.path (a JSONL file) or benchmark.hub")
     if not path.is_file():
         raise FileNotFoundError(f"benchmark data file {path} does not exist")
     return read_jsonl(path), str(path)
@@ -105,5 +109,5 @@ def field(row: Mapping[str, Any], name: str, where: str, number: int, kind: type
     value = row.get(name)
     if not isinstance(value, kind):
         got = "missing" if value is None else type(value).__name__
-        raise ValueError(f"{where}: row {number}: field {name!r} must be {kind.__name__} ({got})")
+        raise InputError(f"{where}: row {number}: field {name!r} must be {kind.__name__} ({got})")
     return value

@@ -13,6 +13,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark, Item
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
 from harness.benchmarks.scoring import score_last_number
+from harness.errors import InputError
 from harness.workflows.answers import format_number, last_number
 
 
@@ -27,7 +28,7 @@ def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
     solution = field(row, "answer", where, number)
     answer = final_number(solution)
     if answer is None:
-        raise ValueError(f"{where}: row {number}: field 'answer' has no final number")
+        raise InputError(f"{where}: row {number}: field 'answer' has no final number")
     return Item(
         id=str(row.get("id") or f"gsm8k-{number}"),
         domain="math",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
 from harness.benchmarks.data import DEFAULT_SOURCE, Source
 from harness.benchmarks.scoring import score_last_number
+from harness.errors import InputError
 from harness.workflows.answers import format_number
 
 NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam")
@@ -242,7 +243,7 @@ def generate(size: int, seed: int = 0) -> list[Item]:
 
 def load_gsm_synth(source: Source = DEFAULT_SOURCE, seed: int = 0) -> Benchmark:
     if source.path is not None or source.hub is not None:
-        raise ValueError("gsm_synth is generated; it reads no file or dataset (set benchmark.size instead)")
+        raise InputError("gsm_synth is generated; it reads no file or dataset (set benchmark.size instead)")
     size = source.size or 250
     return Benchmark(
         name="gsm_synth",

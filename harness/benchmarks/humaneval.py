@@ -17,6 +17,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, rows_benchmark
 from harness.benchmarks.programs import score_tests
+from harness.errors import InputError
 from harness.workflows.operators import doctest_examples
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
@@ -67,7 +68,7 @@ def _traits(row: dict[str, str]) -> SimTraits:
 def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
     missing = [f for f in FIELDS if not isinstance(row.get(f), str)]
     if missing:
-        raise ValueError(f"{where}:{number}: missing or non-string field(s) {missing}")
+        raise InputError(f"{where}:{number}: missing or non-string field(s) {missing}")
     return Item(
         id=str(row["task_id"]),
         domain="code",

@@ -15,6 +15,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark, Item
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
 from harness.benchmarks.scoring import math_equivalent
+from harness.errors import InputError
 from harness.workflows.answers import last_boxed
 from harness.workflows.sandbox import Sandbox
 
@@ -28,7 +29,7 @@ def _item(row: Mapping[str, Any], where: str, number: int) -> Item:
     solution = field(row, "solution", where, number)
     answer = row.get("answer") if isinstance(row.get("answer"), str) else last_boxed(solution)
     if not answer:
-        raise ValueError(f"{where}: row {number}: field 'solution' has no \\boxed{{}} answer")
+        raise InputError(f"{where}: row {number}: field 'solution' has no \\boxed{{}} answer")
     meta = {key: row[key] for key in ("level", "type", "subject") if key in row}
     return Item(
         id=str(row.get("unique_id") or f"math-{number}"),

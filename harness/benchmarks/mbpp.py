@@ -17,6 +17,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark, Item
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
 from harness.benchmarks.programs import score_tests
+from harness.errors import InputError
 
 HUB_ID = "google-research-datasets/mbpp"
 _CALLED = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(")
@@ -26,10 +27,10 @@ def _hub_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, s
     """(prompt, test, entry point) of a row in the hub layout."""
     tests = field(row, "test_list", where, number, list)
     if not tests:
-        raise ValueError(f"{where}: row {number}: field 'test_list' is empty")
+        raise InputError(f"{where}: row {number}: field 'test_list' is empty")
     called = _CALLED.search(str(tests[0]))
     if called is None:
-        raise ValueError(f"{where}: row {number}: cannot tell which function {tests[0]!r} tests")
+        raise InputError(f"{where}: row {number}: cannot tell which function {tests[0]!r} tests")
     text = field(row, "text", where, number)
     prompt = f"{text}\nYour code should pass these tests:\n\n" + "\n".join(map(str, tests))
     setup = row.get("test_setup_code") or ""

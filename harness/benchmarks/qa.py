@@ -18,6 +18,7 @@ from typing import Any
 from harness.benchmarks.base import Benchmark, Item
 from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
 from harness.benchmarks.scoring import drop_score, hotpotqa_f1
+from harness.errors import InputError
 from harness.workflows.answers import qa_answer
 from harness.workflows.sandbox import Sandbox
 
@@ -30,7 +31,7 @@ def _paragraphs(context: Any, where: str, number: int) -> list[tuple[str, str]]:
             return [(str(t), "".join(map(str, s))) for t, s in zip(titles, sentences, strict=True)]
     elif isinstance(context, list) and all(isinstance(p, list) and len(p) == 2 for p in context):
         return [(str(title), "".join(map(str, sentences))) for title, sentences in context]
-    raise ValueError(f"{where}: row {number}: field 'context' is neither [[title, sentences]] nor {{title, sentences}}")
+    raise InputError(f"{where}: row {number}: field 'context' is neither [[title, sentences]] nor {{title, sentences}}")
 
 
 async def score_hotpotqa(item: Item, answer: str, sandbox: Sandbox) -> float:
@@ -63,7 +64,7 @@ def _drop_fields(row: Mapping[str, Any], where: str, number: int) -> tuple[str, 
         return field(row, "context", where, number), field(row, "ref_text", where, number)
     spans = row.get("answers_spans")
     if not isinstance(spans, Mapping) or not spans.get("spans"):
-        raise ValueError(f"{where}: row {number}: neither 'ref_text' nor 'answers_spans.spans'")
+        raise InputError(f"{where}: row {number}: neither 'ref_text' nor 'answers_spans.spans'")
     passage, question = field(row, "passage", where, number), field(row, "question", where, number)
     return f"{passage}\nQuestion: {question}", "|".join(map(str, spans["spans"]))
 

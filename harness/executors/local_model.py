@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import InputError
 from harness.executors.base import CallInfo, Completion, InfraError
 from harness.executors.response_cache import CachedResponse, ExecutorStats, ResponseCache, call_key, complete_cached
 
@@ -128,7 +129,7 @@ class HFExecutor(BatchedLocalExecutor):
         cache_path: str | Path | None = None,
     ) -> None:
         if not model:
-            raise ValueError("executor.model: the hf executor needs a model id, a local folder or 'smol'")
+            raise InputError("executor.model: the hf executor needs a model id, a local folder or 'smol'")
         super().__init__(model, temperature, max_tokens, max_batch, batch_wait_s, cache_path)
         self._model, self._tokenizer = _load_hf(model, device, dtype)
 
@@ -209,7 +210,7 @@ class VLLMExecutor(BatchedLocalExecutor):
         from harness.policy.vllm_backend import require_vllm
 
         if not model:
-            raise ValueError("executor.model: the vllm executor needs a model id or a local folder")
+            raise InputError("executor.model: the vllm executor needs a model id or a local folder")
         require_vllm()
         from vllm import LLM
 

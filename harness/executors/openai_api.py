@@ -26,6 +26,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from harness.errors import InputError
 from harness.executors.base import CallInfo, Completion, InfraError
 from harness.executors.response_cache import CachedResponse, ExecutorStats, ResponseCache, call_key, complete_cached
 
@@ -63,12 +64,12 @@ class OpenAIExecutor:
         from openai import AsyncOpenAI
 
         if not model:
-            raise ValueError("executor.model: the openai executor needs the model name the endpoint serves")
+            raise InputError("executor.model: the openai executor needs the model name the endpoint serves")
         api_key = NO_KEY
         if api_key_env:
             api_key = os.environ.get(api_key_env, "")
             if not api_key:
-                raise ValueError(f"executor.api_key_env: environment variable {api_key_env} is not set or empty")
+                raise InputError(f"executor.api_key_env: environment variable {api_key_env} is not set or empty")
         self.model = model
         self.base_url = base_url or "https://api.openai.com/v1"
         self.temperature = temperature

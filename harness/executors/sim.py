@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from harness.benchmarks.base import Item, SimTraits, seeded_rng
+from harness.errors import InputError
 from harness.executors.base import CallInfo, Completion
 from harness.executors.sim_profiles import PROFILES, SimProfile
 from harness.workflows.answers import last_number
@@ -50,7 +51,7 @@ class SimExecutor:
 
     def __init__(self, profile: str = "medium", seed: int = 0) -> None:
         if profile not in PROFILES:
-            raise ValueError(f"unknown sim profile {profile!r}; choose one of {', '.join(sorted(PROFILES))}")
+            raise InputError(f"unknown sim profile {profile!r}; choose one of {', '.join(sorted(PROFILES))}")
         self.profile: SimProfile = PROFILES[profile]
         self.seed = seed
         self.calls = 0

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import InputError
+
 FAULTS = ("429", "500", "garbage", "truncated", "hang", "slowloris", "reset")
 
 
@@ -54,7 +56,7 @@ class StubServer:
 
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
-            raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+            raise InputError(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
         self._rng = random.Random(self.seed)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import InputError
 from harness.policy.prompts import TEMPLATE_VERSION, PromptStyle, build_prompt, template_id
 from harness.policy.sampling import Sample, SampleKey, SamplingParams, sample_hf
 
@@ -172,7 +173,7 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         identity, style, max_prompt = smol.IDENTITY, prompt_style(config, tokenizer), None
     else:
         if not config.model:
-            raise ValueError("generator.model: give a Hugging Face model id or a local path for generator name 'hf'")
+            raise InputError("generator.model: give a Hugging Face model id or a local path for generator name 'hf'")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -213,7 +214,7 @@ def prompt_style(config: GeneratorConfig, tokenizer: Any) -> str:
     tokenizer has a chat template (an instruct model). Raises ValueError for `chat` without one."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if config.prompt == "chat" and not has_template:
-        raise ValueError(
+        raise InputError(
             f"generator.prompt: 'chat', but the tokenizer of {config.model or config.name} has no chat template"
         )
     if config.prompt == "completion" or (config.prompt == "auto" and not has_template):
@@ -235,5 +236,5 @@ def decoding_mode(config: GeneratorConfig) -> str:
     if mode == "auto":
         mode = "grammar" if config.name == "tiny" else "free"
     if mode == "grammar" and config.backend == "vllm":
-        raise ValueError("generator.decoding 'grammar' needs backend 'hf' (the vLLM path has no trie constraint)")
+        raise InputError("generator.decoding 'grammar' needs backend 'hf' (the vLLM path has no trie constraint)")
     return mode

@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.console import say
+from harness.errors import InputError
+
 RECIPE_VERSION = 1
 """Bump when the build procedure (tokenizer training, warm-up) changes: it is part of the cache key."""
 
@@ -102,7 +105,7 @@ def _training_items(recipe: TinyRecipe) -> list[Any]:
         benchmark = load_benchmark(name)
         items += [i for i in benchmark.split("train", 0.8, seed=0) if i.domain in recipe.domains]
     if not items:
-        raise ValueError(f"tiny recipe: no training items in {recipe.benchmarks} for domains {recipe.domains}")
+        raise InputError(f"tiny recipe: no training items in {recipe.benchmarks} for domains {recipe.domains}")
     return items
 
 
@@ -287,6 +290,11 @@ def build(
     with FileLock(str(target.with_name(f"{target.name}.lock"))):
         if (target / "build.json").is_file() and not force:
             return target  # built by another process while this one waited
+        say(
+            f"building the tiny generator {recipe_hash(recipe)} (first use only: a small model trained on "
+            f"{recipe.warmup_steps} warm-up steps; the standard recipe takes about 7 minutes on 2 cores; cached "
+            f"in {target})"
+        )
         return _build_locked(recipe, target, progress, force)
 
 
@@ -320,7 +328,7 @@ def _build_locked(recipe: TinyRecipe, target: Path, progress: bool, force: bool)
     except OSError:  # another process finished the same build first: theirs is as good
         shutil.rmtree(building, ignore_errors=True)
     for report in reports:
-        print(
+        say(
             f"tiny generator {recipe_hash(recipe)} ({info['parameters']:,} parameters, built in "
             f"{info['build_s']} s): {report.domain}: {100 * report.valid_fraction:.0f}% of {report.samples} "
             f"samples valid, {report.distinct_structures} distinct operator structures"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 
+from harness.errors import InputError
 from harness.sweeps.config import Sweep
 
 
@@ -70,7 +71,7 @@ def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
     elif storage_url.startswith("journal:"):
         path = Path(storage_url.removeprefix("journal:"))
     else:
-        raise ValueError(
+        raise InputError(
             f"--storage {storage_url}: no study-wide lock for this backend (use sqlite, postgresql or journal)"
         )
     with open(path.with_name(f".{path.name}.{study_name}.lock"), "a") as handle:

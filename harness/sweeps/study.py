@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from harness.errors import InputError
 from harness.sweeps.config import Sweep
 from harness.sweeps.objective import objective_value
 from harness.sweeps.space import Infeasible, suggest
@@ -77,7 +78,7 @@ def refuse_changed_definition(study: optuna.Study, sweep: Sweep, paths: SweepPat
         return
     differences = config_differences(json.loads(stored), current)
     if differences:
-        raise ValueError(
+        raise InputError(
             f"{sweep.source}: study {sweep.config.name!r} in {paths.storage} was started with another sweep "
             f"definition:\n  " + "\n  ".join(differences) + "\nRun it with the sweep file it was started with, "
             "or --force-new to move the old sweep aside (another --run-dir or study name also starts afresh)."
@@ -92,7 +93,7 @@ def create_or_load(sweep: Sweep, paths: SweepPaths, worker: bool, worker_offset:
         try:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         except KeyError:
-            raise ValueError(
+            raise InputError(
                 f"--worker: no study {name!r} in {paths.storage}; start it without --worker first"
             ) from None
     else:
@@ -276,7 +277,7 @@ def refuse_all_infeasible(study: optuna.Study, sweep: Sweep) -> None:
     if not finished or any("infeasible" not in t.user_attrs for t in finished):
         return
     constraints = "; ".join(sweep.config.constraints) or "(none)"
-    raise ValueError(
+    raise InputError(
         f"{sweep.source}: all {len(finished)} trials of sweep {sweep.config.name!r} were infeasible, none ran "
         f"(constraints: {constraints}; first reason: {finished[0].user_attrs['infeasible']}). "
         "Widen the parameter ranges or relax the constraints."

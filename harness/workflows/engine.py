@@ -128,5 +128,7 @@ class WorkflowEngine:
         )
 
     async def close(self) -> None:
-        await self.pool.close()
-        await self.executor.close()
+        try:
+            await self.pool.close()
+        finally:
+            await self.executor.close()

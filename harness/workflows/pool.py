@@ -96,6 +96,10 @@ class _Worker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.process.wait(), 10)
         self._stderr_task.cancel()
+        # closing our end of stdin lets asyncio close the transport now; left to the garbage
+        # collector, it would do so after an interrupted run's event loop closed, with a traceback
+        if self.process.stdin is not None:
+            self.process.stdin.close()
 
 
 class _WorkerDied(Exception):
@@ -129,7 +133,11 @@ class WorkerPool:
         )
         worker = _Worker(process)
         self.started += 1
-        hello = await asyncio.wait_for(worker.receive(), 60)
+        try:
+            hello = await asyncio.wait_for(worker.receive(), 60)
+        except BaseException:  # cancelled (Ctrl-C) or silent: a worker nobody holds must not outlive us
+            await worker.kill()
+            raise
         if hello.get("type") != "ready":
             raise RuntimeError(f"workflow worker did not start: {hello}")
         return worker
@@ -201,9 +209,18 @@ class WorkerPool:
         await worker.kill()
 
     async def close(self) -> None:
+        """Kill every idle worker and reap it, also when the closing task is being cancelled (Ctrl-C
+        cancels the run's task while it is here): a process not reaped before the event loop closes
+        leaves an asyncio traceback on the user's screen."""
         workers, self._idle = self._idle, []
         for worker in workers:
-            await worker.kill()
+            kill_process_group(worker.process)  # at once: nothing outlives us, whatever happens next
+        reaping = asyncio.ensure_future(asyncio.gather(*(worker.kill() for worker in workers)))
+        try:
+            await asyncio.shield(reaping)
+        except asyncio.CancelledError:
+            await reaping  # the SIGKILLed workers are reaped in milliseconds; then the cancel goes on
+            raise
 
     async def __aenter__(self) -> WorkerPool:
         return self

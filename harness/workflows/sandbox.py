@@ -119,7 +119,13 @@ class Sandbox:
         # Reading goes on after a timeout until the killed process's pipes close: asyncio's
         # wait() only returns once the pipes are drained.
         reading = asyncio.ensure_future(asyncio.gather(_read_capped(process.stdout), _read_capped(process.stderr)))
-        done, _ = await asyncio.wait({reading}, timeout=timeout_s)
+        try:
+            done, _ = await asyncio.wait({reading}, timeout=timeout_s)
+        except BaseException:  # cancelled (Ctrl-C): the program must not outlive the run
+            kill_process_group(process)
+            reading.cancel()
+            await process.wait()
+            raise
         timed_out = not done
         if timed_out:
             kill_process_group(process)
