@@ -350,7 +350,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"worker done: study {sweep.config.name} has its trials; the starting process writes the report")
         return 0
     best_dir = None if args.no_rerun else rerun_best(sweep, study, run_dir, args.mlflow_uri, finish=finish_report)
-    report = write_sweep_report(run_dir, sweep, study, best_dir)
+    report = write_sweep_report(run_dir, sweep, study, best_dir, args.mlflow_uri)
     print(f"sweep folder  {run_dir}\nreport        {report.markdown}")
     return 0
 

@@ -5,10 +5,17 @@ workflow) and is left out, never counted as 0; an item with no scorable repeat h
 consumer uses this module: `spogw eval`, the runner's per-iteration metrics, the reports' per-item
 frame and the sweep objective (`item_score_frame` is the vectorised form of `item_score`; a test
 checks they agree).
+
+The test score over several benchmarks is defined here too, once: the macro average, the unweighted
+mean over benchmarks of each benchmark's mean item score (`macro_average`; `benchmark_means` and
+`macro_scores` are its forms over an item frame). A 20-item benchmark weighs as much as a 500-item
+one, as papers average over benchmarks. MLflow's ``test_score``, the report's aggregates and cost
+figure, and the sweep objective all call it (tests/test_report.py checks they agree).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -40,15 +47,24 @@ def item_scores(rows: Sequence[EvalRow]) -> dict[tuple[str, str], float]:
     return {key: score for key, score in scores.items() if score is not None}
 
 
+def macro_average(benchmark_means: Iterable[float]) -> float:
+    """The test score over benchmarks: the unweighted mean of the benchmarks' mean item scores (each
+    in [0, 1]); NaN when there is no benchmark."""
+    values = list(benchmark_means)
+    return statistics.fmean(values) if values else math.nan
+
+
 def iteration_metrics(rows: Sequence[EvalRow]) -> dict[str, float]:
-    """Mean test score per benchmark (over its items' scores) and overall (over all items), and the
-    fraction of runs that ended ok: what is logged for one (method, seed, iteration)."""
+    """Mean test score per benchmark (over its items' scores), the test score over benchmarks
+    (``macro_average`` of those) and the fraction of runs that ended ok: what is logged for one
+    (method, seed, iteration)."""
     scores = item_scores(rows)
     metrics: dict[str, float] = {}
-    for benchmark in sorted({b for b, _ in scores}):
+    benchmarks = sorted({b for b, _ in scores})
+    for benchmark in benchmarks:
         metrics[f"test_score.{benchmark}"] = statistics.fmean(s for (b, _), s in scores.items() if b == benchmark)
     if scores:
-        metrics["test_score"] = statistics.fmean(scores.values())
+        metrics["test_score"] = macro_average(metrics[f"test_score.{b}"] for b in benchmarks)
     if rows:
         metrics["test_ok_fraction"] = sum(row.status == "ok" for row in rows) / len(rows)
     return metrics
@@ -81,6 +97,27 @@ def item_score_frame(eval_items: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     return out[out["repeats"] > 0].reset_index(drop=True)[columns]
+
+
+def benchmark_means(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.Series:
+    """Per (*by, benchmark): the benchmark's mean item score, over the rows of an item frame (one
+    row per item x seed: an item's score is averaged over the seeds that scored it first, so every
+    item counts once). A Series indexed by (*by, benchmark)."""
+    keys = [*by, "benchmark"]
+    per_item = frame.groupby([*keys, "item_id"], sort=True)["score"].mean()
+    return per_item.groupby(level=keys, sort=True).mean()
+
+
+def macro_scores(frame: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """Per ``by`` group of an item frame (e.g. method and iteration): its test score, the
+    ``macro_average`` of its ``benchmark_means``. A Series indexed by ``by``."""
+    means = benchmark_means(frame, by)
+    return means.groupby(level=list(by), sort=True).agg(macro_average)
+
+
+def macro_score(frame: pd.DataFrame) -> float:
+    """The test score of an item frame's rows taken together (one method at one iteration, say)."""
+    return macro_average(benchmark_means(frame).tolist())
 
 
 def final_rows(frame: pd.DataFrame) -> pd.DataFrame:

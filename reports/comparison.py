@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.scores import final_rows
+from harness.scores import benchmark_means, final_rows, macro_average
 from reports.stats import (
     holm,
     iqm,
@@ -132,26 +132,66 @@ def paired_table(
     return with_holm(pd.DataFrame(rows), alpha, alternative)
 
 
+MIN_SEEDS = 2
+"""Intervals over seeds (and P(method > baseline)) need at least this many seeds: from one seed
+the bootstrap can only return the point itself, a zero-width interval that looks like certainty."""
+
+
 def aggregate_table(frame: pd.DataFrame, baseline: str | None, resamples: int = 2_000, seed: int = 0) -> pd.DataFrame:
     """rliable's aggregates over benchmarks (tasks) with stratified bootstrap CIs over seeds (runs):
-    mean, IQM and optimality gap per method, and the probability of improving on ``baseline``."""
+    mean (the test score: mean over seeds of harness.scores' macro average), IQM and optimality gap
+    per method, and the probability of improving on ``baseline``. With fewer than MIN_SEEDS seeds
+    the interval bounds are NaN and p_improve is NaN (not computable from one run per method)."""
     final = final_rows(frame)
-    per_seed = final.groupby(["method", "seed", "benchmark"])["score"].mean().unstack("benchmark").dropna(axis=0)
+    per_seed = benchmark_means(final, ["method", "seed"]).unstack("benchmark").dropna(axis=0)
     arrays = {str(m): part.to_numpy() for m, part in per_seed.groupby(level="method")}
     rows: list[dict[str, Any]] = []
     for method, scores in sorted(arrays.items()):
         row: dict[str, Any] = {"method": method, "seeds": scores.shape[0], "benchmarks": scores.shape[1]}
         for name, statistic in (
-            ("mean", lambda s: float(np.mean(s))),
+            ("mean", lambda s: float(np.mean([macro_average(run) for run in s]))),
             ("iqm", iqm),
             ("optimality_gap", optimality_gap),
         ):
+            if scores.shape[0] < MIN_SEEDS:
+                row[name], row[f"{name}_low"], row[f"{name}_high"] = statistic(scores), np.nan, np.nan
+                continue
             row[name], row[f"{name}_low"], row[f"{name}_high"] = stratified_bootstrap_ci(
                 [scores], statistic, resamples=resamples, seed=seed
             )
         if baseline is not None and baseline in arrays and method != baseline:
-            row["p_improve"], row["p_improve_low"], row["p_improve_high"] = stratified_bootstrap_ci(
-                [scores, arrays[baseline]], probability_of_improvement, resamples=resamples, seed=seed
-            )
+            if min(scores.shape[0], arrays[baseline].shape[0]) < MIN_SEEDS:
+                row["p_improve"] = row["p_improve_low"] = row["p_improve_high"] = np.nan
+            else:
+                row["p_improve"], row["p_improve_low"], row["p_improve_high"] = stratified_bootstrap_ci(
+                    [scores, arrays[baseline]], probability_of_improvement, resamples=resamples, seed=seed
+                )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def aggregate_display(
+    aggregates: pd.DataFrame, baseline: str | None, marks: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """The aggregates as the report prints them: 'value [low, high]', or 'value (interval n/a: 1
+    seed)' where an interval over seeds cannot be computed, and p_improve 'n/a (1 seed)'; ``marks``:
+    text after a method's name (its 'in progress' state)."""
+    seeds = {str(m): int(n) for m, n in zip(aggregates["method"], aggregates["seeds"], strict=True)}
+    shown = aggregates[["method", "seeds", "benchmarks"]].copy()
+    shown["method"] = [f"{m}{(marks or {}).get(m, '')}" for m in shown["method"]]
+    for name in ("mean", "iqm", "optimality_gap", "p_improve"):
+        if name not in aggregates:
+            continue
+        cells = []
+        for row in aggregates.itertuples():
+            value, low, high = getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high")
+            if pd.isna(value):  # p_improve of the baseline itself, or of a pair with too few seeds
+                fewest = min(row.seeds, seeds.get(str(baseline), 0))
+                applicable = baseline in seeds and row.method != baseline
+                cells.append(f"n/a ({fewest} seed{'s' if fewest != 1 else ''})" if applicable else "")
+            elif pd.isna(low):
+                cells.append(f"{value:.3f} (interval n/a: {row.seeds} seed)")
+            else:
+                cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
+        shown[name] = cells
+    return shown

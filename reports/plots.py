@@ -89,11 +89,17 @@ def interval_plot(scores: pd.DataFrame, simulated: bool) -> Any:
 
 
 def improvement_plot(aggregates: pd.DataFrame, baseline: str, simulated: bool) -> Any:
-    """P(method > baseline) over benchmarks with its stratified-bootstrap 95% CI over seeds."""
+    """P(method > baseline) over benchmarks with its stratified-bootstrap 95% CI over seeds; a
+    method with fewer than two seeds (or a baseline with fewer) has none, and the figure says so."""
     plt = _pyplot()
     part = aggregates.dropna(subset=["p_improve"]).sort_values("p_improve")
-    figure, axis = plt.subplots(figsize=(5.0, 0.6 + 0.45 * max(len(part), 1)))
+    figure, axis = plt.subplots(figsize=(5.0, 0.6 + 0.45 * max(len(part), 3 if part.empty else 1)))
     _intervals(axis, part["method"], part["p_improve"], part["p_improve_low"], part["p_improve_high"])
+    if part.empty:
+        axis.text(
+            0.5, 0.5, "n/a: needs at least 2 seeds per method", ha="center", va="center", transform=axis.transAxes
+        )
+        axis.set_yticks([])
     axis.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     axis.set_xlim(0, 1)
     axis.set_xlabel(f"P(method > {baseline})")
@@ -153,15 +159,24 @@ def variance_histograms(stds: pd.DataFrame, simulated: bool) -> Any:
     return figure
 
 
+def cost_points(frame: pd.DataFrame, cumulative: pd.DataFrame, cost: str) -> tuple[pd.Series, pd.Series]:
+    """The cost figure's numbers: per (method, iteration) the training cost spent before that
+    iteration's policy (mean over seeds) and its test score (harness.scores' macro average over
+    benchmarks, item scores averaged over seeds)."""
+    from harness.scores import macro_scores
+
+    x = cumulative.groupby(["method", "iteration"])[cost].mean()
+    return x, macro_scores(frame, ["method", "iteration"])
+
+
 def cost_curves(frame: pd.DataFrame, cumulative: pd.DataFrame, cost: str, label: str, simulated: bool) -> Any:
-    """Test score (items pooled over benchmarks, averaged over seeds) against the training cost
-    spent before each iteration's policy (mean over seeds): one line per trained method; static
-    workflows as dashed horizontal lines (they cost nothing to train)."""
+    """Test score (``cost_points``) against the training cost spent before each iteration's policy:
+    one line per trained method; static workflows as dashed horizontal lines (they cost nothing to
+    train)."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5.4, 3.6))
-    x = cumulative.groupby(["method", "iteration"])[cost].mean()
-    score = frame.groupby(["method", "iteration", "benchmark", "item_id"])["score"].mean()
-    score = score.groupby(["method", "iteration"]).mean()
+    x, score = cost_points(frame, cumulative, cost)
+    score = score.rename("score")
     for method in sorted(frame["method"].unique()):
         if method in x.index.get_level_values("method"):
             points = pd.concat([x.loc[method], score.loc[method]], axis=1, join="inner").sort_index()

@@ -6,6 +6,10 @@ and the ablation, reports/studies.py), the results table (markdown and LaTeX: fi
 two-level CIs, best in bold, significance in the declared family after Holm), the paired
 comparisons, rliable's aggregates, the per-iteration summary, group curation, workflow diversity
 and training cost, and the figures (PNG + SVG in <run_dir>/report/).
+
+Its first lines say what it covers against what the experiment declares (reports/coverage.py): a
+partial run or a report written mid-run says so, marks each method still in progress, and only
+finished methods' numbers become MLflow's ``final.*`` metrics.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import base64
 import html
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +26,9 @@ import pandas as pd
 
 from harness.atomic import atomic_write_text
 from reports import plots
-from reports.comparison import aggregate_table, comparison_pairs, paired_table, score_table
+from reports.comparison import aggregate_display, aggregate_table, comparison_pairs, paired_table, score_table
 from reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
+from reports.coverage import Coverage, coverage
 from reports.curation import curation_table, group_std_frame
 from reports.diversity import METRICS, diversity_frame, diversity_table
 from reports.health import health_table, learning_signal_warnings
@@ -43,6 +48,10 @@ class Report:
     html: Path
     latex: Path
     figures: list[Path]
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    """MLflow metrics of the methods whose every cell with scores is done (reports.coverage):
+    ``final.<method>.test_score`` (harness.scores' macro average over benchmarks, mean over seeds),
+    ``final.<method>.test_score.<benchmark>`` and ``final.<method>.seeds``. A method in progress has none."""
 
 
 def write_report(run_dir: Path, config: ExperimentConfig) -> Report:
@@ -66,10 +75,13 @@ def finish_report(run_dir: Path, config: ExperimentConfig, tracker: Tracker, run
 
 
 def log_report(report: Report, tracker: Tracker, run_id: str | None) -> None:
-    """Attach the report files and figures to an MLflow run (no-op when untracked)."""
+    """Attach the report files and figures to an MLflow run and log the finished methods' final
+    metrics there (no-op when untracked). An unfinished method's numbers are never logged as final."""
     for path in (report.markdown, report.html, report.latex):
         tracker.log_artifact(run_id, path)
     tracker.log_artifact(run_id, report.markdown.parent / "report", "report")
+    if report.final_metrics:
+        tracker.log_metrics(run_id, report.final_metrics, 0)
 
 
 def build_report(
@@ -95,6 +107,8 @@ def build_report(
     stats = config.stats
     everything = item_score_frame(eval_items)
     frame = everything[everything["transfer"] == ""].reset_index(drop=True)
+    covered = coverage(config, frame, run_dir)
+    marks = covered.marks()
     sections: list[Section] = []
     plotted: list[tuple[str, object]] = []
     latex = ""
@@ -106,9 +120,9 @@ def build_report(
         declared = bool(stats.comparisons)
         aggregates = aggregate_table(frame, baseline)
         statement = simulation.statement()
-        results = markdown_table(scores, paired, executor, statement, baseline, stats.alpha, declared)
-        latex = latex_table(scores, paired, executor, statement, baseline, stats.alpha, declared)
-        data = _study_data(config, simulated, everything, frame, paired, rollouts, iterations, groups)
+        results = markdown_table(scores, paired, executor, statement, baseline, stats.alpha, declared, marks)
+        latex = latex_table(scores, paired, executor, statement, baseline, stats.alpha, declared, marks=marks)
+        data = _study_data(config, simulated, everything, frame, paired, rollouts, iterations, groups, covered)
         if config.study.kind in STUDIES:
             section, study_figures = STUDIES[config.study.kind](data)
             sections.append(section)
@@ -118,7 +132,7 @@ def build_report(
             sections.append(
                 table_section(
                     "Paired comparisons" + (" (declared family)" if declared else f" against {baseline}"),
-                    paired,
+                    paired.assign(method=[f"{m}{marks.get(m, '')}" for m in paired["method"]]),
                     "difference = method - reference, mean over items (item score averaged over seeds) with a 95% "
                     f"BCa CI; p: {paired['test'].iloc[0]} ({stats.alternative}); p_holm: Holm over the "
                     f"{len(paired)} comparisons, alpha {stats.alpha:g}.",
@@ -127,13 +141,15 @@ def build_report(
         sections.append(
             table_section(
                 "Aggregates over benchmarks (rliable's definitions)",
-                aggregates,
-                "Per-seed benchmark means; 95% stratified bootstrap CIs over seeds; IQM = interquartile mean, "
-                "optimality gap = mean shortfall below 1; p_improve = P(method > baseline).",
+                aggregate_display(aggregates, baseline, marks),
+                "Per-seed benchmark means; mean = the test score (macro average: mean over benchmarks of the "
+                "benchmark's mean item score), mean over seeds; 95% stratified bootstrap CIs over seeds; IQM = "
+                "interquartile mean, optimality gap = mean shortfall below 1; p_improve = P(method > baseline). "
+                "Intervals over seeds need at least 2 seeds: with 1 seed they are n/a, never a zero-width interval.",
             )
         )
         per_iteration = summary_table(frame, final_iterations(frame))
-        per_iteration_md = summary_markdown(per_iteration)
+        per_iteration_md = summary_markdown(per_iteration, marks)
         sections.append(Section("Per iteration", per_iteration_md, markdown_html(per_iteration_md)))
         sections += _training_sections(data, config.study.kind, plotted)
         plotted += [
@@ -156,8 +172,31 @@ def build_report(
     figures: list[Path] = []
     for name, figure in plotted:
         figures += plots.save(figure, run_dir / "report", name)
-    header = [generator_line(run_dir, config), *learning_signal_warnings(rollouts, iterations, config.iterations)]
-    return write_files(run_dir, config.name, simulation.statement(), executor, sections, figures, latex, header)
+    header = [
+        covered.statement(),
+        generator_line(run_dir, config),
+        *learning_signal_warnings(rollouts, iterations, config.iterations),
+    ]
+    report = write_files(run_dir, config.name, simulation.statement(), executor, sections, figures, latex, header)
+    return Report(report.markdown, report.html, report.latex, report.figures, final_metrics(frame, covered))
+
+
+def final_metrics(frame: pd.DataFrame, covered: Coverage) -> dict[str, float]:
+    """Each finished method's final test score (macro average over benchmarks, mean over seeds), its
+    per-benchmark means and its seed count, as MLflow metric names (Report.final_metrics)."""
+    from harness.scores import benchmark_means, final_rows, macro_score
+
+    metrics: dict[str, float] = {}
+    final = final_rows(frame)
+    for method in covered.finished_methods():
+        rows = final[final["method"] == method]
+        if rows.empty:
+            continue
+        metrics[f"final.{method}.test_score"] = macro_score(rows)
+        for benchmark, value in benchmark_means(rows).items():
+            metrics[f"final.{method}.test_score.{benchmark}"] = float(value)
+        metrics[f"final.{method}.seeds"] = float(rows["seed"].nunique())
+    return metrics
 
 
 def generator_line(run_dir: Path, config: ExperimentConfig) -> str:
@@ -186,11 +225,12 @@ def _study_data(
     rollouts: pd.DataFrame,
     iterations: pd.DataFrame | None,
     groups: pd.DataFrame | None,
+    covered: Coverage,
 ) -> StudyData:
     """Everything the study and training sections read, from the store's tables."""
     transfers = everything[everything["transfer"] != ""].reset_index(drop=True)
     if rollouts.empty:
-        return StudyData(config, simulated, frame, transfers, paired)
+        return StudyData(config, simulated, frame, transfers, paired, covered)
     stds = group_std_frame(groups if groups is not None else pd.DataFrame())
     diversity = diversity_frame(rollouts)
     costs = iteration_costs(rollouts, iterations if iterations is not None else pd.DataFrame())
@@ -200,6 +240,7 @@ def _study_data(
         frame,
         transfers,
         paired,
+        covered,
         stds=stds,
         diversity=diversity,
         diversity_table=diversity_table(diversity, resamples=min(config.stats.bootstrap_samples, 2_000)),

@@ -29,6 +29,7 @@ import pandas as pd
 from reports import plots
 from reports.comparison import comparison_pairs, final_rows, paired_differences, with_holm
 from reports.costs import COSTS
+from reports.coverage import Coverage, coverage
 from reports.diversity import METRICS
 from reports.sections import Section, metric_bounds, pipe_table, text_section, with_intervals
 from reports.stats import mean_ci, two_level_bootstrap_ci
@@ -52,6 +53,8 @@ class StudyData:
     """Item scores by evaluation.transfer executors (the same frame's other rows)."""
     paired: pd.DataFrame
     """The declared family of paired tests on the final test score (reports.comparison.paired_table)."""
+    coverage: Coverage | None = None
+    """Which declared arms and seeds have scores (None: read from ``frame``, no run folder)."""
     stds: pd.DataFrame = field(default_factory=pd.DataFrame)
     diversity: pd.DataFrame = field(default_factory=pd.DataFrame)
     diversity_table: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -114,13 +117,21 @@ DESIGN_COLUMNS = (
 )
 
 
+def covered(data: StudyData) -> Coverage:
+    """The declared arms x seeds and which have scores (a partial run lists only those)."""
+    return data.coverage if data.coverage is not None else coverage(data.config, data.frame)
+
+
 def _head(data: StudyData, design: str, extra_design: str = "") -> list[str]:
     study = data.config.study
     lines = []
     if study.question:
         lines += [f"Question: {study.question}", ""]
     lines += [f"Design: {design}", ""]
-    lines += [pipe_table(design_table(data.config)), ""]
+    design_rows = design_table(data.config)
+    lines += [pipe_table(design_rows[design_rows["label"].isin(covered(data).methods_with_scores())]), ""]
+    if missing := covered(data).missing():
+        lines += [missing, ""]
     if extra_design:
         lines += [extra_design, ""]
     return lines
@@ -222,7 +233,7 @@ def transfer_section(data: StudyData) -> tuple[Section, list[Figure]]:
         data,
         f"each trained method's final generator samples one workflow per test item; the same workflows run "
         f"unchanged with every executor ({', '.join(evaluators)}), {config.evaluation.repeats} repeats each, "
-        f"{len(config.seeds)} seeds.",
+        f"seeds {covered(data).seeds_with_scores()}.",
     )
     figures: list[Figure] = []
     for benchmark, part in frame.groupby("benchmark", sort=True):
@@ -297,7 +308,7 @@ def _arms(data: StudyData) -> pd.DataFrame:
 
     grouped = [s.display_label for s in data.config.methods if isinstance(method_config(s), GRPOConfig)]
     design = design_table(data.config)
-    return design[design["label"].isin(grouped)]
+    return design[design["label"].isin(grouped) & design["label"].isin(covered(data).methods_with_scores())]
 
 
 def sharpening_section(data: StudyData) -> tuple[Section, list[Figure]]:

@@ -53,8 +53,9 @@ def summary_table(frame: pd.DataFrame, iterations: dict[str, int] | None = None,
     return pd.DataFrame(rows)
 
 
-def summary_markdown(table: pd.DataFrame) -> str:
-    """The per-iteration tables, one per benchmark, with what their intervals cover."""
+def summary_markdown(table: pd.DataFrame, marks: dict[str, str] | None = None) -> str:
+    """The per-iteration tables, one per benchmark, with what their intervals cover; ``marks``: text
+    after a method's name (its 'in progress' state, reports.coverage)."""
     lines = [
         "Mean test score (item score = mean over repeats, averaged over seeds) with a 95% BCa bootstrap",
         "CI over items, and the lowest and highest per-seed mean. Iteration 0 of a trained method is the",
@@ -69,8 +70,9 @@ def summary_markdown(table: pd.DataFrame) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for row in part.sort_values(["method", "iteration"]).itertuples():
+            method = f"{row.method}{(marks or {}).get(str(row.method), '')}"
             lines.append(
-                f"| {row.method} | {row.iteration} | {row.score:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] | "
+                f"| {method} | {row.iteration} | {row.score:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] | "
                 f"{row.seeds} ({row.seed_min:.3f} - {row.seed_max:.3f}) | {row.items} | "
                 f"{row.calls_per_run:.1f} | {row.tokens_per_run:,.0f} |"
             )

@@ -1,7 +1,10 @@
 """The report of a sweep: every trial, the best configuration (and its experiment file), parameter
-importances (fANOVA), Optuna's slice / contour / parallel-coordinate / history plots, and the best
-configuration re-run on fresh seeds with its CI (the number to put in a paper: the sweep's own best
-value is biased upward by the selection)."""
+importances (fANOVA, from MIN_IMPORTANCE_TRIALS complete trials on), Optuna's slice / contour /
+parallel-coordinate / history plots, and the best configuration re-run on fresh seeds with its CI
+(the number to put in a paper: the sweep's own best value is biased upward by the selection).
+
+Writing it ends the sweep: the sweep's MLflow parent run gets the trial counts, the best value and
+the report, and ends FINISHED (harness/sweeps/parent_run.py)."""
 
 from __future__ import annotations
 
@@ -23,19 +26,32 @@ if TYPE_CHECKING:
     from harness.sweeps.config import Sweep
 
 BEST_EXPERIMENT = "best_experiment.yaml"
+MIN_IMPORTANCE_TRIALS = 10
+"""Complete trials below which fANOVA importances are not shown: its random forest fit to a handful
+of points apportions noise (two trials give any split of 100%)."""
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, value, parameters, duration and why it stopped early."""
+    """One row per trial: number, state, value (the objective: COMPLETE trials only), the last
+    intermediate value a pruned trial reported (labelled: it is a test score at one step, not an
+    objective value), parameters, duration and why it stopped early."""
+    import optuna
+
     rows = []
     for trial in study.get_trials(deepcopy=False):
         start, end = trial.datetime_start, trial.datetime_complete
         duration = (end - start).total_seconds() if start is not None and end is not None else None
+        # Optuna copies a pruned trial's last intermediate value into its value: never show it as one
+        complete = trial.state == optuna.trial.TrialState.COMPLETE
+        step = trial.last_step if trial.state == optuna.trial.TrialState.PRUNED else None
         rows.append(
             {
                 "trial": trial.number,
                 "state": trial.state.name,
-                "value": trial.value,
+                "value": trial.value if complete else None,
+                "last_intermediate": (
+                    f"{trial.intermediate_values[step]:.4f} at step {step} (before pruning)" if step is not None else ""
+                ),
                 **{f"param.{k}": v for k, v in trial.params.items()},
                 "seconds": duration,
                 "note": trial.user_attrs.get("infeasible")
@@ -94,6 +110,24 @@ def importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
+def importance_section(assessed: optuna.Study) -> Section:
+    """fANOVA importances over ``assessed`` (a declared_space_copy), or why they are not shown."""
+    title = "Parameter importances (fANOVA)"
+    complete = len(assessed.trials)  # the copy holds the complete trials only
+    if complete < MIN_IMPORTANCE_TRIALS:
+        return text_section(
+            title,
+            f"Not shown: {complete} complete trial{'s' if complete != 1 else ''}; importances from fewer than "
+            f"{MIN_IMPORTANCE_TRIALS} complete trials are unreliable (fANOVA's random forest, fit to so few "
+            "points, apportions noise).\n",
+        )
+    weights = importances(assessed)
+    if not weights:
+        return text_section(title, "Not computable: no parameter varies, or the objective is constant.\n")
+    frame = pd.DataFrame({"parameter": list(weights), "importance": list(weights.values())})
+    return table_section(title, frame, f"Share of the objective's variance, over {complete} complete trials.")
+
+
 def _figures(study: optuna.Study, names: list[str]) -> list[tuple[str, Any]]:
     """Optuna's matplotlib plots (experimental API: its warnings are silenced) as figures."""
     import warnings
@@ -111,6 +145,8 @@ def _figures(study: optuna.Study, names: list[str]) -> list[tuple[str, Any]]:
             ("sweep_contour", lambda: views.plot_contour(study, params=names[:3])),
             ("sweep_importances", lambda: views.plot_param_importances(study)),
         ):
+            if name == "sweep_importances" and len(study.trials) < MIN_IMPORTANCE_TRIALS:
+                continue  # the same rule as importance_section
             try:
                 axes = draw()
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few completed trials for this view
@@ -120,8 +156,25 @@ def _figures(study: optuna.Study, names: list[str]) -> list[tuple[str, Any]]:
     return made
 
 
-def write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_dir: Path | None) -> Report:
-    """report.md / report.html / results.tex of the sweep folder, and best_experiment.yaml."""
+def write_sweep_report(
+    run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_dir: Path | None, mlflow_uri: str | None = None
+) -> Report:
+    """report.md / report.html / results.tex of the sweep folder, and best_experiment.yaml; then the
+    sweep's MLflow parent run gets them and ends FINISHED (FAILED if the report cannot be written).
+    ``mlflow_uri``: where that run lives (None: as recorded in the sweep folder)."""
+    from harness.sweeps.parent_run import end_parent_run, ending_status
+
+    try:
+        report = _write_sweep_report(run_dir, sweep, study, rerun_dir)
+    except BaseException as err:
+        end_parent_run(run_dir, study, ending_status(err), mlflow_uri=mlflow_uri)
+        raise
+    files = [(path, None) for path in (report.markdown, report.html, report.latex, run_dir / BEST_EXPERIMENT)]
+    end_parent_run(run_dir, study, "FINISHED", [*files, (run_dir / "report", "report")], mlflow_uri)
+    return report
+
+
+def _write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_dir: Path | None) -> Report:
     import optuna
 
     config = sweep.config
@@ -161,13 +214,16 @@ def write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_d
     sections.append(text_section("Sweep", "\n".join(head)))
     shown = table.round(4) if not table.empty else table
     sections.append(
-        table_section("Trials", shown, "Every trial; value = the objective (empty: pruned, infeasible or failed).")
+        table_section(
+            "Trials",
+            shown,
+            "Every trial; value = the objective, of COMPLETE trials only (empty: pruned, infeasible or failed). "
+            "last_intermediate = the last test score a pruned trial reported to the pruner, at step = seed index "
+            "x (iterations + 1) + iteration: not an objective value.",
+        )
     )
     assessed = declared_space_copy(study, sweep)
-    weights = importances(assessed)
-    if weights:
-        frame = pd.DataFrame({"parameter": list(weights), "importance": list(weights.values())})
-        sections.append(table_section("Parameter importances (fANOVA)", frame, "Share of the objective's variance."))
+    sections.append(importance_section(assessed))
     if rerun_dir is not None and (rerun_dir / "rollouts.sqlite").is_file():
         sections.append(_rerun_section(rerun_dir, sweep))
     names = [name for name in config.space if any(name in t.params for t in complete)]

@@ -4,6 +4,8 @@ the executor and says whether it is simulated."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 SIGNIFICANT = "\u2020"
@@ -31,15 +33,22 @@ def _cells(scores: pd.DataFrame, paired: pd.DataFrame, bold: tuple[str, str]) ->
     return pd.DataFrame(cells).sort_index().fillna("-")
 
 
-def caption(executor: str, simulated: str, baseline: str | None, alpha: float, declared: bool = False) -> str:
+def caption(
+    executor: str, simulated: str, baseline: str | None, alpha: float, declared: bool = False, partial: bool = False
+) -> str:
     """The table's caption; ``simulated``: what the reader must be told about simulated rows
     (harness.config.Simulation.statement; '' when none is); ``declared``: the significance marks come
     from the experiment's declared family of comparisons (stats.comparisons) rather than from every
-    method against ``baseline``."""
+    method against ``baseline``; ``partial``: some method is still in progress."""
     text = (
         "Mean test score at each method's final iteration with a 95% CI covering seeds and items "
         "(two-level bootstrap); best per benchmark in bold."
     )
+    if partial:
+        text += (
+            " A method marked in progress has not finished its planned iterations: its scores are of the "
+            "iteration named (k of K), not final."
+        )
     if declared:
         text += (
             f" {SIGNIFICANT}: a declared comparison of this method against its reference (stats.comparisons) "
@@ -65,14 +74,19 @@ def markdown_table(
     baseline: str | None,
     alpha: float,
     declared: bool = False,
+    marks: Mapping[str, str] | None = None,
 ) -> str:
+    """``marks``: text after a method's name, e.g. ': in progress (iteration 1 of 3)' (reports.coverage)."""
     cells = _cells(scores, paired, ("**", "**"))
     header = "| method | " + " | ".join(cells.columns) + " |"
     lines = [header, "|---|" + "---|" * len(cells.columns)]
     for method, row in cells.iterrows():
-        label = f"{method} (baseline)" if method == baseline else str(method)
-        lines.append(f"| {label} | " + " | ".join(row) + " |")
-    return "\n".join([*lines, "", caption(executor, simulated, baseline, alpha, declared)])
+        lines.append(f"| {_label(str(method), baseline, marks)} | " + " | ".join(row) + " |")
+    return "\n".join([*lines, "", caption(executor, simulated, baseline, alpha, declared, bool(marks))])
+
+
+def _label(method: str, baseline: str | None, marks: Mapping[str, str] | None) -> str:
+    return f"{method}{' (baseline)' if method == baseline else ''}{(marks or {}).get(method, '')}"
 
 
 def latex_table(
@@ -84,17 +98,16 @@ def latex_table(
     alpha: float,
     declared: bool = False,
     label: str = "tab:results",
+    marks: Mapping[str, str] | None = None,
 ) -> str:
     """A booktabs table (\\toprule/\\midrule/\\bottomrule; needs \\usepackage{booktabs})."""
     cells = _cells(scores, paired, ("\\textbf{", "}"))
-    cells = cells.rename(
-        columns=_latex_escape, index=lambda m: _latex_escape(f"{m} (baseline)" if m == baseline else m)
-    )
+    cells = cells.rename(columns=_latex_escape, index=lambda m: _latex_escape(_label(str(m), baseline, marks)))
     cells = cells.map(lambda text: text.replace(SIGNIFICANT, "$^{\\dagger}$"))
     return str(
         cells.style.to_latex(
             hrules=True,
-            caption=_latex_escape(caption(executor, simulated, baseline, alpha, declared)).replace(
+            caption=_latex_escape(caption(executor, simulated, baseline, alpha, declared, bool(marks))).replace(
                 SIGNIFICANT, "$^{\\dagger}$"
             ),
             label=label,

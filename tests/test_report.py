@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from harness.scores import read_item_scores
+from harness.store import EvalRow, SQLiteStore
 from reports.comparison import aggregate_table, comparison_pairs, final_rows, paired_table, score_table
 from reports.tables import latex_table, markdown_table
 
@@ -164,3 +168,132 @@ def test_a_mixed_sim_and_llm_run_is_labelled_row_by_row(tmp_path) -> None:  # ty
     assert parent.data.tags["simulated"] == "mixed"
     children = {r.data.tags["method"]: r.data.tags["simulated"] for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert children == {"io_llm": "false", "cot_sim": "true"}
+
+
+# ----------------------------------------------------------------------------------------------
+# One test score: the macro average over benchmarks, the same number everywhere
+
+
+SMALL_EXPERIMENT = Path(__file__).resolve().parent / "data" / "runner_small.yaml"
+
+
+def eval_rows(method: str, seed: int, iteration: int, scores: dict[str, list[float]]) -> list[EvalRow]:
+    """One repeat per item of each benchmark, with the given item scores."""
+    fixed = {"repeat": 0, "workflow_code": "code", "structure": "Custom", "status": "ok", "reason": "", "calls": 2}
+    costs = {"prompt_tokens": 10, "completion_tokens": 5, "wall_s": 0.1}
+    return [
+        EvalRow("e", method, seed, iteration, benchmark, f"{benchmark}-{k}", score=score, **fixed, **costs)
+        for benchmark, values in scores.items()
+        for k, score in enumerate(values)
+    ]
+
+
+def test_every_place_gives_the_same_test_score_for_benchmarks_of_different_sizes(tmp_path: Path) -> None:
+    """A 2-item and a 6-item benchmark, two seeds: seed 0 scores (1, 1) and (0, 0, 0, 0, 0, 1), seed 1
+    (1, 0) and (1, 1, 0, 0, 0, 0). Macro average: seed 0 (1 + 1/6) / 2 = 7/12, seed 1 (1/2 + 1/3) / 2
+    = 5/12, over seeds 1/2 (and items averaged over seeds first: (3/4 + 1/4) / 2 = 1/2). Pooling the
+    16 items would give 6/16 = 0.375. MLflow's test_score, the aggregates' mean, the cost figure,
+    the sweep objective and the final MLflow metric all give 1/2."""
+    from harness.scores import iteration_metrics, read_item_scores
+    from harness.sweeps.config import ObjectiveConfig
+    from harness.sweeps.objective import objective_value
+    from reports.coverage import Cell, Coverage
+    from reports.plots import cost_points
+    from reports.report import final_metrics
+
+    seeds = {
+        0: {"small": [1.0, 1.0], "large": [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
+        1: {"small": [1.0, 0.0], "large": [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]},
+    }
+    with SQLiteStore(tmp_path / "rollouts.sqlite") as store:
+        for seed, scores in seeds.items():
+            store.put_eval(eval_rows("spogw", seed, 2, scores))
+        logged = [iteration_metrics(store.eval_rows("spogw", seed, 2))["test_score"] for seed in seeds]
+    assert logged == pytest.approx([7 / 12, 5 / 12])  # per seed, as the runner logs each evaluation
+    frame = read_item_scores(tmp_path)
+    cumulative = pd.DataFrame({"method": ["spogw"], "seed": [0], "iteration": [2], "executor_calls": [10.0]})
+    _, cost_figure = cost_points(frame, cumulative, "executor_calls")
+    done = Coverage(("spogw",), (0, 1), 2, tuple(Cell("spogw", s, 2, False, 2, True) for s in seeds))
+    everywhere = {
+        "mlflow test_score, mean over seeds": float(np.mean(logged)),
+        "aggregates mean": float(aggregate_table(frame, None, resamples=50).set_index("method").loc["spogw", "mean"]),
+        "cost figure": float(cost_figure.loc[("spogw", 2)]),
+        "sweep objective": objective_value(tmp_path, ObjectiveConfig(method="spogw")),
+        "final MLflow metric": final_metrics(frame, done)["final.spogw.test_score"],
+    }
+    assert everywhere == pytest.approx(dict.fromkeys(everywhere, 0.5)), everywhere
+
+
+# ----------------------------------------------------------------------------------------------
+# Partial runs: what the report covers
+
+
+class RecordingTracker:
+    """Stands in for harness.tracking.Tracker: records what would be logged."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+        self.artifacts: list[Path] = []
+
+    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
+        self.metrics.update(metrics)
+
+    def log_artifact(self, run_id: str | None, path: Path, folder: str | None = None) -> None:
+        self.artifacts.append(path)
+
+
+def test_a_partial_run_says_what_it_covers_marks_methods_in_progress_and_logs_only_finished_ones(
+    tmp_path: Path,
+) -> None:
+    """The file declares seeds [0, 1, 2] and 2 iterations; the folder has cot seed 0 done (its
+    marker) and spogw seed 0 evaluated at iteration 0 only, as `spogw run --seeds 0` leaves it while
+    it trains. The report says Partial at its top, marks spogw in progress in the results table, and
+    only cot's numbers are MLflow's final metrics; with one seed the aggregates have no interval over
+    seeds and no probability of improvement. Once spogw's last iteration is in and marked, it is final."""
+    from harness.config import load_experiment
+    from harness.run_folder import done_marker
+    from reports.coverage import coverage
+    from reports.report import log_report, write_report
+
+    config = load_experiment(SMALL_EXPERIMENT, ["seeds=[0, 1, 2]", "stats.bootstrap_samples=200"])
+    items = {"gsm_synth": [1.0, 0.0, 1.0, 1.0]}
+    with SQLiteStore(tmp_path / "rollouts.sqlite") as store:
+        store.put_eval(eval_rows("cot", 0, 0, {"gsm_synth": [0.0, 0.0, 1.0, 0.0]}))
+        store.put_eval(eval_rows("spogw", 0, 0, items))
+    done_marker(tmp_path, "cot", 0).parent.mkdir()
+    done_marker(tmp_path, "cot", 0).touch()
+    report = write_report(tmp_path, config)
+    text = report.markdown.read_text()
+    head = text.split("\n## ")[0]
+    assert "**Partial**: seeds [0] of [0, 1, 2]" in head and "in progress: spogw seed 0 (iteration 0 of 2)" in head
+    results = text.split("## Results")[1].split("\n## ")[0]
+    assert "| spogw: in progress (iteration 0 of 2) |" in results and "| cot (baseline) |" in results
+    assert "not final" in results
+    assert "spogw: in progress (iteration 0 of 2)" in report.latex.read_text()
+    aggregates = text.split("## Aggregates")[1].split("\n## ")[0]
+    assert "n/a (1 seed)" in aggregates and "(interval n/a: 1 seed)" in aggregates
+    assert "1.000 [1.000, 1.000]" not in aggregates and "| 1.0 | 1.0 |" not in aggregates
+    tracker = RecordingTracker()
+    log_report(report, tracker, "parent")  # type: ignore[arg-type]  # duck-typed stand-in
+    assert tracker.metrics == {
+        "final.cot.test_score": 0.25, "final.cot.test_score.gsm_synth": 0.25, "final.cot.seeds": 1,
+    }  # fmt: skip
+    assert not any(name.startswith("final.spogw") for name in tracker.metrics)
+
+    with SQLiteStore(tmp_path / "rollouts.sqlite") as store:
+        store.put_eval(eval_rows("spogw", 0, 2, items))
+    done_marker(tmp_path, "spogw", 0).touch()
+    finished = coverage(config, read_item_scores(tmp_path), tmp_path)
+    assert finished.finished_methods() == ["spogw", "cot"] and finished.marks() == {}
+    assert finished.statement().startswith("**Partial**: seeds [0] of [0, 1, 2].")
+    everything = coverage(load_experiment(SMALL_EXPERIMENT), read_item_scores(tmp_path), tmp_path)
+    assert everything.complete and everything.statement().startswith("Complete")
+
+
+def test_one_seed_gives_no_interval_over_seeds_and_no_probability_of_improvement() -> None:
+    frame = synthetic_frame({"base": 0.0, "better": 0.2}, seeds=1)
+    aggregates = aggregate_table(frame, "base", resamples=100).set_index("method")
+    assert aggregates["mean_low"].isna().all() and aggregates["iqm_high"].isna().all()
+    assert np.isnan(aggregates.loc["better", "p_improve"])
+    two = aggregate_table(synthetic_frame({"base": 0.0, "better": 0.2}, seeds=2), "base", resamples=100)
+    assert two["mean_low"].notna().all() and two.set_index("method").loc["better", "p_improve"] == 1.0

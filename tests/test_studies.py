@@ -307,3 +307,27 @@ def test_a_question_with_fewer_than_two_trainable_samples_has_no_group() -> None
     config = SPOGWConfig(num_samples=2, group_size=2, min_group_std=0.0, sharpen_t=0)
     assert group_std_frame(trained_groups({"q": [1.0, None]}, config)).empty
     assert len(group_std_frame(trained_groups({"q": [1.0, 0.0]}, config))) == 2  # built + kept
+
+
+def test_a_study_section_lists_only_the_arms_and_seeds_with_scores_and_names_the_missing() -> None:
+    """The ablation declares 9 arms x seeds [0, 1, 2]; a run of `--methods spogw,no_kl --seeds 0`
+    has scores for two arms and one seed. Its design table lists those two and the section names
+    the arms and seeds that did not run."""
+    from reports.studies import STUDIES, StudyData
+
+    config = load_experiment(REPO / "experiments" / "ablation_spogw.yaml", ["stats.bootstrap_samples=100"])
+    frame = pd.DataFrame(
+        [
+            {"method": method, "seed": 0, "iteration": 3, "benchmark": "gsm_synth", "item_id": f"i{k}", "score": 1.0}
+            for method in ("spogw", "no_kl")
+            for k in range(4)
+        ]
+    )
+    section, _ = STUDIES["ablation"](StudyData(config, True, frame, frame.iloc[:0], pd.DataFrame()))
+    design = [line for line in section.markdown.splitlines() if line.startswith("| ") and "| spogw |" in line]
+    assert [line.split(" | ")[0] for line in design] == ["| spogw", "| no_kl"]  # label column: these two only
+    assert "| dpo | dpo |" not in section.markdown and "| online | spogw |" not in section.markdown
+    missing = (
+        "arms without scores (not run): no_combinations, no_filter, no_sharpening, standard_kl, online, dpo, score_dpo"
+    )
+    assert missing in section.markdown and "seeds without scores (not run): [1, 2]" in section.markdown

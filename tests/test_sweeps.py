@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -209,6 +210,72 @@ def test_an_infeasible_trial_is_told_pruned_and_never_run(tmp_path: Path) -> Non
     assert not (tmp_path / "trials").exists()
 
 
+def test_a_pruned_trial_shows_no_objective_value_and_few_trials_show_no_importances() -> None:
+    """Optuna copies a pruned trial's last intermediate value into its value; the report shows it
+    only as that, labelled. fANOVA importances appear from MIN_IMPORTANCE_TRIALS complete trials on;
+    below, the section says why they are not shown."""
+    from reports.sweep import MIN_IMPORTANCE_TRIALS, declared_space_copy, importance_section, trials_table
+
+    sweep = load_sweep(SMALL_SWEEP)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def draw() -> tuple[optuna.Trial, dict[str, Any]]:
+        trial = study.ask()
+        return trial, suggest(trial, sweep.config.space, sweep.config.linear_constraints())
+
+    trial, values = draw()
+    study.tell(trial, values["group_size"] / 4)
+    pruned, _ = draw()
+    pruned.report(0.4, 1)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    assert study.trials[1].value == 0.4  # what Optuna stores, and what the report used to print as the value
+    table = trials_table(study).set_index("trial")
+    assert table.loc[1, "state"] == "PRUNED" and pd.isna(table.loc[1, "value"])
+    assert table.loc[1, "last_intermediate"] == "0.4000 at step 1 (before pruning)"
+    assert table.loc[0, "value"] == study.trials[0].value and table.loc[0, "last_intermediate"] == ""
+    few = importance_section(declared_space_copy(study, sweep)).markdown
+    assert few.startswith("Not shown: 1 complete trial;") and "importance |" not in few
+    while len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) < MIN_IMPORTANCE_TRIALS:
+        trial, values = draw()
+        study.tell(trial, values["group_size"] / 4 + 0.01 * values["beta"])
+    enough = importance_section(declared_space_copy(study, sweep)).markdown
+    assert "| parameter | importance |" in enough and f"over {MIN_IMPORTANCE_TRIALS} complete trials" in enough
+
+
+def _parent_run(run_dir: Path) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweep_small").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    return parent
+
+
+def test_a_sweep_that_dies_ends_its_mlflow_run_killed_or_failed(tmp_path: Path) -> None:
+    """A sweep interrupted (Ctrl-C) ends its parent run KILLED, with the trial counts; resumed, the
+    same run is RUNNING again, and when the sweep stops on an error (its only trial was infeasible)
+    it ends FAILED. No trial runs an experiment."""
+    from harness.sweeps.study import run_sweep
+
+    sweep = load_sweep(SMALL_SWEEP, ["space.sharpen_t.low=3", "space.sharpen_t.high=4", "n_trials=1"])
+
+    def interrupt(_: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, tmp_path, log=interrupt)
+    killed = _parent_run(tmp_path)
+    assert killed.info.status == "KILLED"
+    assert killed.data.metrics == {
+        "trials_complete": 0.0, "trials_pruned": 1.0, "trials_infeasible": 1.0, "trials_failed": 0.0,
+        "trials_total": 1.0,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="were infeasible"):
+        run_sweep(sweep, tmp_path, log=lambda _: None)
+    failed = _parent_run(tmp_path)
+    assert failed.info.run_id == killed.info.run_id and failed.info.status == "FAILED"
+
+
 # ----------------------------------------------------------------------------------------------
 # Whole sweeps
 
@@ -250,6 +317,15 @@ def test_a_sweep_on_sqlite_runs_exactly_n_trials_and_reports(tmp_path: Path, spo
     assert all(r.info.status == "FINISHED" for r in trial_runs)
     methods = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {t.info.run_id for t in trial_runs}]
     assert len(methods) == 3 * 2  # spogw and the baseline, one seed, nested under each trial
+    # the sweep's own run ends with the sweep: FINISHED, its counts and best value, the report attached
+    assert parent.info.status == "FINISHED"
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert parent.data.metrics["trials_complete"] == len(complete)
+    assert parent.data.metrics["trials_pruned"] == 3 - len(complete) and parent.data.metrics["trials_failed"] == 0
+    if complete:
+        assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "results.tex", "report"} <= attached
 
 
 def _pg_bin(name: str) -> str | None:

@@ -16,6 +16,8 @@ runs the same loop:
 A worker whose loop ends waits until no trial is running, picking up retries, so a study ends
 with every trial finished. Each trial is an MLflow run nested under the sweep's parent run (whose
 id the study keeps as a user attribute), with the experiment's method x seed runs nested under it.
+The parent run ends FAILED or KILLED here when the starting process stops on an error or an
+interruption, and FINISHED when the sweep report is written (harness/sweeps/parent_run.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from optuna.trial import TrialState
 from harness.errors import InputError
 from harness.sweeps.config import Sweep
 from harness.sweeps.objective import objective_value
+from harness.sweeps.parent_run import PARENT_ATTR, end_parent_run, ending_status, start_parent_run
 from harness.sweeps.space import Infeasible, suggest
 from harness.sweeps.storage import SweepPaths, heartbeat, open_storage, resolve_paths, study_lock
 
@@ -43,7 +46,6 @@ if TYPE_CHECKING:
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 """Trials that count against n_trials (a FAIL does not: its retry does)."""
-PARENT_ATTR = "mlflow_parent_run_id"
 
 
 def make_sampler(sweep: Sweep, worker_offset: int) -> optuna.samplers.BaseSampler:
@@ -106,13 +108,8 @@ def create_or_load(sweep: Sweep, paths: SweepPaths, worker: bool, worker_offset:
             load_if_exists=True,
         )
     refuse_changed_definition(study, sweep, paths)
-    if PARENT_ATTR not in study.user_attrs and not worker:
-        from harness.tracking import Tracker
-
-        tracker = Tracker(paths.run_dir, name, paths.mlflow_uri)
-        parent = tracker.start_parent(name, sweep.config.model_dump(mode="json"), {"kind": "sweep"})
-        if parent is not None:
-            study.set_user_attr(PARENT_ATTR, parent)
+    if not worker:
+        start_parent_run(study, sweep, paths)
     return study
 
 
@@ -247,16 +244,21 @@ def run_sweep(
     offset = (os.getpid() % 997) * 7919 if worker else 0  # workers must not draw the same random startup points
     study = create_or_load(sweep, paths, worker, offset)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    while True:
-        trial = next_trial(study, paths, total)
-        if trial is not None:
-            run_trial(study, trial, sweep, paths, log, finish)
-            continue
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running:
-            refuse_all_infeasible(study, sweep)
-            return study
-        time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
+    try:
+        while True:
+            trial = next_trial(study, paths, total)
+            if trial is not None:
+                run_trial(study, trial, sweep, paths, log, finish)
+                continue
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running:
+                refuse_all_infeasible(study, sweep)
+                return study
+            time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
+    except BaseException as err:
+        if not worker:  # the sweep dies with its starting process; a worker's end is not the sweep's
+            end_parent_run(paths.run_dir, study, ending_status(err), mlflow_uri=paths.mlflow_uri)
+        raise
 
 
 def _start_over(sweep: Sweep, run_dir: Path, storage: str | None, log: Callable[[str], None]) -> None:
@@ -299,12 +301,16 @@ def rerun_best(
     data = _tracked_experiment(sweep, best.params, resolve_paths(run_dir, None, mlflow_uri), "best", seeds)
     data.setdefault("evaluation", {})["split"] = sweep.config.rerun.split
     config = validate(data, f"{sweep.source} (best trial {best.number})")
-    return run_experiment(
-        config,
-        run_dir / "best",
-        progress=False,
-        tracking_parent=study.user_attrs.get(PARENT_ATTR),
-        tracking_tags={"optuna.best_trial": str(best.number)},
-        tracking_params={f"sweep.{k}": v for k, v in best.params.items()},
-        finish=finish,
-    )
+    try:
+        return run_experiment(
+            config,
+            run_dir / "best",
+            progress=False,
+            tracking_parent=study.user_attrs.get(PARENT_ATTR),
+            tracking_tags={"optuna.best_trial": str(best.number)},
+            tracking_params={f"sweep.{k}": v for k, v in best.params.items()},
+            finish=finish,
+        )
+    except BaseException as err:
+        end_parent_run(run_dir, study, ending_status(err), mlflow_uri=mlflow_uri)
+        raise
