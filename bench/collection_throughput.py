@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import time
 
-from harness.benchmarks import load_benchmark
-from harness.evaluate import evaluate_workflow
-from harness.executors.openai_api import OpenAIExecutor
-from harness.executors.sim import SimExecutor
-from harness.executors.stub_server import StubServer
-from harness.workflows.engine import WorkflowEngine
-from methods.static import workflow_source
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.evaluate import evaluate_workflow
+from spogw.harness.executors.openai_api import OpenAIExecutor
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.executors.stub_server import StubServer
+from spogw.harness.workflows.engine import WorkflowEngine
+from spogw.methods.static import workflow_source
 
 
 async def runs_per_second(executor: object, concurrency: int, runs: int) -> float:

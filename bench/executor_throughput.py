@@ -13,10 +13,10 @@ import argparse
 import asyncio
 import time
 
-from harness.benchmarks.base import Item
-from harness.executors.base import CallInfo
-from harness.executors.openai_api import OpenAIExecutor
-from harness.executors.stub_server import StubServer
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.executors.base import CallInfo
+from spogw.harness.executors.openai_api import OpenAIExecutor
+from spogw.harness.executors.stub_server import StubServer
 
 ITEM = Item("bench", "math", "What is 6 * 7?", "42")
 

@@ -38,9 +38,9 @@ def main() -> None:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from harness.policy.model import Generator, attach_lora
-    from harness.policy.sampling import SamplingParams, token_logprobs
-    from harness.policy.tiny import load_tokenizer
+    from spogw.harness.policy.model import Generator, attach_lora
+    from spogw.harness.policy.sampling import SamplingParams, token_logprobs
+    from spogw.harness.policy.tiny import load_tokenizer
 
     device = args.device
     if args.dtype == "auto":
@@ -156,10 +156,10 @@ def constrained_checks(generator: Any, prompts: list[str], keys: list[Any], devi
 
     import torch
 
-    from harness.policy.constraint import GrammarConstraint
-    from harness.policy.sampling import SamplingParams, token_logprobs
-    from harness.workflows.extract import extract_workflow
-    from harness.workflows.grammar import all_structures, render
+    from spogw.harness.policy.constraint import GrammarConstraint
+    from spogw.harness.policy.sampling import SamplingParams, token_logprobs
+    from spogw.harness.workflows.extract import extract_workflow
+    from spogw.harness.workflows.grammar import all_structures, render
 
     constraint = GrammarConstraint(generator.tokenizer)
     constrained = dataclasses.replace(generator, constraint=constraint)
@@ -198,9 +198,9 @@ def executor_check(config: Any, tokenizer: Any, device: str, dtype: str) -> None
 
     from transformers import Qwen2ForCausalLM
 
-    from harness.benchmarks.base import Item
-    from harness.executors.base import CallInfo
-    from harness.executors.local_model import HFExecutor
+    from spogw.harness.benchmarks.base import Item
+    from spogw.harness.executors.base import CallInfo
+    from spogw.harness.executors.local_model import HFExecutor
 
     with tempfile.TemporaryDirectory() as folder:
         Qwen2ForCausalLM(config).save_pretrained(folder)

@@ -18,12 +18,12 @@ import time
 
 import torch
 
-from harness.config import GeneratorConfig
-from harness.policy.logprobs import completion_logprobs
-from harness.policy.model import load_generator
-from harness.policy.sampling import SamplingParams
-from harness.rollouts import Rollout
-from methods.losses import build_groups, group_advantages, group_coefficients, grpo_loss, grpo_loss_rows
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.policy.logprobs import completion_logprobs
+from spogw.harness.policy.model import load_generator
+from spogw.harness.policy.sampling import SamplingParams
+from spogw.harness.rollouts import Rollout
+from spogw.methods.losses import build_groups, group_advantages, group_coefficients, grpo_loss, grpo_loss_rows
 
 QUESTION = "Tom has 3 boxes with 12 apples each. He gives away 7 apples. How many apples are left?"
 BETA, KL = 0.1, "standard"

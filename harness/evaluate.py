@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import atomic_path
-from harness.benchmarks.base import Benchmark, Item
-from harness.store import EvalRow
-from harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.atomic import atomic_path
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.store import EvalRow
+from spogw.harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
+from spogw.harness.workflows.sandbox import Sandbox
 
 
 async def score_outcome(benchmark: Benchmark, item: Item, outcome: RunOutcome, sandbox: Sandbox) -> float | None:
@@ -55,7 +55,7 @@ async def evaluate_workflow(
     items, or a mapping item id -> that item's workflow (what a generator wrote for it)."""
     from tqdm.auto import tqdm
 
-    from harness.workflows.structure import structure_or_empty
+    from spogw.harness.workflows.structure import structure_or_empty
 
     code = {item.id: source if isinstance(source, str) else source[item.id] for item in items}
     structures = {text: structure_or_empty(text) for text in set(code.values())}

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Item
-    from harness.plan import BenchmarkSplit
-    from harness.policy.model import Generator
-    from harness.store import SQLiteStore
-    from harness.workflows.engine import WorkflowEngine
+    from spogw.harness.benchmarks.base import Item
+    from spogw.harness.plan import BenchmarkSplit
+    from spogw.harness.policy.model import Generator
+    from spogw.harness.store import SQLiteStore
+    from spogw.harness.workflows.engine import WorkflowEngine
 
 EVAL_CHUNK = 16
 """Test items sampled in one batch. Chunks are fixed slices of the item list, and a chunk's rows
@@ -37,7 +37,7 @@ class EvalTarget:
 async def _evaluate_chunk(
     sources: dict[str, str], split: BenchmarkSplit, items: Sequence[Item], engine: WorkflowEngine, target: EvalTarget
 ) -> None:
-    from harness.evaluate import EvalKey, evaluate_workflow
+    from spogw.harness.evaluate import EvalKey, evaluate_workflow
 
     key = EvalKey(target.experiment, target.label, target.seed, target.iteration, target.transfer)
     rows = await evaluate_workflow(sources, split.benchmark, items, engine, target.repeats, key=key, progress=False)
@@ -62,7 +62,7 @@ async def evaluate_generator(
     ``shared_with``: labels whose evaluation at this iteration is identical by construction (the
     untrained generator at iteration 0: the same model, keys and executor seed for every method);
     when one of them has every row, they are copied instead of recomputed."""
-    from harness.workflows.extract import extract_workflow
+    from spogw.harness.workflows.extract import extract_workflow
 
     store, seed, iteration = target.store, target.seed, target.iteration
     for split in splits:

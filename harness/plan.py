@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, method_config
+from spogw.harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, method_config
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.benchmarks.base import Benchmark, Item
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class BenchmarkSplit:
 
 def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
     """Every benchmark of the experiment, loaded and split (AFlow protocol: the split's seed)."""
-    from harness.benchmarks import load_from_config
+    from spogw.harness.benchmarks import load_from_config
 
     splits = []
     for index, spec in enumerate(config.benchmarks):
@@ -60,8 +60,8 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
 def grammar_calls_per_run(domain: str) -> float:
     """Mean executor calls per run over the operator grammar's structures of ``domain``: the
     dry-run's estimate for generated workflows (the real number depends on what the policy writes)."""
-    from harness.workflows.grammar import all_structures, render
-    from harness.workflows.structure import calls_per_run
+    from spogw.harness.workflows.grammar import all_structures, render
+    from spogw.harness.workflows.structure import calls_per_run
 
     return statistics.fmean(calls_per_run(render(s)) for s in all_structures(domain))
 
@@ -106,8 +106,8 @@ class Plan:
 def plan_experiment(
     config: ExperimentConfig, splits: Sequence[BenchmarkSplit], methods: Sequence[MethodSpec], seeds: Sequence[int]
 ) -> Plan:
-    from harness.workflows.structure import calls_per_run
-    from methods.static import StaticConfig, workflow_source
+    from spogw.harness.workflows.structure import calls_per_run
+    from spogw.methods.static import StaticConfig, workflow_source
 
     plan = Plan(config.name)
     repeats = config.evaluation.repeats
@@ -168,7 +168,7 @@ def select_seeds(config: ExperimentConfig, seeds: Sequence[int] | None) -> list[
 
 def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
     """Trained method label -> the other trained labels with the same executor and sampling."""
-    from methods.static import StaticConfig
+    from spogw.methods.static import StaticConfig
 
     trained = [spec for spec in config.methods if not isinstance(method_config(spec), StaticConfig)]
 

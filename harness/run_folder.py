@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from harness.atomic import atomic_path, atomic_write_text
-from harness.config import ConfigError, ExperimentConfig, dotted_fields
-from harness.policy.model import decoding_mode
+from spogw.harness.atomic import atomic_path, atomic_write_text
+from spogw.harness.config import ConfigError, ExperimentConfig, dotted_fields
+from spogw.harness.policy.model import decoding_mode
 
 if TYPE_CHECKING:
-    from harness.store import SQLiteStore
+    from spogw.harness.store import SQLiteStore
 
 RESOLVED = "config.resolved.yaml"
 
@@ -128,7 +128,7 @@ def record_generator(run_dir: Path, generator: Any, config: Any) -> None:
 
 def write_item_scores(run_dir: Path, store: SQLiteStore) -> Path:
     """item_scores.parquet from the store (so it always reflects every run)."""
-    from harness.scores import item_score_frame
+    from spogw.harness.scores import item_score_frame
 
     path = run_dir / "item_scores.parquet"
     _write_parquet_atomic(item_score_frame(store.table("eval_items")), path)
@@ -142,7 +142,7 @@ def _write_parquet_atomic(frame: Any, path: Path) -> None:
 
 def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Both tables of ``<run_dir>/rollouts.sqlite`` as parquet files (for pandas, polars, DuckDB)."""
-    from harness.store import TABLES, SQLiteStore
+    from spogw.harness.store import TABLES, SQLiteStore
 
     database = run_dir / "rollouts.sqlite"
     if not database.is_file():

@@ -29,19 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import failpoints
-from harness.config import (
+from spogw.harness import failpoints
+from spogw.harness.config import (
     ExecutorConfig,
     ExperimentConfig,
     MethodSpec,
     executor_identity,
     method_config,
 )
-from harness.console import RunProgress, say
-from harness.heldout import EvalTarget, evaluate_generator, evaluate_static
-from harness.plan import BenchmarkSplit, load_splits, phase_counts, select_methods, select_seeds, untrained_twins
-from harness.policy.model import decoding_mode
-from harness.run_folder import (
+from spogw.harness.console import RunProgress, say
+from spogw.harness.heldout import EvalTarget, evaluate_generator, evaluate_static
+from spogw.harness.plan import BenchmarkSplit, load_splits, phase_counts, select_methods, select_seeds, untrained_twins
+from spogw.harness.policy.model import decoding_mode
+from spogw.harness.run_folder import (
     RESOLVED,
     default_run_dir,
     done_marker,
@@ -52,10 +52,10 @@ from harness.run_folder import (
 )
 
 if TYPE_CHECKING:
-    from harness.policy.sampling import SamplingParams
-    from harness.store import SQLiteStore
-    from harness.tracking import Tracker
-    from harness.workflows.engine import WorkflowEngine
+    from spogw.harness.policy.sampling import SamplingParams
+    from spogw.harness.store import SQLiteStore
+    from spogw.harness.tracking import Tracker
+    from spogw.harness.workflows.engine import WorkflowEngine
 
 EvaluationHook = Callable[[str, int, int, dict[str, float]], None]
 """(method label, seed, iteration, metrics of that evaluation) -> None."""
@@ -95,8 +95,8 @@ def no_update_notice(label: str, seed: int, summary: Any) -> str:
 
 
 def _engine(executor: ExecutorConfig, seed: int) -> WorkflowEngine:
-    from harness.executors import executor_from_config
-    from harness.workflows.engine import WorkflowEngine
+    from spogw.harness.executors import executor_from_config
+    from spogw.harness.workflows.engine import WorkflowEngine
 
     return WorkflowEngine(
         executor_from_config(executor, seed),
@@ -110,7 +110,7 @@ def _engine(executor: ExecutorConfig, seed: int) -> WorkflowEngine:
 def _log_eval(
     context: ExperimentContext, run_id: str | None, label: str, seed: int, iteration: int, transfer: str = ""
 ) -> dict[str, float]:
-    from harness.scores import iteration_metrics
+    from spogw.harness.scores import iteration_metrics
 
     rows = context.store.eval_rows(label, seed, iteration, transfer)
     metrics = iteration_metrics(rows)
@@ -122,7 +122,7 @@ def _log_eval(
 
 
 def _sampling_params(config: ExperimentConfig, spec: MethodSpec) -> SamplingParams:
-    from harness.policy.sampling import SamplingParams
+    from spogw.harness.policy.sampling import SamplingParams
 
     sampling = config.sampling_for(spec)
     return SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop))
@@ -162,7 +162,7 @@ async def _evaluate_transfers(
 
 
 async def _run_static(context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None) -> None:
-    from methods.static import workflow_source
+    from spogw.methods.static import workflow_source
 
     _, source = workflow_source(method.workflow)
     engine = _engine(context.config.executor_for(spec), seed)
@@ -187,9 +187,9 @@ async def _run_static(context: ExperimentContext, spec: MethodSpec, method: Any,
 async def _run_trainable(
     context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, run_id: str | None
 ) -> None:
-    from harness.policy.model import load_generator
-    from harness.store import IterationRow
-    from harness.train import IterationSummary, Task, TrainingRun, group_rows, run_method, step_rows
+    from spogw.harness.policy.model import load_generator
+    from spogw.harness.store import IterationRow
+    from spogw.harness.train import IterationSummary, Task, TrainingRun, group_rows, run_method, step_rows
 
     config = context.config
     label = spec.display_label
@@ -315,9 +315,9 @@ def _run_cells(
     on_evaluated: EvaluationHook | None,
     finish: Finisher | None,
 ) -> Path:
-    from harness.store import SQLiteStore
-    from harness.tracking import Tracker, require_server, tracking_uri
-    from methods.static import StaticConfig
+    from spogw.harness.store import SQLiteStore
+    from spogw.harness.tracking import Tracker, require_server, tracking_uri
+    from spogw.methods.static import StaticConfig
 
     selected = select_methods(config, methods)
     chosen_seeds = select_seeds(config, seeds)

@@ -110,7 +110,7 @@ def model_table(model: type[BaseModel], prefix: str = "") -> tuple[list[str], li
 
 
 def _method_configs() -> list[tuple[str, str, type[BaseModel]]]:
-    from harness.catalog import registries
+    from spogw.harness.catalog import registries
 
     out = []
     for entry in registries()["methods"]:
@@ -120,7 +120,7 @@ def _method_configs() -> list[tuple[str, str, type[BaseModel]]]:
 
 
 def render() -> str:
-    from harness.config import ExperimentConfig
+    from spogw.harness.config import ExperimentConfig
 
     lines = [HEADER, "## Top level", ""]
     rows, queue = model_table(ExperimentConfig)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.store import EvalRow
+    from spogw.harness.store import EvalRow
 
 ITEM_KEY = ["method", "seed", "iteration", "benchmark", "item_id", "transfer"]
 """What an item score is keyed by: the method's policy at one iteration and seed, on one item, with
@@ -128,6 +128,6 @@ def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def read_item_scores(run_dir: str | Path) -> pd.DataFrame:
     """The item-score frame of a run folder, read without a write lock (the run may still write)."""
-    from harness.store import read_table
+    from spogw.harness.store import read_table
 
     return item_score_frame(read_table(run_dir, "eval_items"))

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from harness import failpoints
-from harness.rollouts import Rollout, RolloutKey
+from spogw.harness import failpoints
+from spogw.harness.rollouts import Rollout, RolloutKey
 
 TABLES = ("rollouts", "eval_items", "iterations", "steps", "groups")
 ROLLOUT_KEY = ("experiment", "method", "seed", "iteration", "query_id", "sample_idx")

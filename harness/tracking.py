@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import atomic_write_text
+from spogw.harness.atomic import atomic_write_text
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "mlflow", "optuna", "pydantic", "spogw-harness")
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
@@ -34,7 +34,7 @@ _METRIC_BATCH = 1000
 def flatten(data: Mapping[str, Any]) -> dict[str, str]:
     """Nested config -> MLflow params {"a.b.c": "value"}; lists of mappings are indexed
     (methods.0.name), other lists are one JSON value (seeds: "[0, 1, 2]")."""
-    from harness.config import dotted_fields
+    from spogw.harness.config import dotted_fields
 
     flat = dotted_fields(dict(data), index_scalar_lists=False)
     return {k: json.dumps(v) if isinstance(v, list | tuple) else str(v) for k, v in flat.items()}

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from harness import failpoints
-from harness.collect import CollectSpec, collect_questions, mean_score
-from harness.rollouts import Rollout, RolloutStore
-from harness.store import GroupRow, StepRow
-from methods.config import MethodConfig
-from methods.steps import update_iteration
-from methods.units import GroupUnit, Unit
+from spogw.harness import failpoints
+from spogw.harness.collect import CollectSpec, collect_questions, mean_score
+from spogw.harness.rollouts import Rollout, RolloutStore
+from spogw.harness.store import GroupRow, StepRow
+from spogw.methods.config import MethodConfig
+from spogw.methods.steps import update_iteration
+from spogw.methods.units import GroupUnit, Unit
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Benchmark, Item
-    from harness.policy.model import Generator
-    from harness.policy.sampling import SamplingParams
-    from harness.workflows.engine import WorkflowEngine
+    from spogw.harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.policy.model import Generator
+    from spogw.harness.policy.sampling import SamplingParams
+    from spogw.harness.workflows.engine import WorkflowEngine
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ async def run_method(
     (held-out evaluation of the policy of iteration k); ``on_iteration`` gets each summary before
     its checkpoint is written; ``on_phase(k, phase)`` names what starts. Summaries are returned for
     the iterations this call ran."""
-    from harness.policy.checkpoints import load_training_state, save_adapter
+    from spogw.harness.policy.checkpoints import load_training_state, save_adapter
 
     config = run.config
     optimizer = make_optimizer(generator, config)

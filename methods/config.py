@@ -16,10 +16,10 @@ def _registry(name: str) -> Any:
     """The registry of pure functions a config field chooses from (imported on first validation:
     the registries live beside their functions, in modules that import torch)."""
     if name == "unit builder":
-        from methods.units import UNIT_BUILDERS
+        from spogw.methods.units import UNIT_BUILDERS
 
         return UNIT_BUILDERS
-    from methods.losses import ADVANTAGES, KL_MASKS, PAIR_LOSSES, POLICY_TERMS
+    from spogw.methods.losses import ADVANTAGES, KL_MASKS, PAIR_LOSSES, POLICY_TERMS
 
     return {"advantage estimator": ADVANTAGES, "policy term": POLICY_TERMS, "KL mask": KL_MASKS,
             "pair loss": PAIR_LOSSES}[name]  # fmt: skip

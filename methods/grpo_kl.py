@@ -4,8 +4,8 @@ It is SPOGW with one switch changed (kl), written as such, so the two can never 
 
 from __future__ import annotations
 
-from methods.config import KLMode, Method
-from methods.spogw import SPOGWConfig
+from spogw.methods.config import KLMode, Method
+from spogw.methods.spogw import SPOGWConfig
 
 
 class GRPOKLConfig(SPOGWConfig):

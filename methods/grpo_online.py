@@ -7,7 +7,7 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import GRPOConfig, KLMode, Method, NonNegative, NumSamples, Schedule, SharpenT
+from spogw.methods.config import GRPOConfig, KLMode, Method, NonNegative, NumSamples, Schedule, SharpenT
 
 
 class GRPOOnlineConfig(GRPOConfig):

@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from harness.registry import Registry
+from spogw.harness.registry import Registry
 
 Scale = Literal["group", "none"]
 KLMode = Literal["none", "standard", "masked"]

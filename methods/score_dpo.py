@@ -7,7 +7,7 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import AtLeastOne, Method, PairConfig, PairLoss, PairSelection
+from spogw.methods.config import AtLeastOne, Method, PairConfig, PairLoss, PairSelection
 
 
 class ScoreDPOConfig(PairConfig):

@@ -9,7 +9,7 @@ ablation is an override of one of its fields in the experiment file."""
 
 from __future__ import annotations
 
-from methods.config import (
+from spogw.methods.config import (
     AtLeastOne,
     GroupSize,
     GRPOConfig,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from methods.config import Method
+from spogw.methods.config import Method
 
 
 class StaticConfig(BaseModel):
@@ -19,7 +19,7 @@ class StaticConfig(BaseModel):
     @field_validator("workflow")
     @classmethod
     def _exists(cls, value: str) -> str:
-        from harness.catalog import registries
+        from spogw.harness.catalog import registries
 
         workflows = registries()["workflows"]
         if value not in workflows and not Path(value).is_file():
@@ -29,7 +29,7 @@ class StaticConfig(BaseModel):
 
 def workflow_source(name_or_path: str) -> tuple[str, str]:
     """(display name, source code) of a registered static workflow or a workflow file."""
-    from harness.catalog import registries
+    from spogw.harness.catalog import registries
 
     workflows = registries()["workflows"]
     if name_or_path in workflows:

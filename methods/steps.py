@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 import torch
 
-from harness.registry import Registry
-from harness.rollouts import Rollout, RolloutKey
-from methods.config import GRPOConfig, MethodConfig, PairConfig
-from methods.losses import PAIR_LOSSES, POLICY_TERMS, group_coefficients, grpo_loss
-from methods.units import UNIT_BUILDERS, GroupUnit, PairUnit, Unit, question_seed
+from spogw.harness.registry import Registry
+from spogw.harness.rollouts import Rollout, RolloutKey
+from spogw.methods.config import GRPOConfig, MethodConfig, PairConfig
+from spogw.methods.losses import PAIR_LOSSES, POLICY_TERMS, group_coefficients, grpo_loss
+from spogw.methods.units import UNIT_BUILDERS, GroupUnit, PairUnit, Unit, question_seed
 
 
 class Policy(Protocol):

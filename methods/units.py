@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.registry import Registry
-from harness.rollouts import Rollout
-from methods.losses import ADVANTAGES, build_groups, sharpen, variance_filter
+from spogw.harness.registry import Registry
+from spogw.harness.rollouts import Rollout
+from spogw.methods.losses import ADVANTAGES, build_groups, sharpen, variance_filter
 
 if TYPE_CHECKING:  # the config validates its names against the registries below: no runtime import back
-    from methods.config import GRPOConfig
+    from spogw.methods.config import GRPOConfig
 
 
 @dataclass(frozen=True)

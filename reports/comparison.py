@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.scores import benchmark_means, final_rows, macro_average
-from reports.stats import (
+from spogw.harness.scores import benchmark_means, final_rows, macro_average
+from spogw.reports.stats import (
     holm,
     iqm,
     optimality_gap,

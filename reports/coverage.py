@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.config import ExperimentConfig
+    from spogw.harness.config import ExperimentConfig
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,9 @@ def coverage(config: ExperimentConfig, frame: pd.DataFrame, run_dir: Path | None
     """The declared cells of ``config`` and their state, from the item frame of the method's own
     executor (``frame``: harness.scores.item_score_frame rows with transfer '') and the done markers
     in ``run_dir`` (None: no folder to read, so no cell counts as done)."""
-    from harness.config import method_config
-    from harness.run_folder import done_marker
-    from methods.static import StaticConfig
+    from spogw.harness.config import method_config
+    from spogw.harness.run_folder import done_marker
+    from spogw.methods.static import StaticConfig
 
     latest = frame.groupby(["method", "seed"])["iteration"].max().to_dict() if not frame.empty else {}
     cells = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.store import connect_read_only
+from spogw.harness.store import connect_read_only
 
 __all__ = ["COLUMNS", "connect_read_only", "load", "read_eval_items", "read_groups", "read_iterations", "read_rollouts"]
 

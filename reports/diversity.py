@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.stats import mean_ci
+from spogw.reports.stats import mean_ci
 
 METRICS = {
     "distinct": "distinct structures per question",

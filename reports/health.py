@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.workflows.engine import RunStatus
+from spogw.harness.workflows.engine import RunStatus
 
 STATUSES = tuple(status.value for status in RunStatus)
 

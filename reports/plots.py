@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.atomic import atomic_path
-from reports.stats import mean_ci
+from spogw.harness.atomic import atomic_path
+from spogw.reports.stats import mean_ci
 
 
 def _pyplot() -> Any:
@@ -113,7 +113,7 @@ def diversity_plot(table: pd.DataFrame, simulated: bool) -> Any:
     line per method, 95% CI bands over questions."""
     from matplotlib.ticker import MaxNLocator
 
-    from reports.diversity import METRICS
+    from spogw.reports.diversity import METRICS
 
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4), squeeze=False)
@@ -163,7 +163,7 @@ def cost_points(frame: pd.DataFrame, cumulative: pd.DataFrame, cost: str) -> tup
     """The cost figure's numbers: per (method, iteration) the training cost spent before that
     iteration's policy (mean over seeds) and its test score (harness.scores' macro average over
     benchmarks, item scores averaged over seeds)."""
-    from harness.scores import macro_scores
+    from spogw.harness.scores import macro_scores
 
     x = cumulative.groupby(["method", "iteration"])[cost].mean()
     return x, macro_scores(frame, ["method", "iteration"])

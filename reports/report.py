@@ -24,22 +24,22 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from harness.atomic import atomic_write_text
-from reports import plots
-from reports.comparison import aggregate_display, aggregate_table, comparison_pairs, paired_table, score_table
-from reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
-from reports.coverage import Coverage, coverage
-from reports.curation import curation_table, group_std_frame
-from reports.diversity import METRICS, diversity_frame, diversity_table
-from reports.health import health_table, learning_signal_warnings
-from reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
-from reports.studies import STUDIES, StudyData
-from reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
-from reports.tables import latex_table, markdown_table
+from spogw.harness.atomic import atomic_write_text
+from spogw.reports import plots
+from spogw.reports.comparison import aggregate_display, aggregate_table, comparison_pairs, paired_table, score_table
+from spogw.reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
+from spogw.reports.coverage import Coverage, coverage
+from spogw.reports.curation import curation_table, group_std_frame
+from spogw.reports.diversity import METRICS, diversity_frame, diversity_table
+from spogw.reports.health import health_table, learning_signal_warnings
+from spogw.reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
+from spogw.reports.studies import STUDIES, StudyData
+from spogw.reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
+from spogw.reports.tables import latex_table, markdown_table
 
 if TYPE_CHECKING:
-    from harness.config import ExperimentConfig
-    from harness.tracking import Tracker
+    from spogw.harness.config import ExperimentConfig
+    from spogw.harness.tracking import Tracker
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Report:
 
 def write_report(run_dir: Path, config: ExperimentConfig) -> Report:
     """The report of a run folder, read from its store (read-only: the run may still be going)."""
-    from reports.data import connect_read_only, read_eval_items, read_groups, read_iterations, read_rollouts
+    from spogw.reports.data import connect_read_only, read_eval_items, read_groups, read_iterations, read_rollouts
 
     with connect_read_only(run_dir) as db:
         eval_items = read_eval_items(db)
@@ -94,7 +94,7 @@ def build_report(
 ) -> Report:
     """Write report.md, report.html, results.tex and the figures into ``run_dir`` (``groups``: the
     store's groups table, what the trainer built and kept)."""
-    from harness.config import executor_identity
+    from spogw.harness.config import executor_identity
 
     simulation = config.simulation()
     simulated = simulation.any  # figures carry the mark whenever any of their rows is simulated
@@ -184,7 +184,7 @@ def build_report(
 def final_metrics(frame: pd.DataFrame, covered: Coverage) -> dict[str, float]:
     """Each finished method's final test score (macro average over benchmarks, mean over seeds), its
     per-benchmark means and its seed count, as MLflow metric names (Report.final_metrics)."""
-    from harness.scores import benchmark_means, final_rows, macro_score
+    from spogw.harness.scores import benchmark_means, final_rows, macro_score
 
     metrics: dict[str, float] = {}
     final = final_rows(frame)
@@ -202,7 +202,7 @@ def final_metrics(frame: pd.DataFrame, covered: Coverage) -> dict[str, float]:
 def generator_line(run_dir: Path, config: ExperimentConfig) -> str:
     """Which generator wrote the workflows: its identity, prompt format and decoding, as recorded
     when it was loaded (harness.run_folder.record_generator), else as configured."""
-    from harness.policy.model import decoding_mode
+    from spogw.harness.policy.model import decoding_mode
 
     recorded = run_dir / "generator.json"
     if recorded.is_file():

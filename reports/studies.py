@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from reports import plots
-from reports.comparison import comparison_pairs, final_rows, paired_differences, with_holm
-from reports.costs import COSTS
-from reports.coverage import Coverage, coverage
-from reports.diversity import METRICS
-from reports.sections import Section, metric_bounds, pipe_table, text_section, with_intervals
-from reports.stats import mean_ci, two_level_bootstrap_ci
+from spogw.reports import plots
+from spogw.reports.comparison import comparison_pairs, final_rows, paired_differences, with_holm
+from spogw.reports.costs import COSTS
+from spogw.reports.coverage import Coverage, coverage
+from spogw.reports.diversity import METRICS
+from spogw.reports.sections import Section, metric_bounds, pipe_table, text_section, with_intervals
+from spogw.reports.stats import mean_ci, two_level_bootstrap_ci
 
 if TYPE_CHECKING:
-    from harness.config import ExperimentConfig
+    from spogw.harness.config import ExperimentConfig
 
 Figure = tuple[str, Any]
 
@@ -71,8 +71,8 @@ def difference_text(row: Any) -> str:
 def design_table(config: ExperimentConfig) -> pd.DataFrame:
     """Per method label: what it is (method, executor, sampling temperature and the config fields
     that define the arms of the studies)."""
-    from harness.config import executor_identity, method_config
-    from methods.config import GRPOConfig, PairConfig
+    from spogw.harness.config import executor_identity, method_config
+    from spogw.methods.config import GRPOConfig, PairConfig
 
     rows = []
     for spec in config.methods:
@@ -172,8 +172,8 @@ def _paired_lines(paired: pd.DataFrame, what: str = "benchmark") -> list[str]:
 def transfer_frame(data: StudyData) -> pd.DataFrame:
     """Final item scores with ``trained_with`` (the method's own executor, 'static' for static
     workflows) and ``evaluated_with`` (the executor that ran them) as executor identities."""
-    from harness.config import executor_identity, method_config
-    from methods.static import StaticConfig
+    from spogw.harness.config import executor_identity, method_config
+    from spogw.methods.static import StaticConfig
 
     config = data.config
     own = {s.display_label: executor_identity(config.executor_for(s)) for s in config.methods}
@@ -303,8 +303,8 @@ def _transfer_answer(frame: pd.DataFrame, trained: pd.DataFrame, config: Experim
 
 def _arms(data: StudyData) -> pd.DataFrame:
     """The design rows of the GRPO-family methods (the ones with groups to sharpen)."""
-    from harness.config import method_config
-    from methods.config import GRPOConfig
+    from spogw.harness.config import method_config
+    from spogw.methods.config import GRPOConfig
 
     grouped = [s.display_label for s in data.config.methods if isinstance(method_config(s), GRPOConfig)]
     design = design_table(data.config)
@@ -320,7 +320,7 @@ def sharpening_section(data: StudyData) -> tuple[Section, list[Figure]]:
         "within groups) and sharpening t (0: none); test score at the final iteration, and the groups the "
         "curation removed, from every collected iteration's rollouts.",
     )
-    from reports.comparison import score_table
+    from spogw.reports.comparison import score_table
 
     scores = score_table(data.frame, resamples=config.stats.bootstrap_samples)
     merged = arms[["label", "temperature", "min_group_std", "sharpen_t"]].rename(columns={"label": "method"})
@@ -445,7 +445,7 @@ def ablation_section(data: StudyData) -> tuple[Section, list[Figure]]:
     lines += ["### Effects on the test score", "", *_paired_lines(data.paired), _test_sentence(data), ""]
     figures: list[Figure] = []
     if not data.costs.empty:
-        from reports.costs import cost_table
+        from spogw.reports.costs import cost_table
 
         lines += ["### Training cost per run (mean over seeds)", "", pipe_table(cost_table(data.costs).round(1)), ""]
         for cost in ("executor_calls", "wall_s"):

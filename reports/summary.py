@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.scores import ITEM_KEY, item_score_frame
-from reports.stats import mean_ci
+from spogw.harness.scores import ITEM_KEY, item_score_frame
+from spogw.reports.stats import mean_ci
 
 __all__ = ["ITEM_KEY", "item_score_frame"]  # defined once in harness/scores.py, used here by name
 

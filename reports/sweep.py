@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from harness.atomic import atomic_write_text
-from harness.config import validate
-from reports import plots
-from reports.report import Report, write_files
-from reports.sections import Section, pipe_table, table_section, text_section
+from spogw.harness.atomic import atomic_write_text
+from spogw.harness.config import validate
+from spogw.reports import plots
+from spogw.reports.report import Report, write_files
+from spogw.reports.sections import Section, pipe_table, table_section, text_section
 
 if TYPE_CHECKING:
     import optuna
 
-    from harness.sweeps.config import Sweep
+    from spogw.harness.sweeps.config import Sweep
 
 BEST_EXPERIMENT = "best_experiment.yaml"
 MIN_IMPORTANCE_TRIALS = 10
@@ -162,7 +162,7 @@ def write_sweep_report(
     """report.md / report.html / results.tex of the sweep folder, and best_experiment.yaml; then the
     sweep's MLflow parent run gets them and ends FINISHED (FAILED if the report cannot be written).
     ``mlflow_uri``: where that run lives (None: as recorded in the sweep folder)."""
-    from harness.sweeps.parent_run import end_parent_run, ending_status
+    from spogw.harness.sweeps.parent_run import end_parent_run, ending_status
 
     try:
         report = _write_sweep_report(run_dir, sweep, study, rerun_dir)
@@ -237,8 +237,8 @@ def _write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_
 def _rerun_section(rerun_dir: Path, sweep: Sweep) -> Section:
     """The best configuration on fresh seeds: its score with CIs, and the paired difference against
     the baseline when the objective has one."""
-    from harness.scores import read_item_scores
-    from reports.comparison import paired_table, score_table
+    from spogw.harness.scores import read_item_scores
+    from spogw.reports.comparison import paired_table, score_table
 
     frame = read_item_scores(rerun_dir)
     frame = frame[frame["transfer"] == ""]

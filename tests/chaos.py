@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import failpoints  # noqa: E402
+from spogw.harness import failpoints  # noqa: E402
 
 KILLED_PHASES = ("collection", "training", "evaluation", "report")
 
@@ -53,9 +53,9 @@ def _preload() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    import harness.cli
-    import harness.runner  # noqa: F401
-    import reports.report  # noqa: F401
+    import spogw.harness.cli
+    import spogw.harness.runner
+    import spogw.reports.report  # noqa: F401
 
 
 def life(argv: list[str], log: Path, trace: Path, plan: str | None, kill_after_s: float | None) -> int:
@@ -68,7 +68,7 @@ def life(argv: list[str], log: Path, trace: Path, plan: str | None, kill_after_s
             os.dup2(handle, 1)
             os.dup2(handle, 2)
             failpoints.configure(plan, str(trace))
-            from harness.cli import main
+            from spogw.harness.cli import main
 
             code = main(argv)
         except BaseException:

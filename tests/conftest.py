@@ -55,9 +55,9 @@ def small_generator(spogw_cache: Path):  # type: ignore[no-untyped-def]
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.config import GeneratorConfig
-    from harness.policy import tiny
-    from harness.policy.model import Generator, attach_lora
+    from spogw.harness.config import GeneratorConfig
+    from spogw.harness.policy import tiny
+    from spogw.harness.policy.model import Generator, attach_lora
 
     directory = tiny.build(tiny.TEST_RECIPE, progress=False)
     base = AutoModelForCausalLM.from_pretrained(directory)
@@ -73,7 +73,7 @@ def standard_tiny(spogw_cache: Path) -> Path:
     two threads as it always was (float sums, hence the built weights, depend on the thread count)."""
     import torch
 
-    from harness.policy import tiny
+    from spogw.harness.policy import tiny
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -10,15 +10,16 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PACKAGES = ("harness", "methods", "reports")
-COMPOSITION_ROOTS = {"harness", "harness.cli"}
+COMPOSITION_ROOTS = {"spogw.harness", "spogw.harness.cli"}
 """The public API (harness.run) and the CLI: the only harness modules that may import the reports."""
-ORCHESTRATION = {"harness.runner", "harness.train", "harness.cli", "harness.sweeps.study"}
+ORCHESTRATION = {"spogw.harness.runner", "spogw.harness.train", "spogw.harness.cli", "spogw.harness.sweeps.study"}
 """What the reports must never import (they read run folders, never drive runs)."""
 LONG_MODULE_LINES = 400
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    """The import name: harness/x.py is spogw.harness.x (spogw/ links to the top-level folders)."""
+    parts = ["spogw", *path.relative_to(REPO).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -122,20 +123,23 @@ def test_the_layers_are_one_way() -> None:
         (source, target)
         for source, targets in graph.items()
         for target in targets
-        if source.startswith("harness") and source not in COMPOSITION_ROOTS and target.startswith("reports")
+        if source.startswith("spogw.harness") and source not in COMPOSITION_ROOTS and target.startswith("spogw.reports")
     )
     assert harness_to_reports == [], "the harness writes data; only the CLI and harness.run call the reports"
     reports_to_orchestration = sorted(
         (source, target)
         for source, targets in graph.items()
         for target in targets
-        if source.startswith("reports") and target in ORCHESTRATION
+        if source.startswith("spogw.reports") and target in ORCHESTRATION
     )
     assert reports_to_orchestration == [], "the reports read run folders; they never drive a run"
+    assert "spogw.harness.config" in graph["spogw.harness.runner"], "the walker resolves the import names"
     methods_to_harness = {
-        target for source, targets in graph.items() if source.startswith("methods") for target in targets
-    } - {m for m in graph if m.startswith("methods")}
-    assert methods_to_harness <= {"harness.registry", "harness.rollouts", "harness.catalog"}, methods_to_harness
+        target for source, targets in graph.items() if source.startswith("spogw.methods") for target in targets
+    } - {m for m in graph if m.startswith("spogw.methods")}
+    assert methods_to_harness <= {"spogw.harness.registry", "spogw.harness.rollouts", "spogw.harness.catalog"}, (
+        methods_to_harness
+    )
 
 
 def test_long_modules_say_why_at_the_top() -> None:

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmarks import load_benchmark
-from harness.benchmarks.data import Source
-from harness.benchmarks.gsm_synth import TEMPLATES, generate
-from harness.benchmarks.humaneval import load_humaneval
-from harness.benchmarks.programs import graded_program, score_tests
-from harness.benchmarks.scoring import score_last_number
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.benchmarks.data import Source
+from spogw.harness.benchmarks.gsm_synth import TEMPLATES, generate
+from spogw.harness.benchmarks.humaneval import load_humaneval
+from spogw.harness.benchmarks.programs import graded_program, score_tests
+from spogw.harness.benchmarks.scoring import score_last_number
+from spogw.harness.workflows.sandbox import Sandbox
 from tests.conftest import run
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.cli import main
+from spogw.harness.cli import main
 from tests.conftest import REPO
 
-SPOGW = [sys.executable, "-m", "harness.cli"]
+SPOGW = [sys.executable, "-m", "spogw.harness.cli"]
 
 
 def test_help_is_fast() -> None:
@@ -24,9 +24,32 @@ def test_help_is_fast() -> None:
 
 def test_help_imports_no_heavy_module() -> None:
     heavy = ("torch", "pydantic", "numpy", "mlflow", "transformers")
-    code = f"import sys, harness.cli; harness.cli.build_parser(); print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = (
+        "import sys, spogw.harness.cli; spogw.harness.cli.build_parser(); "
+        f"print(sorted(m for m in {heavy} if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_working_directory_with_its_own_reports_and_methods_shadows_nothing(tmp_path: Path) -> None:
+    """A notebook folder with its own reports/ and methods/ packages: `import reports` is the user's,
+    `spogw.reports` and the CLI are the harness's (issue 20, item 12)."""
+    for package in ("reports", "methods", "harness"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"OWNER = 'user {package}'\n")
+    code = (
+        "import reports, methods, harness, spogw\n"
+        "from spogw.methods.spogw import METHOD\n"
+        "from spogw.harness.cli import main\n"
+        "print(reports.OWNER, methods.OWNER, harness.OWNER, spogw.load.__module__, METHOD.config.__name__)\n"
+        "raise SystemExit(main(['list', 'methods']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    first, *listed = result.stdout.splitlines()
+    assert first == "user reports user methods user harness spogw.reports SPOGWConfig"
+    assert any(line.startswith("spogw ") for line in listed)
 
 
 def test_list_methods_shows_every_method_file_with_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,7 +62,7 @@ def test_list_methods_shows_every_method_file_with_its_summary(capsys: pytest.Ca
     assert sorted(lines) == files
     assert {"spogw", "grpo_online", "grpo_offline", "grpo_kl", "dpo", "score_dpo", "ipo", "static"} <= set(files)
     for name in files:
-        assert importlib.import_module(f"methods.{name}").METHOD.summary in lines[name]
+        assert importlib.import_module(f"spogw.methods.{name}").METHOD.summary in lines[name]
 
 
 @pytest.mark.parametrize("what", ["benchmarks", "executors", "workflows", "experiments", "generators"])
@@ -165,7 +188,7 @@ def test_a_run_folder_in_use_is_refused_naming_the_process(tmp_path: Path, capsy
     every cell): the second is told which process holds the folder and exits 2, touching nothing."""
     import os
 
-    from harness.run_folder import run_folder_lock
+    from spogw.harness.run_folder import run_folder_lock
 
     run_dir = tmp_path / "run"
     experiment = REPO / "tests" / "data" / "runner_small.yaml"

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli import main
-from harness.config import ConfigError, apply_overrides, load_experiment, load_raw
+from spogw.harness.cli import main
+from spogw.harness.config import ConfigError, apply_overrides, load_experiment, load_raw
 
 BASE = """
 version: 1
@@ -120,13 +120,13 @@ def test_cli_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_every_shipped_experiment_file_validates() -> None:
-    from harness.catalog import experiment_files
+    from spogw.harness.catalog import experiment_files
 
     files = experiment_files()
     assert files, "experiments/ ships at least one experiment file"
     for path in files:
         if "base" in (yaml.safe_load(path.read_text()) or {}):  # a sweep over a base experiment
-            from harness.sweeps.config import load_sweep
+            from spogw.harness.sweeps.config import load_sweep
 
             load_sweep(path)
         else:
@@ -149,8 +149,8 @@ def test_every_method_config_keeps_its_familys_field_constraints() -> None:
     (e.g. beta >= 0); every registered config must carry the family's constraints."""
     import importlib
 
-    from harness.catalog import registries
-    from methods.config import GRPOConfig, MethodConfig, PairConfig
+    from spogw.harness.catalog import registries
+    from spogw.methods.config import GRPOConfig, MethodConfig, PairConfig
 
     methods = registries()["methods"]
     checked = 0
@@ -173,7 +173,7 @@ def test_every_method_config_keeps_its_familys_field_constraints() -> None:
 
 def test_experiment_reference_doc_is_current_and_complete(repo) -> None:  # type: ignore[no-untyped-def]
     """docs/experiments.md is generated from the schema; regenerate with `spogw schema --out docs/experiments.md`."""
-    from harness.schema_doc import render
+    from spogw.harness.schema_doc import render
 
     text = render()
     assert (repo / "docs" / "experiments.md").read_text() == text, "stale: run spogw schema --out docs/experiments.md"
@@ -190,7 +190,7 @@ def test_set_on_one_method_never_changes_an_aliased_other(repo, capsys) -> None:
     """quickstart.yaml gives spogw and grpo_kl one overrides mapping through a YAML alias; --set (and
     harness.run's keywords) on methods.0 must change methods.0 only, and an invalid value must be
     reported on methods.0 only."""
-    from harness.cli import main
+    from spogw.harness.cli import main
 
     path = repo / "experiments" / "quickstart.yaml"
     config = load_experiment(path, ["methods.0.overrides.group_size=7"])

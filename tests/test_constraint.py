@@ -7,16 +7,16 @@ import dataclasses
 
 import pytest
 
-from harness.config import GeneratorConfig
-from harness.policy.constraint import ConstraintViolation, GrammarConstraint, masked_log_softmax
-from harness.policy.model import decoding_mode
-from harness.policy.prompts import DOMAINS, GRAPH_CLOSE, GRAPH_OPEN, build_prompt, prompt_domain
-from harness.policy.sampling import SamplingParams, token_logprobs
-from harness.rollouts import Rollout
-from harness.workflows.extract import extract_workflow
-from harness.workflows.grammar import all_structures, render
-from harness.workflows.structure import structure_of
-from harness.workflows.validate import validate_workflow
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.policy.constraint import ConstraintViolation, GrammarConstraint, masked_log_softmax
+from spogw.harness.policy.model import decoding_mode
+from spogw.harness.policy.prompts import DOMAINS, GRAPH_CLOSE, GRAPH_OPEN, build_prompt, prompt_domain
+from spogw.harness.policy.sampling import SamplingParams, token_logprobs
+from spogw.harness.rollouts import Rollout
+from spogw.harness.workflows.extract import extract_workflow
+from spogw.harness.workflows.grammar import all_structures, render
+from spogw.harness.workflows.structure import structure_of
+from spogw.harness.workflows.validate import validate_workflow
 
 torch = pytest.importorskip("torch")
 
@@ -120,7 +120,7 @@ def test_constrained_samples_are_grammar_workflows_and_logprobs_match(grammar_ge
 
 
 def test_trainer_logprobs_use_the_mask_and_forced_tokens_carry_no_gradient(grammar_generator) -> None:  # type: ignore[no-untyped-def]
-    from harness.policy.logprobs import completion_logprobs
+    from spogw.harness.policy.logprobs import completion_logprobs
 
     gen = grammar_generator
     prompt = gen.prompt("math", "Ava has 3 apples. How many?")

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmarks import load_benchmark
-from harness.benchmarks.base import Item
-from harness.cli import main
-from harness.evaluate import evaluate_workflow
-from harness.executors.base import CallInfo, InfraError
-from harness.executors.openai_api import OpenAIExecutor
-from harness.executors.stub_server import StubServer
-from harness.workflows.engine import RunStatus, WorkflowEngine
-from methods.static import workflow_source
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.cli import main
+from spogw.harness.evaluate import evaluate_workflow
+from spogw.harness.executors.base import CallInfo, InfraError
+from spogw.harness.executors.openai_api import OpenAIExecutor
+from spogw.harness.executors.stub_server import StubServer
+from spogw.harness.workflows.engine import RunStatus, WorkflowEngine
+from spogw.methods.static import workflow_source
 from tests.conftest import run
 
 DATA = Path(__file__).parent / "data" / "benchmarks"
@@ -216,7 +216,7 @@ def smol_server(spogw_cache: Path):  # type: ignore[no-untyped-def]
     import time
     import urllib.request
 
-    from harness.policy import smol
+    from spogw.harness.policy import smol
 
     folder = str(smol.convert())
     port = free_port()
@@ -269,8 +269,8 @@ def test_hf_executor_batches_concurrent_calls_and_caches(small_generator, tmp_pa
     """The in-process executor on the tiny test model (a real transformers model, not a good one)."""
     from transformers import AutoModelForCausalLM
 
-    from harness.executors.local_model import HFExecutor
-    from harness.policy import tiny
+    from spogw.harness.executors.local_model import HFExecutor
+    from spogw.harness.policy import tiny
 
     folder = tmp_path / "model"  # a plain transformers folder, as a user would point to
     AutoModelForCausalLM.from_pretrained(tiny.tiny_dir(tiny.TEST_RECIPE)).save_pretrained(folder)
@@ -310,8 +310,8 @@ def test_eval_with_smol_in_process(tmp_path: Path, capsys, spogw_cache: Path) ->
 
 
 def test_executor_from_config_builds_each_backend(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from harness.config import ExecutorConfig
-    from harness.executors import executor_from_config
+    from spogw.harness.config import ExecutorConfig
+    from spogw.harness.executors import executor_from_config
 
     monkeypatch.setenv("SPOGW_CACHE", str(tmp_path))
     sim = executor_from_config(ExecutorConfig(), seed=3)

@@ -7,7 +7,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.workflows.extract import extract_code, extract_workflow, fenced_blocks
+from spogw.harness.workflows.extract import extract_code, extract_workflow, fenced_blocks
 from tests.grader_corpus import FULL_SHAPES
 
 FUNCTION = "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    return sum(xs)"

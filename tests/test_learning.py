@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.benchmarks import load_benchmark
-from harness.config import GeneratorConfig
-from harness.executors.sim import SimExecutor
-from harness.policy.model import load_generator
-from harness.policy.sampling import SamplingParams
-from harness.rollouts import MemoryStore
-from harness.train import IterationSummary, Task, TrainingRun, run_method
-from harness.workflows.engine import WorkflowEngine
-from methods.spogw import SPOGWConfig
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.config import GeneratorConfig
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.policy.model import load_generator
+from spogw.harness.policy.sampling import SamplingParams
+from spogw.harness.rollouts import MemoryStore
+from spogw.harness.train import IterationSummary, Task, TrainingRun, run_method
+from spogw.harness.workflows.engine import WorkflowEngine
+from spogw.methods.spogw import SPOGWConfig
 
 QUESTIONS = 48
 """gsm_synth training questions per iteration: with fewer, the per-iteration mean moves by +-0.02

@@ -13,7 +13,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from methods.losses import (
+from spogw.methods.losses import (
     aggregate,
     build_groups,
     clipped_surrogate,
@@ -216,7 +216,7 @@ def _random_case(seed: int, m: int = 6, n: int = 4, t_max: int = 9):  # type: ig
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("term", ["clip", "unclipped"])
 def test_dedup_loss_and_gradient_equal_the_materialised_rows(kl: str, aggregation: str, seed: int, term: str) -> None:
-    from methods.losses import POLICY_TERMS
+    from spogw.methods.losses import POLICY_TERMS
 
     policy_term = POLICY_TERMS.get(term)
     logp, old, ref, mask, lengths, scores, groups = _random_case(seed)
@@ -341,7 +341,7 @@ def test_ipo_hand_computed_and_against_trl() -> None:
     """IPO (arXiv 2310.12036 eq. 17): (h - 1/(2 beta))^2. By hand: h = (1 - 0) - (0 - 0) = 1, beta 0.25
     -> (1 - 2)^2 = 1. Against TRL 1.16: equal on one-token completions; on longer ones TRL divides
     each sequence's log-ratio by its length first, and ours on length-averaged inputs equals it."""
-    from methods.losses import ipo_loss
+    from spogw.methods.losses import ipo_loss
 
     one, zero = torch.tensor([1.0]), torch.tensor([0.0])
     assert torch.isclose(ipo_loss(one, zero, zero, zero, zero, zero, 0.25), torch.tensor([1.0]))
@@ -374,8 +374,8 @@ def test_ipo_hand_computed_and_against_trl() -> None:
 def test_every_registered_name_is_a_config_choice_and_unknown_names_are_refused() -> None:
     """The config fields accept exactly the registries' names (and say which exist otherwise): a
     loss that is not registered can never run as another one."""
-    from methods.config import GRPOConfig, PairConfig
-    from methods.losses import ADVANTAGES, KL_MASKS, PAIR_LOSSES, POLICY_TERMS
+    from spogw.methods.config import GRPOConfig, PairConfig
+    from spogw.methods.losses import ADVANTAGES, KL_MASKS, PAIR_LOSSES, POLICY_TERMS
 
     for name in PAIR_LOSSES.names():
         assert PairConfig(loss=name).loss == name
@@ -391,7 +391,7 @@ def test_every_registered_name_is_a_config_choice_and_unknown_names_are_refused(
 
 
 def test_the_unclipped_policy_term_is_the_plain_ratio() -> None:
-    from methods.losses import clipped_term, unclipped_term
+    from spogw.methods.losses import clipped_term, unclipped_term
 
     ratio = torch.tensor([[0.5, 1.0, 1.5]])
     upper, lower = clipped_term(ratio, 0.2, 0.2)
@@ -402,7 +402,7 @@ def test_the_unclipped_policy_term_is_the_plain_ratio() -> None:
 def test_ipo_is_a_method_and_a_loss_any_pair_method_can_choose() -> None:
     """methods/ipo.py is found by the catalog (no registration elsewhere), and `loss: ipo` on the dpo
     method validates to the same loss; beta = 0 is refused before anything runs."""
-    from harness.config import ConfigError, method_config, validate
+    from spogw.harness.config import ConfigError, method_config, validate
 
     base = {"version": 1, "name": "x", "benchmarks": [{"name": "gsm_synth", "size": 20}]}
     config = validate({**base, "methods": [{"name": "ipo"}, {"name": "dpo", "overrides": {"loss": "ipo"}}]}, "x.yaml")

@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import failpoints
-from harness.cli import main
+from spogw.harness import failpoints
+from spogw.harness.cli import main
 from tests.conftest import REPO
 
-SPOGW = [sys.executable, "-m", "harness.cli"]
+SPOGW = [sys.executable, "-m", "spogw.harness.cli"]
 
 STATIC = """\
 version: 1
@@ -129,7 +129,7 @@ def test_a_full_disk_is_found_behind_mlflow_and_sqlalchemy() -> None:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import OperationalError
 
-    from harness.errors import EXIT_BAD_INPUT, EXIT_FAILURE, operational_failure
+    from spogw.harness.errors import EXIT_BAD_INPUT, EXIT_FAILURE, operational_failure
 
     def wrapped(text: str) -> BaseException:
         try:
@@ -193,12 +193,12 @@ def test_export_onto_a_file_is_refused(experiment: Path, tmp_path: Path, capsys:
 def test_an_internal_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, experiment: Path) -> None:
     """A ValueError from a bug is not 'bad input': it propagates (traceback, exit 1), as before the
     blanket ValueError -> exit 2 hid bugs."""
-    import harness.config
+    import spogw.harness.config as config_module
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(harness.config, "load_experiment", broken)
+    monkeypatch.setattr(config_module, "load_experiment", broken)
     with pytest.raises(ValueError, match="internal invariant"):
         main(["check", str(experiment)])
 

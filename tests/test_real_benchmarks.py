@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmarks import load_benchmark
-from harness.benchmarks.scoring import drop_f1, drop_score, hotpotqa_f1, math_equivalent, normalize_answer
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.benchmarks.scoring import drop_f1, drop_score, hotpotqa_f1, math_equivalent, normalize_answer
+from spogw.harness.workflows.sandbox import Sandbox
 from tests.conftest import run
 
 DATA = Path(__file__).parent / "data" / "benchmarks"

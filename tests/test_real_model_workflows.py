@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.benchmarks.gsm_synth import generate
-from harness.executors.sim import SimExecutor
-from harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
-from harness.workflows.extract import extract_workflow
-from harness.workflows.grounding import question_specific, ungrounded_reason
+from spogw.harness.benchmarks.gsm_synth import generate
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
+from spogw.harness.workflows.extract import extract_workflow
+from spogw.harness.workflows.grounding import question_specific, ungrounded_reason
 from tests.conftest import run
 
 CORPUS = sorted((Path(__file__).parent / "real_model_workflows").glob("*.txt"))

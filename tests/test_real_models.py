@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.benchmarks.gsm_synth import generate
-from harness.executors.base import CallInfo, Completion
-from harness.policy.prompts import COMPLETION_CUE, build_prompt, prompt_domain, template_id
-from harness.policy.sampling import SamplingParams, sample_hf
-from harness.workflows.engine import RunStatus, WorkflowEngine
+from spogw.harness.benchmarks.gsm_synth import generate
+from spogw.harness.executors.base import CallInfo, Completion
+from spogw.harness.policy.prompts import COMPLETION_CUE, build_prompt, prompt_domain, template_id
+from spogw.harness.policy.sampling import SamplingParams, sample_hf
+from spogw.harness.workflows.engine import RunStatus, WorkflowEngine
 from tests.conftest import REPO, run
 
 CHATML = (
@@ -59,8 +59,8 @@ def test_a_base_model_prompt_ends_on_the_cue_and_chat_needs_a_template() -> None
 
 
 def test_prompt_style_follows_the_tokenizer_and_the_config() -> None:
-    from harness.config import GeneratorConfig
-    from harness.policy.model import prompt_style
+    from spogw.harness.config import GeneratorConfig
+    from spogw.harness.policy.model import prompt_style
 
     plain = type("Plain", (), {"chat_template": None})()
     assert prompt_style(GeneratorConfig(name="smol"), _ChatTokenizer()) == "chat"
@@ -107,7 +107,7 @@ class _Tokenizer:
 
 
 def test_every_eos_id_of_the_generation_config_stops_and_nothing_after_it_is_kept() -> None:
-    from harness.policy.model import stop_token_ids
+    from spogw.harness.policy.model import stop_token_ids
 
     model = _ScriptedLM([7, 8, 5, 9, 10, 11])  # 5 is the second eos id (Qwen2's <|endoftext|>); 9... come after
     model.prompt_width = 2
@@ -122,13 +122,13 @@ def test_every_eos_id_of_the_generation_config_stops_and_nothing_after_it_is_kep
 
 def test_grammar_decoding_after_the_cue_writes_only_grammar_workflows(small_generator) -> None:  # type: ignore[no-untyped-def]
     """A prompt that ends on <graph> walks the trie of the workflows without their opening tag."""
-    from harness.workflows.extract import extract_workflow
-    from harness.workflows.grammar import all_structures, render
-    from harness.workflows.validate import validate_workflow
+    from spogw.harness.workflows.extract import extract_workflow
+    from spogw.harness.workflows.grammar import all_structures, render
+    from spogw.harness.workflows.validate import validate_workflow
 
     generator = dataclasses.replace(small_generator, prompt_style="full")
     assert generator.constraint is None
-    from harness.policy.constraint import GrammarConstraint
+    from spogw.harness.policy.constraint import GrammarConstraint
 
     constrained = dataclasses.replace(generator, constraint=GrammarConstraint(generator.tokenizer))
     prompt = constrained.prompt("math", "Ava has 3 apples and buys 4 more. How many?")
@@ -201,7 +201,7 @@ def test_a_run_that_times_out_on_its_own_work_stays_a_timeout() -> None:
 
 
 def test_eval_exposes_the_call_timeout_and_refuses_nonsense(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "harness.cli", "eval", "--benchmark", "gsm_synth", "--workflow", "cot"]
+    command = [sys.executable, "-m", "spogw.harness.cli", "eval", "--benchmark", "gsm_synth", "--workflow", "cot"]
     result = subprocess.run([*command, "--call-timeout-s", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--call-timeout-s" in result.stderr
     help_text = subprocess.run([*command[:4], "--help"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
@@ -213,7 +213,7 @@ def test_eval_exposes_the_call_timeout_and_refuses_nonsense(tmp_path: Path) -> N
 
 
 def test_the_harness_sets_torchs_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.torch_threads import ENV, apply_torch_threads, torch_threads, usable_cores
+    from spogw.harness.torch_threads import ENV, apply_torch_threads, torch_threads, usable_cores
 
     before = torch.get_num_threads()
     try:
@@ -233,7 +233,7 @@ def test_the_harness_sets_torchs_thread_count(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_learning_signal_warnings_name_the_method_and_the_cause() -> None:
-    from reports.health import learning_signal_warnings
+    from spogw.reports.health import learning_signal_warnings
 
     rollouts = pd.DataFrame(
         {
@@ -260,8 +260,8 @@ def test_learning_signal_warnings_name_the_method_and_the_cause() -> None:
 
 
 def test_the_console_notice_names_the_first_cause() -> None:
-    from harness.runner import no_update_notice
-    from harness.train import IterationSummary
+    from spogw.harness.runner import no_update_notice
+    from spogw.harness.train import IterationSummary
 
     failed = IterationSummary(0, 0.0, 8, [], valid=0, score_spread=False)
     assert "none of its 8 sampled workflows ran to an answer" in no_update_notice("spogw", 1, failed)

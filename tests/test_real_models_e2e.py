@@ -22,7 +22,7 @@ def test_a_real_generator_and_a_served_real_executor_run_an_experiment(smol_serv
     url, folder = smol_server
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(EXPERIMENT), "--run-dir", str(run_dir), "--quiet",
+        [sys.executable, "-m", "spogw.harness.cli", "run", str(EXPERIMENT), "--run-dir", str(run_dir), "--quiet",
          "--threads", "1", "--set", f"executor.base_url={url}", "--set", f"executor.model={folder}"],
         cwd=REPO, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.catalog import registries
-from harness.registry import Registry, RegistryError
+from spogw.harness.catalog import registries
+from spogw.harness.registry import Registry, RegistryError
 
 
 def test_decorator_and_direct_registration() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import failpoints
-from harness.atomic import atomic_path, atomic_write_text
-from harness.executors.stub_server import FAULTS
+from spogw.harness import failpoints
+from spogw.harness.atomic import atomic_path, atomic_write_text
+from spogw.harness.executors.stub_server import FAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,14 +55,15 @@ def test_sigkill_during_a_write_never_leaves_a_torn_file(tmp_path: Path, where: 
     target.write_text("old report\n")
     if where == "while writing the bytes":
         body = (
-            "import os, signal\nfrom harness.atomic import atomic_path\n"
+            "import os, signal\nfrom spogw.harness.atomic import atomic_path\n"
             f"with atomic_path({str(target)!r}) as t:\n"
             "    h = open(t, 'w'); h.write('new' * 10000); h.flush()\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n"
         )
         result = _child(body)
     else:
-        body = f"from harness.atomic import atomic_write_text\natomic_write_text({str(target)!r}, 'new' * 10000)\n"
+        body = "from spogw.harness.atomic import atomic_write_text\n"
+        body += f"atomic_write_text({str(target)!r}, 'new' * 10000)\n"
         result = _child(body, {failpoints.ENV: "write.report.md=1"})
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert target.read_text() == "old report\n"
@@ -73,7 +74,7 @@ def test_sigkill_during_a_write_never_leaves_a_torn_file(tmp_path: Path, where: 
 def test_a_crash_point_kills_at_its_nth_hit_and_traces_every_hit(tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
     code = (
-        "from harness import failpoints\n"
+        "from spogw.harness import failpoints\n"
         "for site in ['store.rollouts', 'train.step', 'store.rollouts', 'train.step', 'train.step']:\n"
         "    failpoints.hit(site)\n"
         "print('survived')\n"
@@ -122,8 +123,8 @@ def _run_against_stub(
     import io
     import time
 
-    from harness.cli import main
-    from harness.executors.stub_server import StubServer
+    from spogw.harness.cli import main
+    from spogw.harness.executors.stub_server import StubServer
 
     async def go() -> tuple[int, str, dict[str, int], float]:
         async with StubServer(fault_rate=fault_rate, hang_s=5.0, trickle_s=0.1, seed=3, port=port) as server:
@@ -161,9 +162,9 @@ def test_a_run_completes_through_executor_faults(
     never enter a training group, and the report's Run health counts exactly them."""
     import sqlite3
 
-    from harness.config import load_experiment, method_config
-    from harness.store import SQLiteStore
-    from methods.steps import build_units
+    from spogw.harness.config import load_experiment, method_config
+    from spogw.harness.store import SQLiteStore
+    from spogw.methods.steps import build_units
 
     run_dir = tmp_path / "run"
     code, stderr, served, wall_s = _run_against_stub(run_dir, fault_rate, spogw_cache)
@@ -233,8 +234,8 @@ def test_an_executor_that_always_fails_stops_the_run_and_a_rerun_resumes_when_it
 def test_a_resumed_run_retries_infra_errors_and_never_changes_other_rows(tmp_path: Path, kind: str) -> None:
     import dataclasses
 
-    from harness.rollouts import MemoryStore, Rollout
-    from harness.store import EvalRow, SQLiteStore
+    from spogw.harness.rollouts import MemoryStore, Rollout
+    from spogw.harness.store import EvalRow, SQLiteStore
 
     def rollout(sample: int, status: str, score: float | None) -> Rollout:
         return Rollout(
@@ -287,7 +288,7 @@ BAD_EXPERIMENTS = {
 def test_a_bad_experiment_file_is_named_with_its_field_and_exit_2(
     case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness.cli import main
+    from spogw.harness.cli import main
 
     text, expected = BAD_EXPERIMENTS[case]
     experiment = tmp_path / "bad.yaml"
@@ -299,7 +300,7 @@ def test_a_bad_experiment_file_is_named_with_its_field_and_exit_2(
 
 
 def test_missing_files_are_named_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.cli import main
+    from spogw.harness.cli import main
 
     assert main(["run", str(tmp_path / "absent.yaml")]) == 2
     assert "absent.yaml" in capsys.readouterr().err
@@ -313,7 +314,7 @@ def test_missing_files_are_named_and_exit_2(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_a_broken_benchmark_line_is_named_by_its_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.cli import main
+    from spogw.harness.cli import main
 
     data = tmp_path / "HumanEval.jsonl"
     data.write_text('{"task_id": "HumanEval/0", "prompt": "def f():\\n"}\n{"task_id": "HumanEval/1", \n')
@@ -327,8 +328,8 @@ def test_a_broken_benchmark_line_is_named_by_its_number(tmp_path: Path, capsys: 
 def test_a_corrupted_run_database_is_named_exit_2_and_left_untouched(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness.cli import main
-    from harness.config import load_experiment
+    from spogw.harness.cli import main
+    from spogw.harness.config import load_experiment
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -349,8 +350,8 @@ def test_an_adapter_from_another_base_model_is_refused_exit_2(
 ) -> None:
     import json
 
-    from harness.cli import main
-    from harness.policy.checkpoints import META
+    from spogw.harness.cli import main
+    from spogw.harness.policy.checkpoints import META
 
     adapter = tmp_path / "iter2"
     adapter.mkdir()
@@ -365,8 +366,8 @@ def test_an_adapter_from_another_base_model_is_refused_exit_2(
 def test_a_run_folder_from_before_a_new_config_field_still_resumes(tmp_path: Path) -> None:
     """A field added to the schema since the run began reads as its default: the folder resumes
     instead of being refused as a different configuration (a changed value is still refused)."""
-    from harness.config import ConfigError, load_experiment
-    from harness.run_folder import prepare_run_dir
+    from spogw.harness.config import ConfigError, load_experiment
+    from spogw.harness.run_folder import prepare_run_dir
 
     config = load_experiment(SMALL)
     written = config.model_dump(mode="json")

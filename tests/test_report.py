@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.scores import read_item_scores
-from harness.store import EvalRow, SQLiteStore
-from reports.comparison import aggregate_table, comparison_pairs, final_rows, paired_table, score_table
-from reports.tables import latex_table, markdown_table
+from spogw.harness.scores import read_item_scores
+from spogw.harness.store import EvalRow, SQLiteStore
+from spogw.reports.comparison import aggregate_table, comparison_pairs, final_rows, paired_table, score_table
+from spogw.reports.tables import latex_table, markdown_table
 
 
 def synthetic_frame(effects: dict[str, float], items: int = 30, seeds: int = 3, seed: int = 0) -> pd.DataFrame:
@@ -122,7 +122,7 @@ def _mixed_experiment(url: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_simulation_is_decided_once_from_the_resolved_experiment() -> None:
-    from harness.config import validate
+    from spogw.harness.config import validate
 
     config = validate(_mixed_experiment("http://127.0.0.1:9/v1"), "mixed.yaml")
     simulation = config.simulation()
@@ -147,8 +147,8 @@ def test_a_mixed_sim_and_llm_run_is_labelled_row_by_row(tmp_path) -> None:  # ty
     import yaml
     from mlflow.tracking import MlflowClient
 
-    from harness.cli import main
-    from harness.executors.stub_server import StubServer
+    from spogw.harness.cli import main
+    from spogw.harness.executors.stub_server import StubServer
 
     async def go() -> int:
         async with StubServer(seed=1) as server:
@@ -194,12 +194,12 @@ def test_every_place_gives_the_same_test_score_for_benchmarks_of_different_sizes
     = 5/12, over seeds 1/2 (and items averaged over seeds first: (3/4 + 1/4) / 2 = 1/2). Pooling the
     16 items would give 6/16 = 0.375. MLflow's test_score, the aggregates' mean, the cost figure,
     the sweep objective and the final MLflow metric all give 1/2."""
-    from harness.scores import iteration_metrics, read_item_scores
-    from harness.sweeps.config import ObjectiveConfig
-    from harness.sweeps.objective import objective_value
-    from reports.coverage import Cell, Coverage
-    from reports.plots import cost_points
-    from reports.report import final_metrics
+    from spogw.harness.scores import iteration_metrics, read_item_scores
+    from spogw.harness.sweeps.config import ObjectiveConfig
+    from spogw.harness.sweeps.objective import objective_value
+    from spogw.reports.coverage import Cell, Coverage
+    from spogw.reports.plots import cost_points
+    from spogw.reports.report import final_metrics
 
     seeds = {
         0: {"small": [1.0, 1.0], "large": [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
@@ -250,10 +250,10 @@ def test_a_partial_run_says_what_it_covers_marks_methods_in_progress_and_logs_on
     it trains. The report says Partial at its top, marks spogw in progress in the results table, and
     only cot's numbers are MLflow's final metrics; with one seed the aggregates have no interval over
     seeds and no probability of improvement. Once spogw's last iteration is in and marked, it is final."""
-    from harness.config import load_experiment
-    from harness.run_folder import done_marker
-    from reports.coverage import coverage
-    from reports.report import log_report, write_report
+    from spogw.harness.config import load_experiment
+    from spogw.harness.run_folder import done_marker
+    from spogw.reports.coverage import coverage
+    from spogw.reports.report import log_report, write_report
 
     config = load_experiment(SMALL_EXPERIMENT, ["seeds=[0, 1, 2]", "stats.bootstrap_samples=200"])
     items = {"gsm_synth": [1.0, 0.0, 1.0, 1.0]}

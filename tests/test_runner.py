@@ -13,10 +13,10 @@ import pytest
 import yaml
 from chaos import run_tables
 
-from harness.config import ConfigError, load_experiment
-from harness.rollouts import Rollout
-from harness.run_folder import config_differences, prepare_run_dir
-from harness.store import EvalRow, SQLiteStore
+from spogw.harness.config import ConfigError, load_experiment
+from spogw.harness.rollouts import Rollout
+from spogw.harness.run_folder import config_differences, prepare_run_dir
+from spogw.harness.store import EvalRow, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "tests" / "data" / "runner_small.yaml"
@@ -78,7 +78,12 @@ def test_config_differences_names_list_members() -> None:
 
 def _spogw(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+        [sys.executable, "-m", "spogw.harness.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -125,7 +130,7 @@ E2E_SETTINGS = ["generator.tiny_recipe=standard", "benchmarks.0.test_limit=6"]
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, standard_tiny: Path) -> Path:
-    import harness
+    from spogw import harness
 
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
     overrides = {key.replace(".", "__"): yaml.safe_load(value) for key, value in (s.split("=") for s in E2E_SETTINGS)}
@@ -299,7 +304,7 @@ def test_spogw_report_rewrites_every_table_and_figure(uninterrupted: Path, tmp_p
 
 
 def test_reports_load_returns_the_tidy_per_item_frame(uninterrupted: Path, tmp_path: Path) -> None:
-    import reports
+    from spogw import reports
 
     frame = reports.load(uninterrupted)
     assert list(frame.columns[:8]) == ["method", "seed", "iteration", "benchmark", "item", "repeat", "score", "status"]
@@ -331,7 +336,7 @@ def test_executor_transfer_run_evaluates_final_workflows_unchanged_with_every_ex
 ) -> None:
     """Per-method executors and sampling, evaluation.transfer, collect_final, the iterations table
     and the Q1 report section, end to end on the small test build."""
-    import harness
+    from spogw import harness
 
     run_dir = harness.run(REPO / "tests" / "data" / "runner_transfer.yaml", run_dir=tmp_path / "run", progress=False)
     with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
@@ -384,7 +389,7 @@ def test_every_study_section_renders_from_a_run_folder(
     states the question, the design table, the test and a generated answer."""
     import shutil
 
-    from reports.report import write_report
+    from spogw.reports.report import write_report
 
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)
@@ -400,7 +405,7 @@ def test_a_run_with_nothing_to_learn_says_so_on_the_console_and_in_the_report(tm
     small run every question's samples also score the same, the first cause the notice names)."""
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(SMALL), "--run-dir", str(run_dir), "--quiet",
+        [sys.executable, "-m", "spogw.harness.cli", "run", str(SMALL), "--run-dir", str(run_dir), "--quiet",
          "--set", "methods.0.overrides.min_group_std=0.6", "--set", "iterations=1"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.workflows.isolation import bwrap_available
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.workflows.isolation import bwrap_available
+from spogw.harness.workflows.sandbox import Sandbox
 from tests.conftest import REPO, run
 
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap not installed")
@@ -111,8 +111,8 @@ HOSTILE_ANSWERS = {
 @needs_bwrap
 @pytest.mark.parametrize("attack", sorted(HOSTILE_ANSWERS))
 def test_hostile_humaneval_answer_fails_that_item_cleanly(attack: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import harness.benchmarks.humaneval as humaneval
-    import harness.benchmarks.programs as programs
+    import spogw.harness.benchmarks.humaneval as humaneval
+    import spogw.harness.benchmarks.programs as programs
 
     monkeypatch.setattr(programs, "TEST_TIMEOUT_S", 3.0)
     item = humaneval.load_humaneval().items[0]
@@ -125,7 +125,7 @@ def test_hostile_humaneval_answer_fails_that_item_cleanly(attack: str, tmp_path:
 
 
 def test_without_bwrap_falls_back_to_rlimits_with_a_warning(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    import harness.workflows.isolation as isolation
+    import spogw.harness.workflows.isolation as isolation
 
     monkeypatch.setattr(isolation, "bwrap_available", lambda: False)
     isolation._warn_weak_isolation.cache_clear()
@@ -240,7 +240,7 @@ def test_exit_status_0_before_the_end_is_not_a_pass(program: str) -> None:
 def test_a_planted_marker_fifo_or_symlink_is_not_a_pass(tmp_path: Path) -> None:
     """The program cannot pre-empt the pass marker: a FIFO would block an open, a symlink would
     point the write elsewhere; both end as a quick failure and nothing outside changes."""
-    from harness.workflows.sandbox import MARKER
+    from spogw.harness.workflows.sandbox import MARKER
 
     target = tmp_path / "host-file.txt"
     target.write_text("untouched")

@@ -8,17 +8,17 @@ from collections.abc import Sequence
 
 import pytest
 
-from harness.benchmarks import load_benchmark
-from harness.benchmarks.base import Benchmark, Item
-from harness.evaluate import evaluate_workflow
-from harness.executors.base import CallInfo
-from harness.executors.sim import SimExecutor, classify, render, traits_of
-from harness.executors.sim_profiles import PROFILES
-from harness.scores import item_scores
-from harness.store import EvalRow
-from harness.workflows.engine import WorkflowEngine
-from harness.workflows.grammar import Structure
-from harness.workflows.grammar import render as render_workflow
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.evaluate import evaluate_workflow
+from spogw.harness.executors.base import CallInfo
+from spogw.harness.executors.sim import SimExecutor, classify, render, traits_of
+from spogw.harness.executors.sim_profiles import PROFILES
+from spogw.harness.scores import item_scores
+from spogw.harness.store import EvalRow
+from spogw.harness.workflows.engine import WorkflowEngine
+from spogw.harness.workflows.grammar import Structure
+from spogw.harness.workflows.grammar import render as render_workflow
 from tests.conftest import run
 
 GSM = load_benchmark("gsm_synth", size=120)
@@ -182,7 +182,7 @@ def test_profile_parameters_are_probabilities(profile: str) -> None:
 
 
 def test_docs_profile_table_is_current(repo) -> None:  # type: ignore[no-untyped-def]
-    from harness.executors.sim_oracle import profile_table
+    from spogw.harness.executors.sim_oracle import profile_table
 
     assert profile_table() in (repo / "docs" / "simulator.md").read_text(), (
         "docs/simulator.md is stale: paste the output of harness.executors.sim_oracle.profile_table()"

@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from harness.executors.sim_oracle import StructureScore, oracle_items, score_structures
-from harness.workflows.grammar import all_structures
+from spogw.harness.executors.sim_oracle import StructureScore, oracle_items, score_structures
+from spogw.harness.workflows.grammar import all_structures
 from tests.conftest import run
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reports.stats import (
+from spogw.reports.stats import (
     holm,
     iqm,
     mcnemar_exact,

@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import ConfigError, load_experiment, load_raw, validate
-from harness.rollouts import Rollout
-from harness.store import EvalRow, SQLiteStore
-from methods.spogw import SPOGWConfig
-from methods.units import grpo_unit, question_seed
-from reports.costs import cost_table, cumulative_costs, iteration_costs
-from reports.curation import curation_table, group_std_frame
-from reports.data import read_eval_items
-from reports.diversity import diversity_frame, diversity_table, entropy_bits
-from reports.studies import transfer_differences
+from spogw.harness.config import ConfigError, load_experiment, load_raw, validate
+from spogw.harness.rollouts import Rollout
+from spogw.harness.store import EvalRow, SQLiteStore
+from spogw.methods.spogw import SPOGWConfig
+from spogw.methods.units import grpo_unit, question_seed
+from spogw.reports.costs import cost_table, cumulative_costs, iteration_costs
+from spogw.reports.curation import curation_table, group_std_frame
+from spogw.reports.data import read_eval_items
+from spogw.reports.diversity import diversity_frame, diversity_table, entropy_bits
+from spogw.reports.studies import transfer_differences
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "tests" / "data" / "runner_small.yaml"
@@ -61,8 +61,8 @@ def trained_groups(
 ) -> pd.DataFrame:
     """The groups table the trainer writes for one iteration of these scores (units built by
     methods/steps.py, rows by harness/train.py): what the report reads."""
-    from harness.train import IterationSummary, group_rows
-    from methods.steps import build_units
+    from spogw.harness.train import IterationSummary, group_rows
+    from spogw.methods.steps import build_units
 
     rollouts = [
         Rollout(
@@ -313,7 +313,7 @@ def test_a_study_section_lists_only_the_arms_and_seeds_with_scores_and_names_the
     """The ablation declares 9 arms x seeds [0, 1, 2]; a run of `--methods spogw,no_kl --seeds 0`
     has scores for two arms and one seed. Its design table lists those two and the section names
     the arms and seeds that did not run."""
-    from reports.studies import STUDIES, StudyData
+    from spogw.reports.studies import STUDIES, StudyData
 
     config = load_experiment(REPO / "experiments" / "ablation_spogw.yaml", ["stats.bootstrap_samples=100"])
     frame = pd.DataFrame(

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import ConfigError
-from harness.sweeps.config import load_sweep
-from harness.sweeps.space import Infeasible, ParamSpec, parse_constraint, suggest
+from spogw.harness.config import ConfigError
+from spogw.harness.sweeps.config import load_sweep
+from spogw.harness.sweeps.space import Infeasible, ParamSpec, parse_constraint, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_SWEEP = REPO / "tests" / "data" / "sweep_small.yaml"
@@ -154,8 +154,8 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried_once(tmp_path: Path
     """The heartbeat thread really beats through Optuna's cached storage wrapper; once it stops
     (a dead worker) and the grace period passes, the trial is FAIL and one WAITING retry with the
     same parameters appears; the trial cap counts the retry, not the failure."""
-    from harness.sweeps.storage import heartbeat, open_storage, resolve_paths
-    from harness.sweeps.study import next_trial
+    from spogw.harness.sweeps.storage import heartbeat, open_storage, resolve_paths
+    from spogw.harness.sweeps.study import next_trial
 
     sweep = load_sweep(SMALL_SWEEP)  # heartbeat_s 1, grace_s 4
     paths = resolve_paths(tmp_path, None, None)
@@ -178,7 +178,7 @@ def test_importances_cover_parameters_whose_range_the_constraints_moved() -> Non
     """group_size is drawn from [2, num_samples], a range that changes between trials; Optuna would
     leave it out of the importances. Against the declared ranges it is assessed, and it carries the
     signal planted in the objective."""
-    from reports.sweep import declared_space_copy, importances
+    from spogw.reports.sweep import declared_space_copy, importances
 
     sweep = load_sweep(REPO / "experiments" / "sweep_spogw.yaml")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
@@ -193,8 +193,8 @@ def test_importances_cover_parameters_whose_range_the_constraints_moved() -> Non
 def test_an_infeasible_trial_is_told_pruned_and_never_run(tmp_path: Path) -> None:
     """t >= 3 with n <= 4 breaks 2t <= n for every draw: the trial is PRUNED with the reason and
     no experiment starts (no trial folder, no MLflow run)."""
-    from harness.sweeps.storage import resolve_paths
-    from harness.sweeps.study import create_or_load, next_trial, run_trial
+    from spogw.harness.sweeps.storage import resolve_paths
+    from spogw.harness.sweeps.study import create_or_load, next_trial, run_trial
 
     sweep = load_sweep(SMALL_SWEEP, ["space.sharpen_t.low=3", "space.sharpen_t.high=4"])
     paths = resolve_paths(tmp_path, None, None)
@@ -214,7 +214,7 @@ def test_a_pruned_trial_shows_no_objective_value_and_few_trials_show_no_importan
     """Optuna copies a pruned trial's last intermediate value into its value; the report shows it
     only as that, labelled. fANOVA importances appear from MIN_IMPORTANCE_TRIALS complete trials on;
     below, the section says why they are not shown."""
-    from reports.sweep import MIN_IMPORTANCE_TRIALS, declared_space_copy, importance_section, trials_table
+    from spogw.reports.sweep import MIN_IMPORTANCE_TRIALS, declared_space_copy, importance_section, trials_table
 
     sweep = load_sweep(SMALL_SWEEP)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -255,7 +255,7 @@ def test_a_sweep_that_dies_ends_its_mlflow_run_killed_or_failed(tmp_path: Path) 
     """A sweep interrupted (Ctrl-C) ends its parent run KILLED, with the trial counts; resumed, the
     same run is RUNNING again, and when the sweep stops on an error (its only trial was infeasible)
     it ends FAILED. No trial runs an experiment."""
-    from harness.sweeps.study import run_sweep
+    from spogw.harness.sweeps.study import run_sweep
 
     sweep = load_sweep(SMALL_SWEEP, ["space.sharpen_t.low=3", "space.sharpen_t.high=4", "n_trials=1"])
 
@@ -282,7 +282,7 @@ def test_a_sweep_that_dies_ends_its_mlflow_run_killed_or_failed(tmp_path: Path) 
 
 def _spogw(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "spogw.harness.cli", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -431,10 +431,10 @@ def test_a_changed_sweep_is_refused_with_its_differences_and_force_new_starts_ov
     changed range or base executor is refused before any trial runs (exit 2, the differences
     listed), more trials or another re-run are not a change, and --force-new moves the old sweep
     aside."""
-    from harness.cli import main
-    from harness.sweeps.config import load_sweep
-    from harness.sweeps.storage import resolve_paths
-    from harness.sweeps.study import _start_over, create_or_load
+    from spogw.harness.cli import main
+    from spogw.harness.sweeps.config import load_sweep
+    from spogw.harness.sweeps.storage import resolve_paths
+    from spogw.harness.sweeps.study import _start_over, create_or_load
 
     run_dir = tmp_path / "sweep"
     create_or_load(load_sweep(SMALL_SWEEP), resolve_paths(run_dir, None, None), False, 0)

@@ -7,18 +7,18 @@ import dataclasses
 import pytest
 import torch
 
-from harness.benchmarks import load_benchmark
-from harness.collect import CollectSpec, collect_questions
-from harness.executors.sim import SimExecutor
-from harness.policy.logprobs import completion_logprobs
-from harness.policy.sampling import SamplingParams
-from harness.rollouts import MemoryStore, Rollout
-from harness.train import Task, TrainingRun, make_optimizer, run_method
-from harness.workflows.engine import WorkflowEngine
-from methods.config import GRPOConfig, PairConfig
-from methods.losses import group_coefficients, grpo_loss, grpo_loss_rows
-from methods.steps import build_units, update_iteration
-from methods.units import GroupUnit, best_worst_pair, grpo_unit, scoreflow_pairs
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.collect import CollectSpec, collect_questions
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.policy.logprobs import completion_logprobs
+from spogw.harness.policy.sampling import SamplingParams
+from spogw.harness.rollouts import MemoryStore, Rollout
+from spogw.harness.train import Task, TrainingRun, make_optimizer, run_method
+from spogw.harness.workflows.engine import WorkflowEngine
+from spogw.methods.config import GRPOConfig, PairConfig
+from spogw.methods.losses import group_coefficients, grpo_loss, grpo_loss_rows
+from spogw.methods.steps import build_units, update_iteration
+from spogw.methods.units import GroupUnit, best_worst_pair, grpo_unit, scoreflow_pairs
 from tests.conftest import run
 
 GSM = load_benchmark("gsm_synth", size=60)
@@ -126,8 +126,8 @@ def _varied(collected: list[Rollout]) -> list[Rollout]:
 def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The offline update never executes a workflow (engine runs and sandbox runs raise during it),
     and with the production optimizer it changes the LoRA weights."""
-    import harness.workflows.engine as engine_module
-    import harness.workflows.sandbox as sandbox_module
+    import spogw.harness.workflows.engine as engine_module
+    import spogw.harness.workflows.sandbox as sandbox_module
 
     def forbidden(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a workflow ran during the update step")
@@ -270,7 +270,7 @@ def test_run_method_schedules_step_and_time_as_they_should(small_generator, sche
 
 def test_online_schedule_with_the_previous_iteration_as_reference(small_generator) -> None:  # type: ignore[no-untyped-def]
     """The reference adapter is loaded for online runs too (it was only loaded on the offline path)."""
-    from harness.policy.model import REFERENCE
+    from spogw.harness.policy.model import REFERENCE
 
     if REFERENCE in small_generator.model.peft_config:  # left by another test: start without one
         small_generator.model.delete_adapter(REFERENCE)

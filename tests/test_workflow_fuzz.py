@@ -28,11 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.benchmarks.gsm_synth import generate
-from harness.executors.sim import SimExecutor
-from harness.workflows.engine import RunStatus, WorkflowEngine
-from harness.workflows.pool import PoolLimits
-from harness.workflows.validate import FORBIDDEN_NAMES, SAFE_METHODS, WorkflowInvalid, validate_workflow
+from spogw.harness.benchmarks.gsm_synth import generate
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.workflows.engine import RunStatus, WorkflowEngine
+from spogw.harness.workflows.pool import PoolLimits
+from spogw.harness.workflows.validate import FORBIDDEN_NAMES, SAFE_METHODS, WorkflowInvalid, validate_workflow
 
 TIMEOUT_S = 5.0
 VARIABLES = ("x", "y", "s", "items")

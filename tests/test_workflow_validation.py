@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from harness.catalog import registries
-from harness.workflows.answers import code_answer, last_boxed, last_number, math_answer
-from harness.workflows.extract import extract_workflow
-from harness.workflows.grammar import all_structures, render, sample_structure
-from harness.workflows.validate import WorkflowInvalid, validate_workflow
+from spogw.harness.catalog import registries
+from spogw.harness.workflows.answers import code_answer, last_boxed, last_number, math_answer
+from spogw.harness.workflows.extract import extract_workflow
+from spogw.harness.workflows.grammar import all_structures, render, sample_structure
+from spogw.harness.workflows.validate import WorkflowInvalid, validate_workflow
 
 
 def test_every_static_workflow_validates() -> None:
@@ -76,8 +76,8 @@ def test_answer_extraction() -> None:
 def test_structure_and_call_count_of_the_static_workflows() -> None:
     """Hand-counted: CoT-SC = 5 Custom calls in a loop + ScEnsemble; ScoreFlow math = 2 Custom +
     Programmer + ScEnsemble. Unparsable or empty code has no structure."""
-    from harness.workflows.structure import calls_per_run, structure_of, structure_or_empty
-    from methods.static import workflow_source
+    from spogw.harness.workflows.structure import calls_per_run, structure_of, structure_or_empty
+    from spogw.methods.static import workflow_source
 
     cot_sc, math = workflow_source("cot_sc")[1], workflow_source("scoreflow_math")[1]
     assert structure_of(cot_sc) == "(Custom)x5>ScEnsemble"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Benchmark
-    from harness.config import BenchmarkConfig
+    from spogw.harness.benchmarks.base import Benchmark
+    from spogw.harness.config import BenchmarkConfig
 
 
 def load_benchmark(
@@ -19,8 +19,8 @@ def load_benchmark(
 ) -> Benchmark:
     """Load a registered benchmark by name: from its data file, a `datasets` dataset (hub id or
     local folder), or its bundled or generated data; ``size`` keeps the first items."""
-    from harness.benchmarks.data import Source
-    from harness.catalog import registries
+    from spogw.harness.benchmarks.data import Source
+    from spogw.harness.catalog import registries
 
     loader = registries()["benchmarks"].get(name)
     return loader(Source(path, hub, hub_config, hub_split, size))

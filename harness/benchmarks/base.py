@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import InputError
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.errors import InputError
+from spogw.harness.workflows.sandbox import Sandbox
 
 
 @dataclass(frozen=True)

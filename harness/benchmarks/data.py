@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import InputError
+from spogw.harness.errors import InputError
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Benchmark, Item, Scorer
+    from spogw.harness.benchmarks.base import Benchmark, Item, Scorer
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def rows_benchmark(
 ) -> Benchmark:
     """A benchmark from rows: each row (with where it came from and its 1-based number, for
     errors) becomes an Item; the first `source.size` are kept."""
-    from harness.benchmarks.base import Benchmark
+    from spogw.harness.benchmarks.base import Benchmark
 
     rows, where = read_rows(source, default_split, default_file)
     items = [to_item(row, where, number) for number, row in enumerate(rows, start=1)]

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.benchmarks.base import Benchmark, Item
-from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
-from harness.benchmarks.scoring import score_last_number
-from harness.errors import InputError
-from harness.workflows.answers import format_number, last_number
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
+from spogw.harness.benchmarks.scoring import score_last_number
+from spogw.harness.errors import InputError
+from spogw.harness.workflows.answers import format_number, last_number
 
 
 def final_number(answer: str) -> str | None:

@@ -14,11 +14,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
-from harness.benchmarks.data import DEFAULT_SOURCE, Source
-from harness.benchmarks.scoring import score_last_number
-from harness.errors import InputError
-from harness.workflows.answers import format_number
+from spogw.harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source
+from spogw.harness.benchmarks.scoring import score_last_number
+from spogw.harness.errors import InputError
+from spogw.harness.workflows.answers import format_number
 
 NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam")
 THINGS = ("apples", "stickers", "marbles", "books", "cookies", "pencils", "stamps", "shells")

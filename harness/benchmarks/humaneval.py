@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
-from harness.benchmarks.data import DEFAULT_SOURCE, Source, rows_benchmark
-from harness.benchmarks.programs import score_tests
-from harness.errors import InputError
-from harness.workflows.operators import doctest_examples
+from spogw.harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, rows_benchmark
+from spogw.harness.benchmarks.programs import score_tests
+from spogw.harness.errors import InputError
+from spogw.harness.workflows.operators import doctest_examples
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 

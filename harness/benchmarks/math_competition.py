@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.benchmarks.base import Benchmark, Item
-from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
-from harness.benchmarks.scoring import math_equivalent
-from harness.errors import InputError
-from harness.workflows.answers import last_boxed
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
+from spogw.harness.benchmarks.scoring import math_equivalent
+from spogw.harness.errors import InputError
+from spogw.harness.workflows.answers import last_boxed
+from spogw.harness.workflows.sandbox import Sandbox
 
 
 async def score_math(item: Item, answer: str, sandbox: Sandbox) -> float:

@@ -14,10 +14,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from harness.benchmarks.base import Benchmark, Item
-from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
-from harness.benchmarks.programs import score_tests
-from harness.errors import InputError
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
+from spogw.harness.benchmarks.programs import score_tests
+from spogw.harness.errors import InputError
 
 HUB_ID = "google-research-datasets/mbpp"
 _CALLED = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(")

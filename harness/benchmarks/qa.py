@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.benchmarks.base import Benchmark, Item
-from harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
-from harness.benchmarks.scoring import drop_score, hotpotqa_f1
-from harness.errors import InputError
-from harness.workflows.answers import qa_answer
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, field, rows_benchmark
+from spogw.harness.benchmarks.scoring import drop_score, hotpotqa_f1
+from spogw.harness.errors import InputError
+from spogw.harness.workflows.answers import qa_answer
+from spogw.harness.workflows.sandbox import Sandbox
 
 
 def _paragraphs(context: Any, where: str, number: int) -> list[tuple[str, str]]:

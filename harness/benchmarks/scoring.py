@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.workflows.answers import last_number
+from spogw.harness.workflows.answers import last_number
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Item
-    from harness.workflows.sandbox import Sandbox
+    from spogw.harness.benchmarks.base import Item
+    from spogw.harness.workflows.sandbox import Sandbox
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.config import ExecutorConfig
-    from harness.executors.base import Executor
+    from spogw.harness.config import ExecutorConfig
+    from spogw.harness.executors.base import Executor
 
 
 def parse_executor_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -18,13 +18,13 @@ def parse_executor_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def build_executor(name: str, **options: Any) -> Executor:
     """Instantiate a registered executor with keyword options (RegistryError names the close ones)."""
-    from harness.catalog import registries
+    from spogw.harness.catalog import registries
 
     return registries()["executors"].get(name)(**options)
 
 
 def response_cache_path() -> Path:
-    from harness.policy.tiny import cache_root
+    from spogw.harness.policy.tiny import cache_root
 
     return cache_root() / "executor-responses.sqlite"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from harness.benchmarks.base import Item
+    from spogw.harness.benchmarks.base import Item
 
 
 class InfraError(Exception):

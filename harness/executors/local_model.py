@@ -21,9 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputError
-from harness.executors.base import CallInfo, Completion, InfraError
-from harness.executors.response_cache import CachedResponse, ExecutorStats, ResponseCache, call_key, complete_cached
+from spogw.harness.errors import InputError
+from spogw.harness.executors.base import CallInfo, Completion, InfraError
+from spogw.harness.executors.response_cache import (
+    CachedResponse,
+    ExecutorStats,
+    ResponseCache,
+    call_key,
+    complete_cached,
+)
 
 
 @dataclass
@@ -173,14 +179,14 @@ class HFExecutor(BatchedLocalExecutor):
 def _load_hf(model: str, device: str | None, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.policy.model import default_device, resolve_dtype
-    from harness.torch_threads import apply_torch_threads
+    from spogw.harness.policy.model import default_device, resolve_dtype
+    from spogw.harness.torch_threads import apply_torch_threads
 
     apply_torch_threads()
     device = device or default_device()
     path = model
     if model == "smol":
-        from harness.policy import smol
+        from spogw.harness.policy import smol
 
         path = str(smol.convert())
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -207,7 +213,7 @@ class VLLMExecutor(BatchedLocalExecutor):
         cache_path: str | Path | None = None,
         gpu_memory_utilization: float = 0.4,
     ) -> None:
-        from harness.policy.vllm_backend import require_vllm
+        from spogw.harness.policy.vllm_backend import require_vllm
 
         if not model:
             raise InputError("executor.model: the vllm executor needs a model id or a local folder")

@@ -26,9 +26,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputError
-from harness.executors.base import CallInfo, Completion, InfraError
-from harness.executors.response_cache import CachedResponse, ExecutorStats, ResponseCache, call_key, complete_cached
+from spogw.harness.errors import InputError
+from spogw.harness.executors.base import CallInfo, Completion, InfraError
+from spogw.harness.executors.response_cache import (
+    CachedResponse,
+    ExecutorStats,
+    ResponseCache,
+    call_key,
+    complete_cached,
+)
 
 NO_KEY = "not-needed"
 """Sent when no key variable is configured (local servers ignore it; the SDK requires a value)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.executors.base import CallInfo, Completion
+from spogw.harness.executors.base import CallInfo, Completion
 
 
 def cache_key(**parts: Any) -> str:

@@ -21,11 +21,11 @@ import random
 import re
 from dataclasses import dataclass
 
-from harness.benchmarks.base import Item, SimTraits, seeded_rng
-from harness.errors import InputError
-from harness.executors.base import CallInfo, Completion
-from harness.executors.sim_profiles import PROFILES, SimProfile
-from harness.workflows.answers import last_number
+from spogw.harness.benchmarks.base import Item, SimTraits, seeded_rng
+from spogw.harness.errors import InputError
+from spogw.harness.executors.base import CallInfo, Completion
+from spogw.harness.executors.sim_profiles import PROFILES, SimProfile
+from spogw.harness.workflows.answers import last_number
 
 SIM_LABEL = "SIMULATED executor"
 _COT = re.compile(r"step[- ]by[- ]step|reason|think|explain|carefully", re.IGNORECASE)

@@ -1,6 +1,6 @@
 """Scores of every workflow structure of the grammar under each simulator profile.
 
-`python -m harness.executors.sim_oracle` prints the table in docs/simulator.md: per domain and
+`python -m spogw.harness.executors.sim_oracle` prints the table in docs/simulator.md: per domain and
 profile, the best structure with its score, the median structure's score and the gap between them.
 All numbers are SIMULATED. The fairness tests (tests/test_sim_fairness.py) use the same functions.
 """
@@ -12,13 +12,13 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.benchmarks import load_benchmark
-from harness.benchmarks.base import Benchmark, Item
-from harness.evaluate import evaluate_workflow
-from harness.executors.sim import SimExecutor
-from harness.scores import item_scores
-from harness.workflows.engine import WorkflowEngine
-from harness.workflows.grammar import Structure, all_structures, render
+from spogw.harness.benchmarks import load_benchmark
+from spogw.harness.benchmarks.base import Benchmark, Item
+from spogw.harness.evaluate import evaluate_workflow
+from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.scores import item_scores
+from spogw.harness.workflows.engine import WorkflowEngine
+from spogw.harness.workflows.grammar import Structure, all_structures, render
 
 DOMAIN_BENCHMARK = {"math": "gsm_synth", "code": "humaneval"}
 
@@ -60,7 +60,7 @@ def oracle_items(domain: str, count: int) -> tuple[Benchmark, list[Item]]:
 
 def profile_table() -> str:
     """The markdown table of every profile's parameters (docs/simulator.md embeds it; a test checks it)."""
-    from harness.executors.sim_profiles import PROFILES
+    from spogw.harness.executors.sim_profiles import PROFILES
 
     def fmt(value: float) -> str:
         return f"{value:g}".replace("-", "−")
@@ -89,7 +89,7 @@ def profile_table() -> str:
 
 
 def main() -> None:
-    from harness.executors.sim_profiles import PROFILES
+    from spogw.harness.executors.sim_profiles import PROFILES
 
     print("| domain | profile | best structure | best | median structure | gap (points) | best tokens/run |")
     print("|---|---|---|---|---|---|---|")

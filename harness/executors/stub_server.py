@@ -7,7 +7,7 @@ body, a hang longer than any sensible client timeout, a slow-loris answer (heade
 one byte of body every `trickle_s`, so no single read ever times out), or a reset connection. GET /stats returns
 what it did. Use it in-process (`async with StubServer(...) as server`) or from a shell:
 
-    python -m harness.executors.stub_server --port 8765 --latency-s 0.2 --fault-rate 0.2
+    python -m spogw.harness.executors.stub_server --port 8765 --latency-s 0.2 --fault-rate 0.2
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import InputError
+from spogw.harness.errors import InputError
 
 FAULTS = ("429", "500", "garbage", "truncated", "hang", "slowloris", "reset")
 

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness import failpoints
-from harness.atomic import fsync_path
+from spogw.harness import failpoints
+from spogw.harness.atomic import fsync_path
 
 META = "spogw_adapter.json"
 

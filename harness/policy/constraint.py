@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.policy.prompts import COMPLETION_CUE, DOMAINS, GRAPH_CLOSE, GRAPH_OPEN, prompt_domain
+from spogw.harness.policy.prompts import COMPLETION_CUE, DOMAINS, GRAPH_CLOSE, GRAPH_OPEN, prompt_domain
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +60,7 @@ class GrammarConstraint:
             self.roots[domain], self.workflows[domain] = self._trie(domain, f"{GRAPH_OPEN}\n")
 
     def _trie(self, domain: str, opening: str) -> tuple[TrieNode, int]:
-        from harness.workflows.grammar import all_structures, render
+        from spogw.harness.workflows.grammar import all_structures, render
 
         root = TrieNode()
         completions = {f"{opening}{render(s)}{GRAPH_CLOSE}" for s in all_structures(domain)}

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.rollouts import Rollout, RolloutKey
+from spogw.harness.rollouts import Rollout, RolloutKey
 
 if TYPE_CHECKING:
-    from harness.policy.constraint import GrammarConstraint
-    from harness.policy.model import Generator
+    from spogw.harness.policy.constraint import GrammarConstraint
+    from spogw.harness.policy.model import Generator
 
 
 def completion_logprobs(
@@ -21,7 +21,7 @@ def completion_logprobs(
     """(S, T) per-token log-probs of each rollout's completion and the (S, T) mask: one batched
     forward, right padding. log_softmax(logits / T) over the tokens the decoding ``constraint``
     allowed (all without one): the quantity the sampler recorded."""
-    from harness.policy.constraint import masked_log_softmax
+    from spogw.harness.policy.constraint import masked_log_softmax
 
     device = next(model.parameters()).device
     width = max(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts)

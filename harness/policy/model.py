@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import InputError
-from harness.policy.prompts import TEMPLATE_VERSION, PromptStyle, build_prompt, template_id
-from harness.policy.sampling import Sample, SampleKey, SamplingParams, sample_hf
+from spogw.harness.errors import InputError
+from spogw.harness.policy.prompts import TEMPLATE_VERSION, PromptStyle, build_prompt, template_id
+from spogw.harness.policy.sampling import Sample, SampleKey, SamplingParams, sample_hf
 
 if TYPE_CHECKING:
     import torch
 
-    from harness.config import GeneratorConfig
-    from harness.policy.constraint import GrammarConstraint
+    from spogw.harness.config import GeneratorConfig
+    from spogw.harness.policy.constraint import GrammarConstraint
 
 TRAINABLE = "default"
 REFERENCE = "reference"
@@ -76,13 +76,13 @@ class Generator:
     def completion_logprobs(self, rollouts: Sequence[Any], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, T) log-probs (with gradients) of the rollouts' completions and their (S, T) mask,
         under the decoding constraint the sampler used (harness/policy/logprobs.py)."""
-        from harness.policy.logprobs import completion_logprobs
+        from spogw.harness.policy.logprobs import completion_logprobs
 
         return completion_logprobs(self.model, rollouts, temperature, self.constraint)
 
     def reference_logprobs(self, rollouts: Sequence[Any], ref: str, temperature: float) -> dict[Any, torch.Tensor]:
         """Per-token reference log-probs by rollout key (no gradients): see `reference`."""
-        from harness.policy.logprobs import reference_logprobs
+        from spogw.harness.policy.logprobs import reference_logprobs
 
         return reference_logprobs(self, rollouts, ref, temperature)
 
@@ -115,7 +115,7 @@ class Generator:
 
     def load_reference(self, adapter_dir: Path) -> None:
         """Load (or replace) the frozen reference adapter from a saved iteration."""
-        from harness.policy.checkpoints import check_adapter_base
+        from spogw.harness.policy.checkpoints import check_adapter_base
 
         check_adapter_base(adapter_dir, self.identity)
         if REFERENCE in self.model.peft_config:
@@ -155,19 +155,19 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
     """The generator of an experiment, LoRA attached, on ``device`` (default: GPU if present)."""
     import torch
 
-    from harness.torch_threads import apply_torch_threads
+    from spogw.harness.torch_threads import apply_torch_threads
 
     apply_torch_threads()
     device = device or default_device()
     dtype = resolve_dtype(config.dtype, device)
     if config.name == "tiny":
-        from harness.policy import tiny
+        from spogw.harness.policy import tiny
 
         recipe = tiny.TEST_RECIPE if config.tiny_recipe == "test" else tiny.TinyRecipe()
         base, tokenizer, _ = tiny.load(recipe, progress=progress)
         identity, style, max_prompt = f"tiny-{tiny.recipe_hash(recipe)}", "compact", recipe.max_prompt_tokens
     elif config.name == "smol":
-        from harness.policy import smol
+        from spogw.harness.policy import smol
 
         base, tokenizer = smol.load(dtype=dtype)
         identity, style, max_prompt = smol.IDENTITY, prompt_style(config, tokenizer), None
@@ -188,12 +188,12 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         torch.manual_seed(0)
         model = attach_lora(base, config)
     if config.backend == "vllm":
-        from harness.policy.vllm_backend import require_vllm
+        from spogw.harness.policy.vllm_backend import require_vllm
 
         require_vllm()
     constraint = None
     if decoding_mode(config) == "grammar":
-        from harness.policy.constraint import GrammarConstraint
+        from spogw.harness.policy.constraint import GrammarConstraint
 
         constraint = GrammarConstraint(tokenizer)
     return Generator(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
-    from harness.policy.constraint import GrammarConstraint, TrieNode
+    from spogw.harness.policy.constraint import GrammarConstraint, TrieNode
 
 SampleKey = tuple[Any, ...]
 """(seed, iteration, question id, sample index): everything a sample's randomness depends on."""
@@ -104,7 +104,7 @@ def sample_hf(
     import torch
     from transformers import DynamicCache
 
-    from harness.policy.constraint import masked_log_softmax
+    from spogw.harness.policy.constraint import masked_log_softmax
 
     if len(prompts) != len(keys):
         raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
@@ -218,7 +218,7 @@ def token_logprobs(
     constraint's mask (GrammarConstraint.allowed_mask), None for free decoding."""
     import torch
 
-    from harness.policy.constraint import masked_log_softmax
+    from spogw.harness.policy.constraint import masked_log_softmax
 
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids) + list(completion_ids)], dtype=torch.long, device=device)

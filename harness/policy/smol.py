@@ -30,7 +30,7 @@ def gguf_path() -> Path:
 
 
 def converted_dir() -> Path:
-    from harness.policy.tiny import cache_root
+    from spogw.harness.policy.tiny import cache_root
 
     return cache_root() / "generators" / "smollm2-135m-instruct"
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.console import say
-from harness.errors import InputError
+from spogw.harness.console import say
+from spogw.harness.errors import InputError
 
 RECIPE_VERSION = 1
 """Bump when the build procedure (tokenizer training, warm-up) changes: it is part of the cache key."""
@@ -98,7 +98,7 @@ def tiny_dir(recipe: TinyRecipe) -> Path:
 
 
 def _training_items(recipe: TinyRecipe) -> list[Any]:
-    from harness.benchmarks import load_benchmark
+    from spogw.harness.benchmarks import load_benchmark
 
     items = []
     for name in recipe.benchmarks:
@@ -110,8 +110,8 @@ def _training_items(recipe: TinyRecipe) -> list[Any]:
 
 
 def _example(item: Any, rng: random.Random) -> tuple[str, str]:
-    from harness.policy.prompts import GRAPH_CLOSE, GRAPH_OPEN, build_prompt
-    from harness.workflows.grammar import render, sample_structure
+    from spogw.harness.policy.prompts import GRAPH_CLOSE, GRAPH_OPEN, build_prompt
+    from spogw.harness.workflows.grammar import render, sample_structure
 
     code = render(sample_structure(item.domain, rng))
     return build_prompt(item.domain, item.question, "compact"), f"{GRAPH_OPEN}\n{code}{GRAPH_CLOSE}"
@@ -236,11 +236,11 @@ class QualityReport:
 def quality_report(model: Any, tokenizer: Any, recipe: TinyRecipe, items: list[Any]) -> list[QualityReport]:
     """Validity and diversity of samples at temperature 1.0 (top_p 0.95, the sampling default), one
     question per domain."""
-    from harness.policy.prompts import build_prompt
-    from harness.policy.sampling import SamplingParams, sample_hf
-    from harness.workflows.extract import extract_workflow
-    from harness.workflows.structure import structure_of
-    from harness.workflows.validate import WorkflowInvalid, validate_workflow
+    from spogw.harness.policy.prompts import build_prompt
+    from spogw.harness.policy.sampling import SamplingParams, sample_hf
+    from spogw.harness.workflows.extract import extract_workflow
+    from spogw.harness.workflows.structure import structure_of
+    from spogw.harness.workflows.validate import WorkflowInvalid, validate_workflow
 
     reports = []
     for domain in recipe.domains:

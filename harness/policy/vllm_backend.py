@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from harness.policy.sampling import Sample, SampleKey, SamplingParams, key_seed
+from spogw.harness.policy.sampling import Sample, SampleKey, SamplingParams, key_seed
 
 INSTALL_HINT = "the vllm sampling backend needs the [gpu] extra on a CUDA machine: pip install 'spogw-harness[gpu]'"
 

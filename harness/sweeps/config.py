@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from harness.config import (
+from spogw.harness.config import (
     ConfigError,
     ExperimentConfig,
     SchemaVersion,
@@ -25,7 +25,7 @@ from harness.config import (
     load_raw,
     validate,
 )
-from harness.sweeps.space import LinearConstraint, ParamSpec, parse_constraint
+from spogw.harness.sweeps.space import LinearConstraint, ParamSpec, parse_constraint
 
 
 class ObjectiveConfig(StrictModel):
@@ -216,7 +216,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
 
 def _check_experiment_field(path: Path, name: str) -> None:
     """A dotted parameter must name a field of the experiment schema."""
-    from harness.config import ExperimentConfig as Model
+    from spogw.harness.config import ExperimentConfig as Model
 
     node: Any = Model
     for part in name.split("."):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.sweeps.config import ObjectiveConfig
+from spogw.harness.sweeps.config import ObjectiveConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def objective_value(run_dir: Path, objective: ObjectiveConfig) -> float:
     """The objective of the run folder's final item scores (``objective_from_frame``)."""
-    from harness.scores import read_item_scores
+    from spogw.harness.scores import read_item_scores
 
     return objective_from_frame(read_item_scores(run_dir), objective, str(run_dir))
 
@@ -24,7 +24,7 @@ def objective_from_frame(frame: pd.DataFrame, objective: ObjectiveConfig, source
     seeds); paired_difference: the macro average of the per-benchmark mean over items of (method -
     baseline), item scores averaged over seeds, on the items both scored. ``frame``: an item frame
     (harness.scores.item_score_frame); ``source`` names it in errors."""
-    from harness.scores import final_rows, macro_average, macro_score
+    from spogw.harness.scores import final_rows, macro_average, macro_score
 
     frame = final_rows(frame[frame["transfer"] == ""])
     if frame.empty:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
-from harness.atomic import atomic_write_text
+from spogw.harness.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     import optuna
 
-    from harness.sweeps.config import Sweep
-    from harness.sweeps.storage import SweepPaths
+    from spogw.harness.sweeps.config import Sweep
+    from spogw.harness.sweeps.storage import SweepPaths
 
 PARENT_ATTR = "mlflow_parent_run_id"
 """The study user attribute that holds the sweep's MLflow parent run id."""
@@ -39,7 +39,7 @@ RECORD = "sweep_tracking.json"
 
 def start_parent_run(study: optuna.Study, sweep: Sweep, paths: SweepPaths) -> str | None:
     """Start the sweep's parent run, or set a resumed sweep's run RUNNING again; record its URI."""
-    from harness.tracking import Tracker
+    from spogw.harness.tracking import Tracker
 
     name = sweep.config.name
     tracker = Tracker(paths.run_dir, name, paths.mlflow_uri)
@@ -111,7 +111,7 @@ def _end(
     artifacts: Sequence[tuple[Path, str | None]],
     mlflow_uri: str | None,
 ) -> None:
-    from harness.tracking import Tracker
+    from spogw.harness.tracking import Tracker
 
     tracker = Tracker(run_dir, study.study_name, mlflow_uri)
     metrics = trial_counts(study)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import optuna
 
-from harness.errors import InputError
-from harness.sweeps.config import Sweep
+from spogw.harness.errors import InputError
+from spogw.harness.sweeps.config import Sweep
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class SweepPaths:
 
 
 def resolve_paths(run_dir: Path, storage: str | None, mlflow_uri: str | None) -> SweepPaths:
-    from harness.tracking import tracking_uri
+    from spogw.harness.tracking import tracking_uri
 
     run_dir.mkdir(parents=True, exist_ok=True)
     return SweepPaths(

@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from harness.errors import InputError
-from harness.sweeps.config import Sweep
-from harness.sweeps.objective import objective_value
-from harness.sweeps.parent_run import PARENT_ATTR, end_parent_run, ending_status, start_parent_run
-from harness.sweeps.space import Infeasible, suggest
-from harness.sweeps.storage import SweepPaths, heartbeat, open_storage, resolve_paths, study_lock
+from spogw.harness.errors import InputError
+from spogw.harness.sweeps.config import Sweep
+from spogw.harness.sweeps.objective import objective_value
+from spogw.harness.sweeps.parent_run import PARENT_ATTR, end_parent_run, ending_status, start_parent_run
+from spogw.harness.sweeps.space import Infeasible, suggest
+from spogw.harness.sweeps.storage import SweepPaths, heartbeat, open_storage, resolve_paths, study_lock
 
 if TYPE_CHECKING:
-    from harness.runner import Finisher
+    from spogw.harness.runner import Finisher
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 """Trials that count against n_trials (a FAIL does not: its retry does)."""
@@ -71,7 +71,7 @@ def refuse_changed_definition(study: optuna.Study, sweep: Sweep, paths: SweepPat
     new trials would run under another configuration beside the old ones, in one study."""
     import json
 
-    from harness.run_folder import config_differences
+    from spogw.harness.run_folder import config_differences
 
     stored = study.user_attrs.get(DEFINITION_ATTR)
     current = sweep.definition()
@@ -148,8 +148,8 @@ def run_trial(
     finish: Finisher | None = None,
 ) -> None:
     """Draw, run and tell one trial (``finish``: what ends each trial's run, e.g. its report)."""
-    from harness.config import ConfigError
-    from harness.runner import run_experiment
+    from spogw.harness.config import ConfigError
+    from spogw.harness.runner import run_experiment
 
     try:
         params = suggest(trial, sweep.config.space, sweep.config.linear_constraints())
@@ -175,7 +175,7 @@ def run_trial(
         if trial.should_prune():
             raise optuna.TrialPruned(f"test score {metrics['test_score']:.3f} at seed {seed}, iteration {iteration}")
 
-    from harness.config import validate
+    from spogw.harness.config import validate
 
     log(f"trial {trial.number}: {params}")
     with heartbeat(study, trial):
@@ -214,8 +214,8 @@ def run_trial(
 def _log_rollouts(trial_dir: Path, paths: SweepPaths, experiment: str) -> None:
     """The trial's rollouts and evaluation rows (parquet) as artifacts of its MLflow run, beside the
     per-item scores and report the runner logged."""
-    from harness.run_folder import export
-    from harness.tracking import Tracker
+    from spogw.harness.run_folder import export
+    from spogw.harness.tracking import Tracker
 
     tracker = Tracker(trial_dir, experiment, paths.mlflow_uri)
     for path in export(trial_dir):
@@ -267,7 +267,7 @@ def _start_over(sweep: Sweep, run_dir: Path, storage: str | None, log: Callable[
             optuna.delete_study(study_name=sweep.config.name, storage=storage)
             log(f"deleted study {sweep.config.name!r} from {storage}")
     if run_dir.exists():
-        from harness.run_folder import move_aside
+        from spogw.harness.run_folder import move_aside
 
         log(f"moved the previous sweep folder to {move_aside(run_dir)}")
 
@@ -291,8 +291,8 @@ def rerun_best(
 ) -> Path | None:
     """The best trial's configuration on the sweep's fresh seeds, in ``<run_dir>/best`` (resumable),
     evaluated on rerun.split; None when there is no completed trial or no re-run seed."""
-    from harness.config import validate
-    from harness.runner import run_experiment
+    from spogw.harness.config import validate
+    from spogw.harness.runner import run_experiment
 
     seeds = sweep.config.rerun.seeds
     if not seeds or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

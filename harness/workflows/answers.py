@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from harness.workflows.extract import extract_code
+from spogw.harness.workflows.extract import extract_code
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 

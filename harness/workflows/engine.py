@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from harness.benchmarks.base import Item
-from harness.executors.base import Executor, ExecutorUnavailable
-from harness.workflows.grounding import Grounding, question_specific, ungrounded_reason
-from harness.workflows.operators import RunContext
-from harness.workflows.pool import PoolLimits, WorkerPool
-from harness.workflows.sandbox import Sandbox
-from harness.workflows.validate import ValidatedWorkflow, WorkflowInvalid, validate_workflow
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.executors.base import Executor, ExecutorUnavailable
+from spogw.harness.workflows.grounding import Grounding, question_specific, ungrounded_reason
+from spogw.harness.workflows.operators import RunContext
+from spogw.harness.workflows.pool import PoolLimits, WorkerPool
+from spogw.harness.workflows.sandbox import Sandbox
+from spogw.harness.workflows.validate import ValidatedWorkflow, WorkflowInvalid, validate_workflow
 
 
 class RunStatus(StrEnum):

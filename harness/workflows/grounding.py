@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from harness.workflows.answers import extract
+from spogw.harness.workflows.answers import extract
 
 Grounding = Literal["contained", "verbatim"]
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")

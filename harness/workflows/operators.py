@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.benchmarks.base import Item
-from harness.benchmarks.programs import with_context
-from harness.executors.base import CallInfo, Executor, InfraError
-from harness.workflows.answers import extract
-from harness.workflows.pool import OperatorRefused
-from harness.workflows.sandbox import Sandbox
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.benchmarks.programs import with_context
+from spogw.harness.executors.base import CallInfo, Executor, InfraError
+from spogw.harness.workflows.answers import extract
+from spogw.harness.workflows.pool import OperatorRefused
+from spogw.harness.workflows.sandbox import Sandbox
 
 MAX_ARG_CHARS = 100_000
 PROGRAMMER_ATTEMPTS = 3

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.workflows.isolation import Limits, interpreter, isolated_command, kill_process_group, spawn_kwargs
+from spogw.harness.workflows.isolation import Limits, interpreter, isolated_command, kill_process_group, spawn_kwargs
 
 CallHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """(operator name, keyword arguments) -> operator result; raises OperatorRefused to fail the call."""

@@ -25,7 +25,7 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from harness.workflows.isolation import (
+from spogw.harness.workflows.isolation import (
     Limits,
     interpreter,
     isolated_command,
@@ -35,7 +35,8 @@ from harness.workflows.isolation import (
 )
 
 MAX_OUTPUT_BYTES = 64 * 1024
-DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_driver.py")
+# the real path: the sandbox shows harness/ itself, not the spogw/ links to it
+DRIVER = os.path.join(os.path.dirname(os.path.realpath(__file__)), "sandbox_driver.py")
 MARKER = ".spogw-completed"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from harness.workflows.validate import OPERATOR_NAMES
+from spogw.harness.workflows.validate import OPERATOR_NAMES
 
 
 def _operator_fields(tree: ast.Module) -> dict[str, str]:

@@ -22,8 +22,10 @@ import json
 import sys
 from typing import Any
 
-from harness.workflows.guards import BudgetExceeded, StepBudget, guarded_binop, safe_builtins
-from harness.workflows.validate import BINOP, BOUNDED, OPERATOR_NAMES, TICK
+# Relative: inside the sandbox this module is imported as harness.workflows.worker (only the
+# harness folder is visible there, not the spogw package that links to it).
+from .guards import BudgetExceeded, StepBudget, guarded_binop, safe_builtins
+from .validate import BINOP, BOUNDED, OPERATOR_NAMES, TICK
 
 
 class OperatorError(RuntimeError):
