@@ -85,8 +85,8 @@ def configure(quiet: bool = False) -> None:
         handler.addFilter(_NotProgress())  # the bars show progress on a terminal
     else:
         handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
-    if quiet:
-        handler.setLevel(logging.WARNING)
+    if quiet:  # no phase lines; notices (a run that cannot learn, a first-use build) still print
+        handler.addFilter(_NotProgress())
     root.addHandler(handler)
 
 

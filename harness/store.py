@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from spogw.harness import failpoints
+from spogw.harness.errors import InputError
 from spogw.harness.rollouts import Rollout, RolloutKey
 
 TABLES = ("rollouts", "eval_items", "iterations", "steps", "groups")
@@ -160,7 +161,7 @@ def _create_table(name: str, columns: Sequence[str], types: dict[str, str], key:
     return f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({keys}))"
 
 
-class StoreCorrupted(ValueError):
+class StoreCorrupted(InputError):
     """A run folder's database that SQLite cannot read (bad input: the CLI exits 2, touching nothing)."""
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 from spogw.harness import failpoints
 from spogw.harness.atomic import fsync_path
+from spogw.harness.errors import InputError
 
 META = "spogw_adapter.json"
 
 
-class AdapterMismatch(ValueError):
+class AdapterMismatch(InputError):
     """An adapter folder trained on another base model (or not an adapter folder at all)."""
 
 
