@@ -25,6 +25,7 @@ SCRIPTS = (
     "collection_throughput.py",
     "sampling_throughput.py",
     "machine_limit.py",
+    "update_memory.py",
     "quickstart_time.py",
 )
 

@@ -126,6 +126,22 @@ class LoraConfig(StrictModel):
     """Module names LoRA adapts (Qwen2 names; peft matches them by suffix)."""
 
 
+class TrainingConfig(StrictModel):
+    """How the trainer runs an update step on this machine. None of these changes what a step
+    computes (the loss and gradient are equal within 1e-6, tests/test_training.py), only the memory
+    and time it takes."""
+
+    micro_batch_sequences: int = Field(0, ge=0)
+    """Sequences per forward and backward pass in an update step (gradient accumulation); 0: a whole
+    unit at once (a question's unique sequences, or a step's pairs). Lower it when a step runs out of
+    memory: peak memory grows with sequences x completion tokens x vocabulary."""
+    gradient_checkpointing: bool = False
+    """Recompute the transformer's activations in the backward pass instead of keeping them: less
+    memory, about a third more compute per step."""
+    autocast: Literal["auto", "bf16", "off"] = "auto"
+    """bf16 autocast of the training forward: `auto` turns it on on a CUDA GPU and off on the CPU."""
+
+
 class SamplingConfig(StrictModel):
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature of the generator (the log-probs the loss uses are at this temperature)."""
@@ -166,6 +182,8 @@ class GeneratorConfig(StrictModel):
     """The LoRA adapter that training updates (the base model stays frozen)."""
     sampling: SamplingConfig = SamplingConfig()
     """How workflows are sampled, in collection and in evaluation."""
+    training: TrainingConfig = TrainingConfig()
+    """How update steps run (micro-batches, gradient checkpointing, autocast): memory, not results."""
 
     @field_validator("name")
     @classmethod

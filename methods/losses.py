@@ -269,6 +269,11 @@ class SequenceCoefficients:
     def to(self, device: torch.device | str) -> SequenceCoefficients:
         return SequenceCoefficients(self.positive.to(device), self.negative.to(device), self.kl.to(device), self.rows)
 
+    def select(self, index: slice) -> SequenceCoefficients:
+        """The coefficients of the sequences ``index`` (a micro-batch): the loss is a sum over
+        sequences, so the micro-batches' losses add up to the whole one."""
+        return SequenceCoefficients(self.positive[index], self.negative[index], self.kl[index], self.rows)
+
 
 def group_coefficients(
     groups: torch.Tensor,
@@ -318,7 +323,8 @@ def grpo_loss(
 
     Equal (value and gradient) to `grpo_loss_rows` over the materialised rows with the same
     ``policy_term``. Returns the scalar loss and detached metrics (policy term, KL term, clip
-    fraction: the share of active tokens whose ratio is outside [1 - eps_low, 1 + eps_high])."""
+    fraction: the share of active tokens whose ratio is outside [1 - eps_low, 1 + eps_high], and its
+    two counts, clipped_tokens and active_tokens, which micro-batches add up)."""
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - old_logp)
     upper, lower = policy_term(ratio, eps_low, eps_high)  # the factors where A > 0 and where A < 0
@@ -330,10 +336,13 @@ def grpo_loss(
     loss = policy_value + kl_term
     active = (coefficients.positive != 0) | (coefficients.negative != 0)
     is_clipped = ((ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)).to(logp.dtype) * mask * active[:, None]
+    active_tokens = (mask * active[:, None]).sum()
     metrics = {
         "policy_term": policy_value.detach(),
         "kl_term": kl_term.detach(),
-        "clip_fraction": (is_clipped.sum() / (mask * active[:, None]).sum().clamp(min=1.0)).detach(),
+        "clip_fraction": (is_clipped.sum() / active_tokens.clamp(min=1.0)).detach(),
+        "clipped_tokens": is_clipped.sum().detach(),
+        "active_tokens": active_tokens.detach(),
     }
     return loss, metrics
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from spogw.harness.registry import Registry
 from spogw.harness.rollouts import Rollout, RolloutKey
-from spogw.methods.config import GRPOConfig, MethodConfig, PairConfig
 from spogw.methods.losses import PAIR_LOSSES, POLICY_TERMS, group_coefficients, grpo_loss
 from spogw.methods.units import UNIT_BUILDERS, GroupUnit, PairUnit, Unit, question_seed
+
+if TYPE_CHECKING:  # pydantic stays out of the step's imports: bench/update_memory.py runs it on a bare GPU box
+    from spogw.methods.config import GRPOConfig, MethodConfig, PairConfig
 
 
 class Policy(Protocol):
@@ -40,6 +42,11 @@ class Policy(Protocol):
         """Put the model in training mode (LoRA dropout on)."""
         ...
 
+    @property
+    def micro_batch_sequences(self) -> int:
+        """Sequences per forward/backward pass in a step (gradient accumulation); 0: a unit at once."""
+        ...
+
 
 UpdateStep = Callable[
     [Policy, Sequence[Any], Any, dict[RolloutKey, torch.Tensor], torch.optim.Optimizer, float], dict[str, float]
@@ -54,6 +61,12 @@ def _padded(values: Sequence[Sequence[float]], width: int) -> torch.Tensor:
     return out
 
 
+def micro_batches(count: int, size: int) -> list[slice]:
+    """[0, count) in consecutive slices of at most ``size`` (0: one slice)."""
+    size = size or count
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
 @UPDATES.register("groups")
 def group_step(
     policy: Policy,
@@ -64,33 +77,50 @@ def group_step(
     temperature: float,
 ) -> dict[str, float]:
     """One optimizer step on the groups of ``units`` (a few questions): each question's unique
-    sequences are forwarded once; the step's loss is the mean of the questions' losses."""
+    sequences are forwarded once; the step's loss is the mean of the questions' losses.
+
+    The deduplicated loss is a sum over sequences, so a question's sequences may be forwarded and
+    back-propagated in micro-batches of ``policy.micro_batch_sequences`` (gradients accumulate):
+    the loss and gradient equal the one-pass step up to float rounding (tests/test_training.py)."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     term = POLICY_TERMS.get(config.policy_term)
-    totals = {"loss": 0.0, "policy_term": 0.0, "kl_term": 0.0, "clip_fraction": 0.0, "mean_abs_advantage": 0.0}
+    totals = {"loss": 0.0, "policy_term": 0.0, "kl_term": 0.0, "mean_abs_advantage": 0.0}
+    clipped = active_tokens = 0.0
     tokens = 0
     active = [u for u in units if u.groups_kept > 0]
     for unit in active:
         rollouts = unit.rollouts
-        logp, mask = policy.completion_logprobs(rollouts, temperature)
-        width = logp.shape[1]
-        old = _padded([r.old_logp for r in rollouts], width).to(logp.device)
-        ref = _padded([ref_cache[r.key].tolist() for r in rollouts], width).to(logp.device)
         lengths = torch.tensor([len(r.completion_ids) for r in rollouts])
         coefficients = group_coefficients(
             unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(rollouts)
         )
-        loss, metrics = grpo_loss(
-            logp, old, ref, mask, coefficients.to(logp.device), config.beta, config.eps_low, config.eps_high, term
-        )
-        (loss / len(active)).backward()
-        totals["loss"] += loss.item() / len(active)
-        totals["policy_term"] += float(metrics["policy_term"]) / len(active)
-        totals["kl_term"] += float(metrics["kl_term"]) / len(active)
-        totals["clip_fraction"] += float(metrics["clip_fraction"]) / len(active)
+        for part in micro_batches(len(rollouts), policy.micro_batch_sequences):
+            chunk = rollouts[part]
+            logp, mask = policy.completion_logprobs(chunk, temperature)
+            width = logp.shape[1]
+            old = _padded([r.old_logp for r in chunk], width).to(logp.device)
+            ref = _padded([ref_cache[r.key].tolist() for r in chunk], width).to(logp.device)
+            loss, metrics = grpo_loss(
+                logp,
+                old,
+                ref,
+                mask,
+                coefficients.select(part).to(logp.device),
+                config.beta,
+                config.eps_low,
+                config.eps_high,
+                term,
+            )
+            (loss / len(active)).backward()
+            totals["loss"] += loss.item() / len(active)
+            totals["policy_term"] += float(metrics["policy_term"]) / len(active)
+            totals["kl_term"] += float(metrics["kl_term"]) / len(active)
+            clipped += float(metrics["clipped_tokens"])
+            active_tokens += float(metrics["active_tokens"])
+            tokens += int(mask.sum())
         totals["mean_abs_advantage"] += float(unit.advantages.abs().mean()) / len(active)
-        tokens += int(mask.sum())
+    totals["clip_fraction"] = clipped / max(active_tokens, 1.0)
     if active:
         torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
         optimizer.step()
@@ -110,27 +140,35 @@ def pair_step(
     optimizer: torch.optim.Optimizer,
     temperature: float,
 ) -> dict[str, float]:
-    """One optimizer step of the config's pair loss (PAIR_LOSSES) on summed completion log-probs."""
+    """One optimizer step of the config's pair loss (PAIR_LOSSES) on summed completion log-probs,
+    the mean over ``pairs``; in micro-batches of ``policy.micro_batch_sequences`` // 2 pairs (each
+    pair's two sequences together), whose losses add up to the mean."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    chosen = [p.chosen for p in pairs]
-    rejected = [p.rejected for p in pairs]
-    logp_c, mask_c = policy.completion_logprobs(chosen, temperature)
-    logp_r, mask_r = policy.completion_logprobs(rejected, temperature)
-    sum_c, sum_r = (logp_c * mask_c).sum(-1), (logp_r * mask_r).sum(-1)
-    ref_c = torch.stack([ref_cache[r.key].sum() for r in chosen]).to(sum_c.device)
-    ref_r = torch.stack([ref_cache[r.key].sum() for r in rejected]).to(sum_c.device)
-    s_w = torch.tensor([float(r.score or 0.0) for r in chosen], device=sum_c.device)
-    s_l = torch.tensor([float(r.score or 0.0) for r in rejected], device=sum_c.device)
-    loss = PAIR_LOSSES.get(config.loss)(sum_c, ref_c, sum_r, ref_r, s_w, s_l, config.beta).mean()
-    loss.backward()
+    total_loss, margins, tokens = 0.0, [], 0
+    loss_fn = PAIR_LOSSES.get(config.loss)
+    sequences = policy.micro_batch_sequences
+    pairs_per_pass = max(1, sequences // 2) if sequences else 0
+    for part in micro_batches(len(pairs), pairs_per_pass):
+        chosen = [p.chosen for p in pairs[part]]
+        rejected = [p.rejected for p in pairs[part]]
+        logp_c, mask_c = policy.completion_logprobs(chosen, temperature)
+        logp_r, mask_r = policy.completion_logprobs(rejected, temperature)
+        sum_c, sum_r = (logp_c * mask_c).sum(-1), (logp_r * mask_r).sum(-1)
+        ref_c = torch.stack([ref_cache[r.key].sum() for r in chosen]).to(sum_c.device)
+        ref_r = torch.stack([ref_cache[r.key].sum() for r in rejected]).to(sum_c.device)
+        s_w = torch.tensor([float(r.score or 0.0) for r in chosen], device=sum_c.device)
+        s_l = torch.tensor([float(r.score or 0.0) for r in rejected], device=sum_c.device)
+        loss = loss_fn(sum_c, ref_c, sum_r, ref_r, s_w, s_l, config.beta).sum() / len(pairs)
+        loss.backward()
+        total_loss += loss.item()
+        margins.append(((sum_c - ref_c) - (sum_r - ref_r)).detach())
+        tokens += int(mask_c.sum() + mask_r.sum())
     torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
     optimizer.step()
-    margin = ((sum_c - ref_c) - (sum_r - ref_r)).detach()
-    tokens = int(mask_c.sum() + mask_r.sum())
     return {
-        "loss": loss.item(),
-        "reward_margin": float(margin.mean()),
+        "loss": total_loss,
+        "reward_margin": float(torch.cat(margins).mean()),
         "pairs": float(len(pairs)),
         "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
     }

@@ -287,3 +287,119 @@ def test_online_schedule_with_the_previous_iteration_as_reference(small_generato
     parameters = dict(small_generator.model.named_parameters())
     for name, start in lora.items():
         assert torch.equal(parameters[name.replace(".default.", f".{REFERENCE}.")], start), name
+
+
+# ----------------------------------------------------------------------------------------------
+# The memory-safe step (issue 22, item 3): completion-only logits, micro-batches with gradient
+# accumulation, gradient checkpointing, bf16 autocast. None may change what a step computes.
+
+
+@pytest.fixture(scope="module")
+def no_dropout_generator(small_generator):  # type: ignore[no-untyped-def]
+    """The small generator's base with a fresh LoRA without dropout: in training mode (where
+    gradient checkpointing acts) two forwards of the same batch are then the same function."""
+    from transformers import AutoModelForCausalLM
+
+    from spogw.harness.config import GeneratorConfig, LoraConfig
+    from spogw.harness.policy import tiny
+    from spogw.harness.policy.model import attach_lora
+
+    base = AutoModelForCausalLM.from_pretrained(tiny.tiny_dir(tiny.TEST_RECIPE))
+    torch.manual_seed(1)
+    model = attach_lora(base, GeneratorConfig(lora=LoraConfig(dropout=0.0)))
+    with torch.no_grad():  # B = 0 at init would make every LoRA gradient but B's zero
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.02)
+    return dataclasses.replace(small_generator, model=model)
+
+
+def test_completion_logprobs_equal_one_unpadded_sequence_at_a_time(small_generator, collected) -> None:  # type: ignore[no-untyped-def]
+    """The batched, completion-only forward (prompts left-padded, logits_to_keep) gives every
+    rollout's log-probs as a forward of that sequence alone over all its positions would (the
+    grammar-constrained form: tests/test_constraint.py)."""
+    from spogw.harness.policy.sampling import token_logprobs
+
+    model = small_generator.model
+    model.eval()
+    assert len({len(r.prompt_ids) for r in collected}) > 1 and len({len(r.completion_ids) for r in collected}) > 1
+    with torch.no_grad():
+        logp, mask = completion_logprobs(model, collected, 0.7)
+        worst = 0.0
+        for row, r in enumerate(collected):
+            alone = token_logprobs(model, r.prompt_ids, r.completion_ids, 0.7)
+            worst = max(worst, float((logp[row, : len(r.completion_ids)] - alone).abs().max()))
+            assert mask[row].sum() == len(r.completion_ids) and mask[row, len(r.completion_ids) :].sum() == 0
+    print(f"max |batched - alone| = {worst:.2e}")
+    assert worst < 1e-5
+
+
+def _step_gradient(generator, units, config, ref_cache) -> tuple[dict[str, float], torch.Tensor]:  # type: ignore[no-untyped-def]
+    """One update step's metrics and the LoRA gradient it applied (lr 0: the weights stay put)."""
+    from spogw.methods.steps import UPDATES
+
+    params = generator.trainable_parameters()
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    metrics = UPDATES.get(config.update)(generator, units, config, ref_cache, optimizer, 1.0)
+    return metrics, torch.cat([p.grad.reshape(-1) for p in params])
+
+
+@pytest.mark.parametrize("kind", ["groups", "pairs"])
+def test_micro_batches_and_checkpointing_give_the_one_pass_step(no_dropout_generator, collected, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Micro-batches of 1, 2 and 5 sequences (gradient accumulation) and gradient checkpointing:
+    the step's loss and gradient equal the one-pass step within 1e-6 (float rounding only)."""
+    from spogw.methods.steps import build_units, unit_rollouts
+
+    config = (
+        GRPOConfig(num_samples=6, group_size=4, max_groups=15, beta=0.1, questions_per_step=3, max_grad_norm=1e9)
+        if kind == "groups"
+        else PairConfig(num_samples=6, pairs="scoreflow", pairs_per_question=3, beta=0.1, max_grad_norm=1e9)
+    )
+    units = build_units(_varied(collected), config, seed=0, iteration=0)
+    assert units
+    unique = list({r.key: r for u in units for r in unit_rollouts(u)}.values())
+    ref_cache = {r.key: torch.tensor(r.old_logp) - 0.05 for r in unique}
+    generator = no_dropout_generator
+    generator.model.train()
+    reference, gradient = _step_gradient(
+        dataclasses.replace(generator, micro_batch_sequences=0), units, config, ref_cache
+    )
+    assert float(gradient.abs().max()) > 0
+    variants = [dataclasses.replace(generator, micro_batch_sequences=k) for k in (1, 2, 5)]
+    generator.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        assert generator.model.is_activation_checkpointing
+        checkpointed = _step_gradient(dataclasses.replace(generator, micro_batch_sequences=2), units, config, ref_cache)
+    finally:
+        generator.model.activation_checkpointing_disable()
+    results = [_step_gradient(v, units, config, ref_cache) for v in variants] + [checkpointed]
+    for name, (metrics, other) in zip(["micro 1", "micro 2", "micro 5", "checkpointed, micro 2"], results, strict=True):
+        difference = float((other - gradient).abs().max())
+        losses = f"loss {metrics['loss']:.8f} vs {reference['loss']:.8f}"
+        print(f"{kind} {name}: {losses}, max gradient difference {difference:.1e}")
+        assert abs(metrics["loss"] - reference["loss"]) < 1e-6 and difference < 1e-6
+        if kind == "groups":
+            assert abs(metrics["clip_fraction"] - reference["clip_fraction"]) < 1e-9
+
+
+def test_bf16_autocast_and_the_training_fields_reach_the_generator(spogw_cache, collected) -> None:  # type: ignore[no-untyped-def]
+    """generator.training is wired: micro-batches, checkpointing and autocast from the experiment
+    file reach the loaded generator; bf16 autocast changes the forward (it ran) by bf16's rounding."""
+    from spogw.harness.config import GeneratorConfig, TrainingConfig
+    from spogw.harness.policy.model import load_generator
+
+    training = TrainingConfig(micro_batch_sequences=3, gradient_checkpointing=True, autocast="bf16")
+    free = {"tiny_recipe": "test", "decoding": "free"}  # the collected rollouts were sampled free
+    generator = load_generator(GeneratorConfig(**free, training=training), device="cpu", progress=False)
+    assert generator.micro_batch_sequences == 3 and generator.autocast
+    assert generator.model.is_activation_checkpointing
+    default = load_generator(GeneratorConfig(**free), device="cpu", progress=False)
+    assert not default.autocast and default.micro_batch_sequences == 0 and not default.model.is_activation_checkpointing
+    generator.model.eval()
+    default.model.eval()
+    with torch.no_grad():
+        mixed, mask = generator.completion_logprobs(collected[:4], 1.0)
+        full, _ = default.completion_logprobs(collected[:4], 1.0)
+    difference = float(((mixed - full).abs() * mask).max())
+    print(f"bf16 autocast vs float32 log-probs: max difference {difference:.2e}")
+    assert 0 < difference < 0.5 and mixed.dtype == torch.float32

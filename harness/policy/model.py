@@ -46,6 +46,10 @@ class Generator:
     stop_ids: tuple[int, ...] = ()
     """Token ids that end a completion: every eos id of the model's generation config and the
     tokenizer's (an instruct model may end on either, e.g. Qwen2's <|im_end|> and <|endoftext|>)."""
+    micro_batch_sequences: int = 0
+    """Sequences per forward/backward in an update step; 0: a whole unit (generator.training)."""
+    autocast: bool = False
+    """bf16 autocast around the training forward (generator.training.autocast, resolved)."""
 
     @property
     def exact_sampler_logprobs(self) -> bool:
@@ -76,9 +80,14 @@ class Generator:
     def completion_logprobs(self, rollouts: Sequence[Any], temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, T) log-probs (with gradients) of the rollouts' completions and their (S, T) mask,
         under the decoding constraint the sampler used (harness/policy/logprobs.py)."""
+        import torch
+
         from spogw.harness.policy.logprobs import completion_logprobs
 
-        return completion_logprobs(self.model, rollouts, temperature, self.constraint)
+        if not self.autocast:
+            return completion_logprobs(self.model, rollouts, temperature, self.constraint)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return completion_logprobs(self.model, rollouts, temperature, self.constraint)
 
     def reference_logprobs(self, rollouts: Sequence[Any], ref: str, temperature: float) -> dict[Any, torch.Tensor]:
         """Per-token reference log-probs by rollout key (no gradients): see `reference`."""
@@ -196,6 +205,10 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         from spogw.harness.policy.constraint import GrammarConstraint
 
         constraint = GrammarConstraint(tokenizer)
+    training = config.training
+    if training.gradient_checkpointing:
+        # non-reentrant: the LoRA weights get gradients although the frozen embeddings' outputs do not
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return Generator(
         model,
         tokenizer,
@@ -206,6 +219,8 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         constraint,
         prompt_version=config.prompt_version,
         stop_ids=stop_token_ids(base, tokenizer),
+        micro_batch_sequences=training.micro_batch_sequences,
+        autocast=training.autocast == "bf16" or (training.autocast == "auto" and torch.device(device).type == "cuda"),
     )
 
 
