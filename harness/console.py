@@ -25,6 +25,7 @@ from pathlib import Path
 LOGGER = "spogw"
 PROGRESS_LOGGER = "spogw.progress"
 LOG_FORMAT = "%(asctime)s %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 RUN_LOG = "run.log"
 
 log = logging.getLogger(LOGGER)
@@ -76,26 +77,24 @@ def configure(quiet: bool = False) -> None:
             hf_logging.set_verbosity_error()
     root = logging.getLogger(LOGGER)
     root.setLevel(logging.INFO)
-    root.propagate = False
     for handler in [h for h in root.handlers if getattr(h, "_spogw_console", False)]:
         root.removeHandler(handler)
     handler = _Stderr()
-    if interactive():
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.addFilter(_NotProgress())  # the bars show progress on a terminal
-    else:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
-    if quiet:  # no phase lines; notices (a run that cannot learn, a first-use build) still print
+    handler.setFormatter(
+        logging.Formatter("%(message)s") if interactive() else logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+    )
+    if interactive() or quiet:
+        # a terminal has the bars; --quiet has neither. Notices (a run that cannot learn, a
+        # first-use build) still print.
         handler.addFilter(_NotProgress())
     root.addHandler(handler)
 
 
 def say(text: str) -> None:
     """A notice the user must see now (stderr, and the run log when one is open)."""
-    if not logging.getLogger(LOGGER).handlers:  # used as a library, no CLI: still say it
-        print(text, file=sys.stderr)
-        return
     log.info(text)
+    if not any(getattr(h, "_spogw_console", False) for h in log.handlers):  # a library use, no CLI
+        print(text, file=sys.stderr)
 
 
 def duration(seconds: float) -> str:
@@ -127,7 +126,7 @@ class RunProgress:
         self._file: logging.Handler | None = None
         if run_dir is not None:
             self._file = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
-            self._file.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+            self._file.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
             logging.getLogger(LOGGER).addHandler(self._file)
             logging.getLogger(LOGGER).setLevel(logging.INFO)
 
@@ -137,7 +136,7 @@ class RunProgress:
         remaining = self.total - self._skipped - worked
         if worked <= 0:
             return "ETA not known yet"
-        return f"ETA {duration((time.monotonic() - self._start) * remaining / worked)}"
+        return f"ETA {duration(self._elapsed_s() * remaining / worked)}"
 
     def phase(
         self,
@@ -153,13 +152,14 @@ class RunProgress:
         where = f"{label} seed {seed}" + (f" iteration {iteration}/{iterations}" if iteration is not None else "")
         text = f"{where}: {phase}" + (f" ({counts})" if counts else "")
         self._bar.set_postfix_str(text)
-        elapsed = duration(time.monotonic() - self._start)
-        record = f"{self.name}: cell {self.done + 1}/{self.total} {text} | elapsed {elapsed}, {self.eta(fraction)}"
-        self._log(record)
+        elapsed = duration(self._elapsed_s())
+        progress_log.info(
+            f"{self.name}: cell {self.done + 1}/{self.total} {text} | elapsed {elapsed}, {self.eta(fraction)}"
+        )
 
     def note(self, text: str) -> None:
         """A step outside the cells (writing the report)."""
-        self._log(f"{self.name}: {text} | elapsed {duration(time.monotonic() - self._start)}")
+        progress_log.info(f"{self.name}: {text} | elapsed {duration(self._elapsed_s())}")
 
     def skipped(self) -> None:
         """A cell an earlier process finished."""
@@ -171,13 +171,14 @@ class RunProgress:
         self.done += 1
         self._ran += 1
         self._bar.update(1)
-        elapsed = duration(time.monotonic() - self._start)
+        elapsed = duration(self._elapsed_s())
         left = f", {self.eta()}" if self.done < self.total else ""
-        self._log(f"{self.name}: cell {self.done}/{self.total} {label} seed {seed} done | elapsed {elapsed}{left}")
+        progress_log.info(
+            f"{self.name}: cell {self.done}/{self.total} {label} seed {seed} done | elapsed {elapsed}{left}"
+        )
 
-    def _log(self, text: str) -> None:
-        # with --quiet the stderr handler drops INFO; run.log (a handler of the parent logger) keeps it
-        progress_log.info(text)
+    def _elapsed_s(self) -> float:
+        return time.monotonic() - self._start
 
     def close_bar(self) -> None:
         """The cells are done: the bar goes, the log lines go on (the report is written next)."""
