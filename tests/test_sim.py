@@ -185,5 +185,5 @@ def test_docs_profile_table_is_current(repo) -> None:  # type: ignore[no-untyped
     from spogw.harness.executors.sim_oracle import profile_table
 
     assert profile_table() in (repo / "docs" / "simulator.md").read_text(), (
-        "docs/simulator.md is stale: paste the output of harness.executors.sim_oracle.profile_table()"
+        "docs/simulator.md is stale: paste the output of spogw.harness.executors.sim_oracle.profile_table()"
     )
