@@ -167,16 +167,6 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1.0
 
 
-def clipped_surrogate(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.2
-) -> torch.Tensor:
-    """(B, T) -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) with r = exp(logp - old_logp);
-    ``advantages`` (B, 1) broadcasts over tokens."""
-    ratio = torch.exp(logp - old_logp)
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    return -torch.minimum(ratio * advantages, clipped * advantages)
-
-
 @POLICY_TERMS.register("clip")
 def clipped_term(ratio: torch.Tensor, eps_low: float, eps_high: float) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped ratio (arXiv 1707.06347), split by the advantage's sign: min(r, clip(r)) where

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from spogw.methods.losses import (
     aggregate,
     build_groups,
-    clipped_surrogate,
+    clipped_term,
     dpo_loss,
     group_advantages,
     group_coefficients,
@@ -91,15 +91,13 @@ def test_k3_kl_hand_computed() -> None:
     assert torch.allclose(k3_kl(logp, ref), expected)
 
 
-def test_clipped_surrogate_hand_computed() -> None:
-    old = torch.zeros(1, 3)
-    logp = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # ratios 1.5, 0.5, 1.0
-    pos = clipped_surrogate(logp, old, torch.tensor([[2.0]]))
-    assert torch.allclose(pos, torch.tensor([[-2.0 * 1.2, -2.0 * 0.5, -2.0]]))  # min(rA, clip(r)A)
-    neg = clipped_surrogate(logp, old, torch.tensor([[-1.0]]))
-    assert torch.allclose(neg, torch.tensor([[1.5, 0.8, 1.0]]))
-    asym = clipped_surrogate(logp, old, torch.tensor([[1.0]]), eps_low=0.2, eps_high=0.28)
-    assert torch.allclose(asym[0, 0], torch.tensor(-1.28))
+def test_clipped_term_hand_computed() -> None:
+    ratio = torch.tensor([[1.5, 0.5, 1.0]])
+    upper, lower = clipped_term(ratio, 0.2, 0.2)
+    assert torch.allclose(-2.0 * upper, torch.tensor([[-2.0 * 1.2, -2.0 * 0.5, -2.0]]))  # min(rA, clip(r)A), A=2
+    assert torch.allclose(1.0 * lower, torch.tensor([[1.5, 0.8, 1.0]]))  # -A * max(r, clip(r)), A=-1
+    asym_upper, _ = clipped_term(ratio, 0.2, 0.28)
+    assert torch.allclose(-asym_upper[0, 0], torch.tensor(-1.28))
 
 
 def test_kl_mask_modes() -> None:
