@@ -71,10 +71,13 @@ def _validate_workflow(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.files:
         try:
-            workflow = validate_workflow(Path(path).read_text())
+            workflow = validate_workflow(Path(path).read_text(encoding="utf-8"))
         except WorkflowInvalid as err:
             failures += 1
             print(f"{path}: invalid: {err}")
+        except UnicodeDecodeError as err:
+            failures += 1
+            print(f"{path}: invalid: not UTF-8 text (byte {err.start}: {err.reason})")
         except OSError as err:
             raise UsageError(f"{path}: cannot read ({err.strerror})") from None
         else:
@@ -139,6 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
     from spogw.harness.benchmarks import load_benchmark
     from spogw.harness.catalog import registries
     from spogw.harness.config import ExecutorConfig, format_validation_error
+    from spogw.harness.errors import check_file_target
     from spogw.harness.evaluate import evaluate_workflow, status_counts, write_parquet
     from spogw.harness.executors import executor_from_config, parse_executor_spec
     from spogw.harness.executors.base import ExecutorUnavailable
@@ -204,6 +208,7 @@ def _eval(args: argparse.Namespace) -> int:
         split += f", first {len(items)} (--limit)"
     default_name = f"{benchmark.name}-{name}-{args.executor.replace(':', '_')}-{args.split}"
     out = Path(args.out) if args.out else _fresh_path(Path("runs/eval"), default_name, ".parquet")
+    check_file_target(out, "--out")  # before the evaluation, not after it
 
     simulated = bool(getattr(executor, "simulated", False))
     banner = " [SIMULATED EXECUTOR: not an LLM result]" if simulated else ""
@@ -356,10 +361,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from spogw.harness.errors import check_folder_target
     from spogw.harness.run_folder import export
 
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out}: is a file; give a folder (the tables are written into it)")
+    if args.out:
+        check_folder_target(Path(args.out), "--out")  # the tables are written into it
     for path in export(Path(args.run_dir), Path(args.out) if args.out else None):
         print(path)
     return 0
@@ -385,10 +391,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     from spogw.harness.atomic import atomic_write_text
+    from spogw.harness.errors import check_file_target
     from spogw.harness.schema_doc import render
 
     text = render()
     if args.out:
+        check_file_target(Path(args.out), "--out")
         atomic_write_text(Path(args.out), text)
         print(f"wrote {args.out}")
     else:
@@ -547,13 +555,25 @@ RESUMABLE = ("run", "sweep")
 """Commands whose work is kept as it is done: interrupted, the same command resumes it."""
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end is closed: polling the writing end of
+    such a pipe reports POLLERR (Linux, macOS). A broken pipe elsewhere leaves stdout writable."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, closed)
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spogw.harness import console
-    from spogw.harness.errors import InputError, operational_failure
-    from spogw.harness.executors.base import ExecutorUnavailable
+    from spogw.harness.errors import InputError, ServiceUnavailable, operational_failure
     from spogw.harness.registry import RegistryError
-    from spogw.harness.tracking import TrackingUnavailable
 
     console.configure(quiet=bool(getattr(args, "quiet", False)))
     try:
@@ -568,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InputError, RegistryError, FileNotFoundError, NotImplementedError) as err:
         print(f"spogw: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ExecutorUnavailable, TrackingUnavailable) as err:
+    except ServiceUnavailable as err:
         print(f"spogw: stopped: {err}", file=sys.stderr)
         return EXIT_SERVICE_DOWN
     except KeyboardInterrupt:
@@ -576,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nspogw: interrupted{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe broke (a sandbox worker's): a failure to see, not a closed `| head`
         # the reader went away (`spogw run --dry-run | head`): nothing to say, and nowhere to say it
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -8,7 +8,8 @@ Three kinds end a command without a traceback (harness/cli.py maps them to exit 
   "database or disk is full"), a folder that cannot be written (``EACCES``, ``EPERM``, ``EROFS``,
   SQLite's "readonly database"). Everything a run finished is already stored, so the message says
   what to fix and that running the same command resumes.
-- a service the run needs does not answer (the executor endpoint, the tracking server): exit 3.
+- ``ServiceUnavailable``: a service the run needs does not answer (the executor endpoint, the
+  tracking server, the dataset hub): exit 3.
 
 Anything else is a bug and keeps its traceback: a blanket ``except ValueError`` would hide it.
 """
@@ -18,15 +19,25 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-# SQLite reports these as text (sqlite3.OperationalError), which MLflow/SQLAlchemy wrap again
+_NO_PERMISSION = {errno.EACCES, errno.EPERM}
+# SQLite reports these as text (sqlite3.OperationalError), which MLflow/SQLAlchemy wrap again; only
+# texts SQLite itself writes: a free-form "permission denied" could be an executor's HTTP 403 body
 _DISK_FULL_TEXT = ("database or disk is full", "no space left on device")
-_NOT_WRITABLE_TEXT = ("attempt to write a readonly database", "read-only file system", "permission denied")
+_READ_ONLY_TEXT = ("attempt to write a readonly database", "read-only file system")
+# Where an implicit chain (an exception raised while handling another) is followed: wrappers of
+# storage errors that do not always say ``from``. A bug raised while handling a full disk stays a bug.
+_WRAPPER_MODULES = ("sqlite3", "sqlalchemy", "mlflow", "optuna")
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service the run needs does not answer (executor, tracking server, dataset hub). The CLI
+    prints it without a traceback and exits 3; running the same command again resumes."""
 
 
 class InputError(ValueError):
@@ -43,7 +54,9 @@ class Operational:
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and every exception it was raised from or while handling (cycles cut)."""
+    """``err`` and the exceptions it was raised from (``__cause__``, SQLAlchemy's ``.orig``), and
+    the one it was raised while handling (``__context__``) when ``err`` is an OSError or comes from
+    a storage library (cycles cut)."""
     seen: set[int] = set()
     todo = [err]
     while todo:
@@ -52,7 +65,9 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(current))
         yield current
-        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        wrapper = isinstance(current, OSError) or type(current).__module__.split(".")[0] in _WRAPPER_MODULES
+        context = current.__context__ if wrapper and not current.__suppress_context__ else None
+        todo += [e for e in (current.__cause__, context) if e is not None]
         orig = getattr(current, "orig", None)  # SQLAlchemy keeps the DB-API error here
         if isinstance(orig, BaseException):
             todo.append(orig)
@@ -75,10 +90,38 @@ def operational_failure(err: BaseException) -> Operational | None:
                 "kept), then run the same command again to resume.",
                 EXIT_FAILURE,
             )
-        if code in _NOT_WRITABLE or (code is None and any(t in text for t in _NOT_WRITABLE_TEXT)):
+        if code == errno.EROFS or (code is None and any(t in text for t in _READ_ONLY_TEXT)):
             return Operational(
-                f"cannot write{_where(cause)}: {getattr(cause, 'strerror', None) or 'not writable'}. Choose a "
-                "folder you can write (--run-dir, --out) or fix its permissions, then run the command again.",
+                f"cannot write{_where(cause)}: read-only. Choose a folder you can write (--run-dir, --out), "
+                "then run the command again.",
+                EXIT_BAD_INPUT,
+            )
+        if code in _NO_PERMISSION:
+            return Operational(
+                f"permission denied{_where(cause)}. Choose a file or folder you may use (--run-dir, --out) or "
+                "fix its permissions, then run the command again.",
                 EXIT_BAD_INPUT,
             )
     return None
+
+
+def _file_ancestor(path: Path) -> Path | None:
+    return next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+
+
+def check_folder_target(path: Path, option: str) -> None:
+    """Raise InputError, before any work, when ``path`` cannot become a folder: it is a file, or a
+    file stands where one of its parent folders would be. ``option`` names the flag (``--run-dir``)."""
+    blocker = path if path.exists() and not path.is_dir() else _file_ancestor(path)
+    if blocker is not None:
+        raise InputError(f"{option} {path}: {blocker} is a file, not a folder; give a folder path")
+
+
+def check_file_target(path: Path, option: str) -> None:
+    """Raise InputError, before any work, when ``path`` cannot be written as a file: it is a folder,
+    or a file stands where one of its parent folders would be."""
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file path")
+    blocker = _file_ancestor(path)
+    if blocker is not None:
+        raise InputError(f"{option} {path}: {blocker} is a file, not a folder")

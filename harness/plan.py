@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from spogw.harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, method_config
+from spogw.harness.errors import InputError
 
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Benchmark, Item
@@ -31,9 +32,9 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
     for index, spec in enumerate(config.benchmarks):
         try:
             benchmark = load_from_config(spec)
-        except (OSError, ValueError) as err:
+        except (InputError, FileNotFoundError, IsADirectoryError) as err:  # the data named; a bug keeps its traceback
             field, value = ("hub", spec.hub) if spec.hub is not None else ("path", spec.path)
-            raise ConfigError(f"benchmarks.{index}.{field} = {value!r}: cannot load {spec.name}: {err}") from None
+            raise ConfigError(f"benchmarks.{index}.{field} = {value!r}: cannot load {spec.name}: {err}") from err
         fractions = (spec.split.test_fraction, spec.split.seed, spec.split.validation_fraction)
         train = list(benchmark.split("train", *fractions))[: spec.train_limit]
         evaluated = list(benchmark.split(config.evaluation.split, *fractions))[: spec.test_limit]

@@ -15,6 +15,7 @@ import yaml
 
 from spogw.harness.atomic import atomic_path, atomic_write_text
 from spogw.harness.config import ConfigError, ExperimentConfig, dotted_fields
+from spogw.harness.errors import check_folder_target
 from spogw.harness.policy.model import decoding_mode
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
     process, however it ends. Raises RunFolderBusy naming the PID that holds it."""
     import fcntl
 
+    check_folder_target(run_dir, "--run-dir")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     path = run_dir.with_name(f".{run_dir.name}.lock")
     with open(path, "a+") as handle:

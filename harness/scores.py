@@ -6,9 +6,11 @@ consumer uses this module: `spogw eval`, the runner's per-iteration metrics, the
 frame and the sweep objective (`item_score_frame` is the vectorised form of `item_score`; a test
 checks they agree).
 
-The test score over several benchmarks is defined here too, once: the macro average, the unweighted
-mean over benchmarks of each benchmark's mean item score (`macro_average`; `benchmark_means` and
-`macro_scores` are its forms over an item frame). A 20-item benchmark weighs as much as a 500-item
+A benchmark's score over seeds is defined here once: the mean over seeds of each seed's mean item
+score, every seed over the same items (those all seeds scored; `seed_item_matrix`). The test score
+over several benchmarks too: the macro average, the unweighted mean over benchmarks of each
+benchmark's score (`macro_average`; `benchmark_means` and `macro_scores` are its forms over an item
+frame). A 20-item benchmark weighs as much as a 500-item
 one, as papers average over benchmarks. MLflow's ``test_score``, the report's aggregates and cost
 figure, and the sweep objective all call it (tests/test_report.py checks they agree).
 """
@@ -99,13 +101,37 @@ def item_score_frame(eval_items: pd.DataFrame) -> pd.DataFrame:
     return out[out["repeats"] > 0].reset_index(drop=True)[columns]
 
 
-def benchmark_means(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.Series:
-    """Per (*by, benchmark): the benchmark's mean item score, over the rows of an item frame (one
-    row per item x seed: an item's score is averaged over the seeds that scored it first, so every
-    item counts once). A Series indexed by (*by, benchmark)."""
+def seed_item_matrix(part: pd.DataFrame) -> pd.DataFrame:
+    """(seeds, items) item scores of one method and benchmark (rows of an item frame): a seed that
+    scored no item is dropped, then every item some remaining seed did not score (all its repeats
+    infra errors), so that each seed is averaged over the same items and every place that reports
+    a score (table, aggregates, MLflow, sweep objective) gives the same number."""
+    matrix = part.pivot_table(index="seed", columns="item_id", values="score", aggfunc="mean")
+    return matrix.dropna(axis=0, how="all").dropna(axis=1)
+
+
+def seed_benchmark_means(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.Series:
+    """Per (*by, benchmark, seed): the seed's mean item score over the items of ``seed_item_matrix``.
+    A Series indexed by (*by, benchmark, seed)."""
+    import pandas as pd
+
     keys = [*by, "benchmark"]
-    per_item = frame.groupby([*keys, "item_id"], sort=True)["score"].mean()
-    return per_item.groupby(level=keys, sort=True).mean()
+    pieces = []
+    for key, part in frame.groupby(keys, sort=True):
+        means = seed_item_matrix(part).mean(axis=1)
+        if means.empty:
+            continue
+        key = key if isinstance(key, tuple) else (key,)
+        pieces += [(*key, seed, float(value)) for seed, value in means.items()]
+    index = pd.MultiIndex.from_tuples([p[:-1] for p in pieces], names=[*keys, "seed"])
+    return pd.Series([p[-1] for p in pieces], index=index, name="score", dtype=float)
+
+
+def benchmark_means(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.Series:
+    """Per (*by, benchmark): the benchmark's score, the mean over seeds of each seed's mean item score
+    (over the items every seed scored, ``seed_item_matrix``). A Series indexed by (*by, benchmark)."""
+    per_seed = seed_benchmark_means(frame, by)
+    return per_seed.groupby(level=[*by, "benchmark"], sort=True).mean()
 
 
 def macro_scores(frame: pd.DataFrame, by: Sequence[str]) -> pd.Series:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spogw.harness.atomic import atomic_write_text
+from spogw.harness.errors import ServiceUnavailable
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "mlflow", "optuna", "pydantic", "spogw-harness")
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch call
@@ -73,7 +74,7 @@ def tracking_uri(configured: str | None, run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve() / 'mlflow.db'}"
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(ServiceUnavailable):
     """The tracking server does not answer (checked before any work starts; the CLI exits 3)."""
 
 

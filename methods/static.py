@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from spogw.harness.errors import InputError
 from spogw.methods.config import Method
 
 
@@ -34,14 +35,14 @@ def workflow_source(name_or_path: str) -> tuple[str, str]:
     workflows = registries()["workflows"]
     if name_or_path in workflows:
         path = Path(workflows.get(name_or_path))
-        return name_or_path, path.read_text()
+        return name_or_path, path.read_text(encoding="utf-8")
     path = Path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"{workflows.unknown_message(name_or_path)}; and no file {name_or_path!r}")
     try:
         return path.stem, path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"workflow file {name_or_path!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+        raise InputError(f"workflow file {name_or_path!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 METHOD = Method(StaticConfig, "evaluation only: a fixed workflow (IO, CoT, CoT-SC, ScoreFlow-style, or a file)")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spogw.harness.scores import benchmark_means, final_rows, macro_average
+from spogw.harness.scores import final_rows, macro_average, seed_benchmark_means, seed_item_matrix
 from spogw.reports.stats import (
     holm,
     iqm,
@@ -25,18 +25,27 @@ from spogw.reports.stats import (
     two_level_bootstrap_ci,
 )
 
+MIN_SEEDS = 2
+"""Intervals over seeds (and P(method > baseline)) need at least this many seeds: from one seed
+the bootstrap can only return the point itself, a zero-width interval that looks like certainty."""
+
+
 Pair = tuple[str, str]
 """(method, reference): a paired test of method - reference."""
 
 
 def score_table(frame: pd.DataFrame, resamples: int = 5_000, seed: int = 0) -> pd.DataFrame:
-    """Per benchmark x method (final iteration): mean score, a 95% CI over seeds (percentile
-    bootstrap of the per-seed means) and a two-level CI (seeds, then items jointly)."""
+    """Per benchmark x method (final iteration): mean score (harness.scores' definition), a 95% CI
+    over seeds (percentile bootstrap of the per-seed means; NaN bounds below MIN_SEEDS seeds) and a
+    two-level CI (seeds, then items jointly; over items alone from one seed)."""
     rows: list[dict[str, Any]] = []
     for (benchmark, method), part in final_rows(frame).groupby(["benchmark", "method"], sort=True):
-        matrix = part.pivot_table(index="seed", columns="item_id", values="score", aggfunc="mean")
-        matrix = matrix.dropna(axis=1)  # items every seed scored (an all-infra item is left out, never 0)
+        matrix = seed_item_matrix(part)  # items every seed scored (an all-infra item is left out, never 0)
+        if matrix.empty:
+            continue
         over_seeds = seed_mean_ci(matrix.mean(axis=1).to_numpy(), resamples=resamples, seed=seed)
+        # one seed: the bootstrap over seeds can only return the point itself (a zero-width interval)
+        seed_low, seed_high = (over_seeds.low, over_seeds.high) if len(matrix) >= MIN_SEEDS else (np.nan, np.nan)
         both = two_level_bootstrap_ci(matrix.to_numpy(), resamples=resamples, seed=seed)
         rows.append(
             {
@@ -44,8 +53,8 @@ def score_table(frame: pd.DataFrame, resamples: int = 5_000, seed: int = 0) -> p
                 "method": method,
                 "iteration": int(part["iteration"].iloc[0]),
                 "score": both.mean,
-                "seed_ci_low": over_seeds.low,
-                "seed_ci_high": over_seeds.high,
+                "seed_ci_low": seed_low,
+                "seed_ci_high": seed_high,
                 "ci_low": both.low,
                 "ci_high": both.high,
                 "seeds": int(matrix.shape[0]),
@@ -132,18 +141,13 @@ def paired_table(
     return with_holm(pd.DataFrame(rows), alpha, alternative)
 
 
-MIN_SEEDS = 2
-"""Intervals over seeds (and P(method > baseline)) need at least this many seeds: from one seed
-the bootstrap can only return the point itself, a zero-width interval that looks like certainty."""
-
-
 def aggregate_table(frame: pd.DataFrame, baseline: str | None, resamples: int = 2_000, seed: int = 0) -> pd.DataFrame:
     """rliable's aggregates over benchmarks (tasks) with stratified bootstrap CIs over seeds (runs):
     mean (the test score: mean over seeds of harness.scores' macro average), IQM and optimality gap
     per method, and the probability of improving on ``baseline``. With fewer than MIN_SEEDS seeds
     the interval bounds are NaN and p_improve is NaN (not computable from one run per method)."""
     final = final_rows(frame)
-    per_seed = benchmark_means(final, ["method", "seed"]).unstack("benchmark").dropna(axis=0)
+    per_seed = seed_benchmark_means(final, ["method"]).unstack("benchmark").dropna(axis=0)
     arrays = {str(m): part.to_numpy() for m, part in per_seed.groupby(level="method")}
     rows: list[dict[str, Any]] = []
     for method, scores in sorted(arrays.items()):

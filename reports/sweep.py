@@ -238,7 +238,7 @@ def _rerun_section(rerun_dir: Path, sweep: Sweep) -> Section:
     """The best configuration on fresh seeds: its score with CIs, and the paired difference against
     the baseline when the objective has one."""
     from spogw.harness.scores import read_item_scores
-    from spogw.reports.comparison import paired_table, score_table
+    from spogw.reports.comparison import MIN_SEEDS, paired_table, score_table
 
     frame = read_item_scores(rerun_dir)
     frame = frame[frame["transfer"] == ""]
@@ -252,6 +252,13 @@ def _rerun_section(rerun_dir: Path, sweep: Sweep) -> Section:
         pipe_table(scores.round(4)),
         "",
     ]
+    if len(sweep.config.rerun.seeds) < MIN_SEEDS:
+        lines += [
+            f"With {len(sweep.config.rerun.seeds)} re-run seed the interval over seeds is not computable (nan); "
+            "the two-level interval then covers items only, not seed-to-seed variation. Give rerun.seeds "
+            f"at least {MIN_SEEDS} seeds for a claim about the configuration.",
+            "",
+        ]
     if objective.baseline is not None and objective.baseline in set(frame["method"]):
         paired = paired_table(frame, [(objective.method, objective.baseline)], resamples=5_000)
         lines += ["Paired by item against the baseline:", "", pipe_table(paired.round(4)), ""]

@@ -9,6 +9,7 @@ read-only folder as the OSError the kernel gives, Ctrl-C as a real SIGINT.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import subprocess
@@ -102,8 +103,8 @@ def test_ctrl_c_says_how_to_resume_and_the_same_command_finishes_the_run(experim
     ("error", "code", "says"),
     [
         ("ENOSPC", 1, "disk full: cannot write"),
-        ("EROFS", 2, "Read-only file system. Choose a folder you can write"),
-        ("EACCES", 2, "Permission denied. Choose a folder you can write"),
+        ("EROFS", 2, ": read-only. Choose a folder you can write"),
+        ("EACCES", 2, "permission denied"),
     ],
 )
 def test_a_full_disk_or_an_unwritable_folder_ends_in_two_lines(
@@ -148,6 +149,25 @@ def test_a_full_disk_is_found_behind_mlflow_and_sqlalchemy() -> None:
     assert operational_failure(ValueError("internal")) is None
 
 
+def test_only_the_cause_of_a_failure_is_read_not_what_happened_nearby() -> None:
+    """A bug raised while handling a full disk stays a bug (traceback); a 403 body saying
+    "Permission denied" is not a folder's permission; a file that cannot be read is not called
+    unwritable."""
+    from spogw.harness.errors import operational_failure
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "run/store.db")
+        except OSError:
+            raise KeyError("a bug in the handler")  # noqa: B904 (the implicit chain is the point)
+    except KeyError as bug:
+        assert operational_failure(bug) is None
+    assert operational_failure(RuntimeError("HTTP 403: Permission denied for model gpt-x")) is None
+    unreadable = operational_failure(PermissionError(errno.EACCES, "Permission denied", "data/items.jsonl"))
+    assert unreadable is not None and unreadable.message.startswith("permission denied data/items.jsonl")
+    assert "cannot write" not in unreadable.message
+
+
 def test_a_tracking_server_that_is_down_fails_at_once_before_any_work(
     experiment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -182,12 +202,70 @@ def test_a_dry_run_into_a_closed_pipe_exits_quietly(experiment: Path) -> None:
     assert result.stderr == ""
 
 
-def test_export_onto_a_file_is_refused(experiment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    taken = tmp_path / "tables.parquet"
+def test_a_broken_pipe_that_is_not_stdout_is_not_silenced(monkeypatch: pytest.MonkeyPatch, experiment: Path) -> None:
+    """Only a closed reader of our own output exits 141 quietly; a pipe to a worker that breaks is
+    a failure and keeps its traceback."""
+    import spogw.harness.config as config_module
+
+    def worker_died(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe (a sandbox worker's stdin)")
+
+    monkeypatch.setattr(config_module, "load_experiment", worker_died)
+    with pytest.raises(BrokenPipeError, match="sandbox worker"):
+        main(["check", str(experiment)])
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("run {experiment} --run-dir {file}", "--run-dir {file}: {file} is a file, not a folder"),
+        ("run {experiment} --run-dir {file}/run", "--run-dir {file}/run: {file} is a file, not a folder"),
+        ("export {tmp} --out {file}", "--out {file}: {file} is a file, not a folder"),
+        ("eval --benchmark gsm_synth --workflow io --out {tmp}", "--out {tmp}: is a folder; give a file path"),
+        ("schema --out {file}/schema.md", "--out {file}/schema.md: {file} is a file, not a folder"),
+    ],
+)
+def test_a_path_that_cannot_be_written_is_refused_before_any_work(
+    command: str, says: str, experiment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file where a folder must go (or the reverse) is bad input, found before the run folder is
+    set up or the evaluation is done, and the file is left as it was."""
+    taken = tmp_path / "taken.parquet"
     taken.write_text("not a folder")
-    assert main(["export", str(tmp_path), "--out", str(taken)]) == 2
-    assert f"--out {taken}: is a file; give a folder" in capsys.readouterr().err
+    fill = {"experiment": experiment, "file": taken, "tmp": tmp_path}
+    assert main(command.format(**fill).split()) == 2
+    out, err = capsys.readouterr()
+    assert says.format(**fill) in err and "Traceback" not in err
+    assert "workflow io on" not in out  # eval refused before it evaluated
     assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("kind", ["experiment", "benchmark data", "workflow"])
+def test_a_file_that_is_not_text_is_named_in_the_error(
+    kind: str, experiment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00 not text")
+    argv = {
+        "experiment": ["check", str(binary)],
+        "benchmark data": ["eval", "--benchmark", "gsm8k", "--workflow", "io", "--data", str(binary)],
+        "workflow": ["eval", "--benchmark", "gsm_synth", "--workflow", str(binary), "--out", str(tmp_path / "o.pq")],
+    }[kind]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(binary) in err and "not UTF-8 text" in err, err
+
+
+def test_an_offline_hub_dataset_is_a_service_that_does_not_answer(tmp_path: Path) -> None:
+    """Not in the cache and no network: exit 3 (the run can resume once online), naming the
+    dataset and the alternative; a missing local dataset folder is bad input (exit 2)."""
+    offline = _spogw(
+        "eval", "--benchmark", "gsm8k", "--workflow", "io", "--hub", "no-such-owner/no-such-dataset",
+        env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )  # fmt: skip
+    assert offline.returncode == 3, offline.stderr
+    assert "'no-such-owner/no-such-dataset'" in offline.stderr and "give the benchmark a local path" in offline.stderr
+    assert "Traceback" not in offline.stderr
 
 
 def test_an_internal_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, experiment: Path) -> None:

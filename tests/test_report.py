@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,47 @@ def test_every_place_gives_the_same_test_score_for_benchmarks_of_different_sizes
         "final MLflow metric": final_metrics(frame, done)["final.spogw.test_score"],
     }
     assert everywhere == pytest.approx(dict.fromkeys(everywhere, 0.5)), everywhere
+
+
+def test_seeds_that_scored_different_items_give_one_score_everywhere(tmp_path: Path) -> None:
+    """Seed 1's item b-3 ended in infra_error on its only repeat: it has no score for that seed. Every
+    seed is then averaged over the items all seeds scored (b-0, b-1, b-2): seed 0 2/3, seed 1 2/3,
+    score 2/3. Before, three definitions disagreed: items averaged over seeds first gave 0.75 (MLflow's
+    final metric), each seed over its own items 0.708 (the aggregates), common items 2/3 (the table)."""
+    from spogw.harness.scores import read_item_scores
+    from spogw.harness.sweeps.config import ObjectiveConfig
+    from spogw.harness.sweeps.objective import objective_value
+    from spogw.reports.coverage import Cell, Coverage
+    from spogw.reports.report import final_metrics
+
+    with SQLiteStore(tmp_path / "rollouts.sqlite") as store:
+        store.put_eval(eval_rows("spogw", 0, 1, {"b": [1.0, 0.0, 1.0, 1.0]}))
+        rows = eval_rows("spogw", 1, 1, {"b": [1.0, 1.0, 0.0, 1.0]})
+        rows[-1] = dataclasses.replace(rows[-1], score=None, status="infra_error")
+        store.put_eval(rows)
+    frame = read_item_scores(tmp_path)
+    done = Coverage(("spogw",), (0, 1), 1, tuple(Cell("spogw", s, 1, False, 1, True) for s in (0, 1)))
+    everywhere = {
+        "results table": float(score_table(frame, resamples=50)["score"].iloc[0]),
+        "aggregates mean": float(aggregate_table(frame, None, resamples=50).set_index("method").loc["spogw", "mean"]),
+        "sweep objective": objective_value(tmp_path, ObjectiveConfig(method="spogw")),
+        "final MLflow metric": final_metrics(frame, done)["final.spogw.test_score"],
+        "final MLflow metric of the benchmark": final_metrics(frame, done)["final.spogw.test_score.b"],
+    }
+    assert everywhere == pytest.approx(dict.fromkeys(everywhere, 2 / 3)), everywhere
+    assert int(score_table(frame, resamples=50)["items"].iloc[0]) == 3
+
+
+def test_one_seed_has_no_interval_over_seeds() -> None:
+    """From one seed the bootstrap over seeds returns the point itself; the table says nan, not a
+    zero-width interval, and the two-level interval still covers the items."""
+    frame = pd.DataFrame(
+        {"method": "m", "seed": 0, "iteration": 1, "benchmark": "b", "item_id": list("abcdef"),
+         "score": [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]}
+    )  # fmt: skip
+    (row,) = score_table(frame, resamples=200).itertuples()
+    assert np.isnan(row.seed_ci_low) and np.isnan(row.seed_ci_high)
+    assert row.ci_low < row.score < row.ci_high
 
 
 # ----------------------------------------------------------------------------------------------

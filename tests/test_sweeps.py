@@ -276,6 +276,46 @@ def test_a_sweep_that_dies_ends_its_mlflow_run_killed_or_failed(tmp_path: Path) 
     assert failed.info.run_id == killed.info.run_id and failed.info.status == "FAILED"
 
 
+def test_a_service_that_is_down_stops_the_sweep_and_endless_failures_stop_it_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed trials are replaced by new draws; when the executor is down every draw would fail,
+    so the sweep stops at the first (exit 3 from the CLI), and a failure every configuration hits
+    stops it once as many trials failed as it was to complete, instead of looping forever. A worker
+    checks the tracking server before it joins."""
+    import spogw.harness.runner as runner
+    from spogw.harness.executors.base import ExecutorUnavailable
+    from spogw.harness.sweeps.study import run_sweep
+    from spogw.harness.tracking import TrackingUnavailable
+
+    sweep = load_sweep(SMALL_SWEEP, ["n_trials=2"])
+    calls: list[str] = []
+
+    def executor_down(*args: Any, **kwargs: Any) -> None:
+        calls.append("down")
+        raise ExecutorUnavailable("sim: 8 calls failed in a row")
+
+    monkeypatch.setattr(runner, "run_experiment", executor_down)
+    with pytest.raises(ExecutorUnavailable):
+        run_sweep(sweep, tmp_path / "down", log=lambda _: None)
+    assert calls == ["down"] and _parent_run(tmp_path / "down").info.status == "FAILED"
+
+    def always_fails(*args: Any, **kwargs: Any) -> None:
+        calls.append("bug")
+        raise RuntimeError("every configuration hits this")
+
+    monkeypatch.setattr(runner, "run_experiment", always_fails)
+    stop = r"2 trials of sweep 'sweep_small' failed, as many as it was to complete \(2\)"
+    with pytest.raises(ValueError, match=stop):
+        run_sweep(sweep, tmp_path / "failing", log=lambda _: None)
+    assert calls.count("bug") == 2
+
+    start = time.perf_counter()
+    with pytest.raises(TrackingUnavailable):
+        run_sweep(sweep, tmp_path / "worker", mlflow_uri="http://127.0.0.1:9", worker=True, log=lambda _: None)
+    assert time.perf_counter() - start < 30 and not (tmp_path / "worker" / "trials").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # Whole sweeps
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spogw.harness.errors import InputError
+from spogw.harness.errors import InputError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Benchmark, Item, Scorer
@@ -41,18 +41,23 @@ DEFAULT_SOURCE = Source()
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a .jsonl or .jsonl.gz file; a broken line is an error naming file and line."""
     opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object")
-            rows.append(row)
+    rows: list[dict[str, Any]] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}:{number}: expected a JSON object")
+                rows.append(row)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason}) after {len(rows)} good rows") from None
+    except gzip.BadGzipFile as err:
+        raise InputError(f"{path}: not a gzip file ({err}); name it .jsonl if it is plain text") from None
     if not rows:
         raise InputError(f"{path}: no rows (the file is empty; one JSON object per line expected)")
     return rows
@@ -63,10 +68,16 @@ def read_dataset(name: str, config: str | None = None, split: str = "test") -> l
     by users who are online) or a local folder of data files (how the tests exercise this path)."""
     from datasets import load_dataset
 
+    where = f"dataset {name!r} (config {config!r}, split {split!r})"
     try:
         dataset = load_dataset(name, config, split=split)
-    except Exception as err:  # datasets raises many types (offline, missing config, bad split)
-        raise InputError(f"dataset {name!r} (config {config!r}, split {split!r}) could not be loaded: {err}") from err
+    except ConnectionError as err:  # offline, or the hub does not answer: not the user's field
+        raise ServiceUnavailable(
+            f"{where}: the Hugging Face hub cannot be reached and the dataset is not in the cache ({err}). "
+            "Run once while online, or give the benchmark a local path."
+        ) from err
+    except (FileNotFoundError, ValueError) as err:  # no such dataset or folder; unknown config or split
+        raise InputError(f"{where} could not be loaded: {err}") from err
     return [dict(row) for row in dataset]
 
 

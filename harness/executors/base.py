@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from spogw.harness.errors import ServiceUnavailable
+
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Item
 
@@ -18,7 +20,7 @@ class InfraError(Exception):
     """The executor could not answer for reasons that say nothing about the workflow."""
 
 
-class ExecutorUnavailable(RuntimeError):
+class ExecutorUnavailable(ServiceUnavailable):
     """The executor failed so many calls in a row that it is down: the run stops (and resumes
     from where it stopped when re-run) instead of filling its tables with infra_error rows."""
 

@@ -25,8 +25,10 @@ class SweepPaths:
 
 
 def resolve_paths(run_dir: Path, storage: str | None, mlflow_uri: str | None) -> SweepPaths:
+    from spogw.harness.errors import check_folder_target
     from spogw.harness.tracking import tracking_uri
 
+    check_folder_target(run_dir, "--run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     return SweepPaths(
         run_dir,

@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from spogw.harness.errors import InputError
+from spogw.harness.errors import InputError, ServiceUnavailable
 from spogw.harness.sweeps.config import Sweep
 from spogw.harness.sweeps.objective import objective_value
 from spogw.harness.sweeps.parent_run import PARENT_ATTR, end_parent_run, ending_status, start_parent_run
 from spogw.harness.sweeps.space import Infeasible, suggest
 from spogw.harness.sweeps.storage import SweepPaths, heartbeat, open_storage, resolve_paths, study_lock
+from spogw.harness.tracking import require_server
 
 if TYPE_CHECKING:
     from spogw.harness.runner import Finisher
@@ -199,6 +200,9 @@ def run_trial(
             study.tell(trial, state=TrialState.PRUNED)
             log(f"trial {trial.number}: pruned ({pruned})")
             return
+        except ServiceUnavailable:  # the executor or tracking server is down: every trial would fail
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         except (ConfigError, ValueError, RuntimeError) as err:  # this configuration fails: the sweep goes on
             trial.set_user_attr("error", "".join(traceback.format_exception_only(err)).strip()[:2000])
             study.tell(trial, state=TrialState.FAIL)
@@ -240,6 +244,7 @@ def run_sweep(
     if force_new and not worker:
         _start_over(sweep, run_dir, storage, log)
     paths = resolve_paths(run_dir, storage, mlflow_uri)
+    require_server(paths.mlflow_uri)  # workers too: a dead server fails now, not after a trial's work
     total = n_trials or sweep.config.n_trials
     offset = (os.getpid() % 997) * 7919 if worker else 0  # workers must not draw the same random startup points
     study = create_or_load(sweep, paths, worker, offset)
@@ -249,6 +254,7 @@ def run_sweep(
             trial = next_trial(study, paths, total)
             if trial is not None:
                 run_trial(study, trial, sweep, paths, log, finish)
+                refuse_endless_failures(study, sweep, total)
                 continue
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running:
@@ -270,6 +276,19 @@ def _start_over(sweep: Sweep, run_dir: Path, storage: str | None, log: Callable[
         from spogw.harness.run_folder import move_aside
 
         log(f"moved the previous sweep folder to {move_aside(run_dir)}")
+
+
+def refuse_endless_failures(study: optuna.Study, sweep: Sweep, total: int) -> None:
+    """Raise InputError once as many trials failed as the sweep was to complete: failed trials are
+    not counted (another draw replaces each), so a failure every configuration hits would loop
+    forever. The message gives the last trial's error."""
+    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs]
+    if len(failed) < total:
+        return
+    raise InputError(
+        f"{sweep.source}: {len(failed)} trials of sweep {sweep.config.name!r} failed, as many as it was to "
+        f"complete ({total}); the sweep stops. Last error (trial {failed[-1].number}): {failed[-1].user_attrs['error']}"
+    )
 
 
 def refuse_all_infeasible(study: optuna.Study, sweep: Sweep) -> None:
