@@ -26,6 +26,7 @@ SCRIPTS = (
     "sampling_throughput.py",
     "machine_limit.py",
     "update_memory.py",
+    "calibration.py",
     "quickstart_time.py",
 )
 

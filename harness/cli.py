@@ -389,6 +389,35 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _power(args: argparse.Namespace) -> int:
+    from spogw.harness.config import load_experiment
+    from spogw.harness.run_folder import RESOLVED
+    from spogw.harness.scores import read_item_scores
+    from spogw.reports.comparison import comparison_pairs
+    from spogw.reports.power import planning_markdown, planning_table
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / RESOLVED).is_file():
+        raise UsageError(f"{run_dir} is not a run folder: {run_dir / RESOLVED} does not exist")
+    if args.effect is not None and not 0 < args.effect <= 1:
+        raise UsageError(f"--effect {args.effect}: give a difference of scores between 0 and 1")
+    if not 0 < args.alpha < 1 or not 0 < args.power < 1:
+        raise UsageError(f"--alpha {args.alpha} and --power {args.power} must be between 0 and 1")
+    config = load_experiment(run_dir / RESOLVED)
+    frame = read_item_scores(run_dir)
+    frame = frame[frame["transfer"] == ""]
+    if frame.empty:
+        raise UsageError(f"{run_dir}: no scored evaluation yet; run the pilot first")
+    declared = [tuple(pair) for pair in config.stats.comparisons]
+    pairs = comparison_pairs(sorted(frame["method"].unique()), config.stats.baseline, declared)
+    if not pairs:
+        raise UsageError(f"{run_dir}: no comparison to plan: set stats.baseline or stats.comparisons in the experiment")
+    table = planning_table(frame, pairs, args.effect, args.alpha, args.power)
+    print(f"Sample-size planning from the pilot run {run_dir} ({config.name})\n")
+    print(planning_markdown(table, args.alpha, args.power, args.effect), end="")
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from spogw.harness.atomic import atomic_write_text
     from spogw.harness.errors import check_file_target
@@ -545,6 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reporter.add_argument("run_dir")
     reporter.set_defaults(func=_report)
+    planner = commands.add_parser(
+        "power", help="sample-size planning from a pilot run: detectable difference, items and seeds needed"
+    )
+    planner.add_argument("run_dir")
+    planner.add_argument(
+        "--effect", type=float, default=None, help="difference to plan for (default: the pilot's own difference)"
+    )
+    planner.add_argument("--alpha", type=float, default=0.05, help="the test's level, two-sided (default 0.05)")
+    planner.add_argument("--power", type=float, default=0.8, help="the power to reach (default 0.8)")
+    planner.set_defaults(func=_power)
     schema = commands.add_parser("schema", help="the experiment-file reference (every field, type, default, meaning)")
     schema.add_argument("--out", default=None, help="write it to this file (docs/experiments.md)")
     schema.set_defaults(func=_schema)

@@ -32,6 +32,7 @@ from spogw.reports.coverage import Coverage, coverage
 from spogw.reports.curation import curation_table, group_std_frame
 from spogw.reports.diversity import METRICS, diversity_frame, diversity_table
 from spogw.reports.health import health_table, learning_signal_warnings
+from spogw.reports.power import planning_markdown, planning_table
 from spogw.reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
 from spogw.reports.studies import STUDIES, StudyData
 from spogw.reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
@@ -138,6 +139,8 @@ def build_report(
                     f"{len(paired)} comparisons, alpha {stats.alpha:g}.",
                 )
             )
+            plan = planning_markdown(planning_table(frame, pairs, None, stats.alpha), stats.alpha, 0.8, None)
+            sections.append(Section("Sample size for the next run", plan, markdown_html(plan)))
         sections.append(
             table_section(
                 "Aggregates over benchmarks (rliable's definitions)",

@@ -1,0 +1,138 @@
+"""Sample-size planning (reports/power.py, `spogw power`): hand values of the variance components,
+the power function's limits against the normal formula, and the planner on a real run folder.
+The end-to-end check that predicted power matches detection rates is tests/test_calibration.py."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spogw.harness.cli import main
+from spogw.reports.power import (
+    VarianceComponents,
+    items_needed,
+    minimum_detectable_difference,
+    pair_differences,
+    power,
+    seeds_needed,
+    standard_error,
+    variance_components,
+)
+
+Z_80 = 1.959964 + 0.841621  # z_{0.975} + z_{0.8}: the normal approximation's multiplier
+
+
+def test_variance_components_hand_computed() -> None:
+    """Two seeds x three items. Item means 0.2, 0.2, 0.5: variance across items 0.03. Variances across
+    seeds 0.02, 0.02, 0: sigma2_seed 0.04 / 3. sigma2_item = 0.03 - (0.04 / 3) / 2 = 0.07 / 3."""
+    parts = variance_components(np.array([[0.1, 0.3, 0.5], [0.3, 0.1, 0.5]]))
+    assert parts.difference == pytest.approx(0.3)
+    assert parts.sigma2_seed == pytest.approx(0.04 / 3)
+    assert parts.sigma2_item == pytest.approx(0.07 / 3)
+    assert (parts.items, parts.seeds) == (3, 2)
+    # seed means 0.3 and 0.3: no spread beyond item noise
+    assert parts.seed_spread == pytest.approx(0.0)
+    one_seed = variance_components(np.array([[0.1, 0.3, 0.5]]))
+    assert math.isnan(one_seed.sigma2_seed) and one_seed.sigma2_item == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="seeds, items"):
+        variance_components(np.zeros((0, 3)))
+
+
+def test_power_has_the_level_at_no_difference_and_the_normal_multiplier_for_many_items() -> None:
+    assert power(0.0, 0.01, 50) == pytest.approx(0.05, abs=1e-9)
+    parts = VarianceComponents(0.0, 0.04, 0.02, 1000, 2, math.nan)
+    se = standard_error(parts, 1000, 2)
+    assert se == pytest.approx(math.sqrt((0.04 + 0.01) / 1000))
+    assert minimum_detectable_difference(parts, 1000, 2) / se == pytest.approx(Z_80, abs=0.01)
+    # with few items the t distribution asks for more: the multiplier grows
+    small = minimum_detectable_difference(parts, 10, 2) / standard_error(parts, 10, 2)
+    assert small > Z_80 + 0.2
+    # a finite population shrinks the item term only: all N items drawn leaves the seed term
+    assert standard_error(parts, 1000, 2, population=1000) == pytest.approx(math.sqrt(0.01 / 1000))
+
+
+def test_items_and_seeds_needed_are_the_smallest_that_reach_the_power() -> None:
+    parts = VarianceComponents(0.05, 0.03, 0.12, 40, 3, math.nan)
+    n = items_needed(parts, 0.05, seeds=3)
+    assert n is not None
+    assert power(0.05, standard_error(parts, n, 3), n) >= 0.8 > power(0.05, standard_error(parts, n - 1, 3), n - 1)
+    normal = Z_80**2 * (0.03 + 0.12 / 3) / 0.05**2
+    assert normal <= n <= normal + 3  # the t correction adds a couple of items
+    s = seeds_needed(parts, 0.05, items=300)
+    assert s is not None
+    assert power(0.05, standard_error(parts, 300, s), 300) >= 0.8 > power(0.05, standard_error(parts, 300, s - 1), 300)
+    # the item term alone is too large at 40 items: no number of seeds suffices
+    assert seeds_needed(parts, 0.05, items=40) is None
+    assert items_needed(parts, 0.0, seeds=3) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.001, 0.3), st.floats(0.001, 0.3), st.integers(5, 400), st.floats(0.0, 0.2), st.floats(1e-4, 0.1))
+def test_power_grows_with_the_difference_and_with_the_items(
+    small: float, extra: float, items: int, sigma2_item: float, sigma2_seed: float
+) -> None:
+    parts = VarianceComponents(0.0, sigma2_item, sigma2_seed, items, 2, math.nan)
+    se = standard_error(parts, items, 2)
+    assert power(small, se, items) <= power(small + extra, se, items) + 1e-12
+    assert power(small, se, items) <= power(small, standard_error(parts, items + 20, 2), items + 20) + 1e-12
+
+
+def test_pair_differences_use_common_seeds_and_items_at_the_final_iteration() -> None:
+    rows = [
+        ("m", 0, 1, "i1", 1.0), ("m", 0, 1, "i2", 0.5), ("m", 1, 1, "i1", 0.0), ("m", 1, 1, "i2", 1.0),
+        ("m", 0, 0, "i1", 0.0),  # an earlier iteration: not the final one
+        ("r", 0, 0, "i1", 0.5), ("r", 0, 0, "i2", 0.5), ("r", 1, 0, "i1", 0.5),  # seed 1 never scored i2
+        ("r", 2, 0, "i1", 0.5),  # a seed the method did not run
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["method", "seed", "iteration", "item_id", "score"]).assign(benchmark="b")
+    assert pair_differences(frame, "m", "r", "b").tolist() == [[0.5], [-0.5]]
+
+
+STATIC = """\
+version: 1
+name: power_pilot
+benchmarks:
+  - {name: gsm_synth, size: 40}
+executor: {name: sim, profile: medium}
+methods:
+  - {name: static, label: io, overrides: {workflow: io}}
+  - {name: static, label: cot, overrides: {workflow: cot}}
+seeds: [0, 1]
+iterations: 0
+evaluation: {repeats: 2}
+stats: {baseline: io, bootstrap_samples: 200}
+"""
+
+
+def test_spogw_power_plans_from_a_pilot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real pilot (two static workflows, 2 seeds, 32 test items, SIMULATED executor): the command
+    prints, for cot against the baseline io, the difference, the detectable difference at 32 items x
+    2 seeds, and the items and seeds a 0.05 difference needs, as reports/power.py computes them."""
+    from spogw.harness.scores import read_item_scores
+
+    experiment = tmp_path / "pilot.yaml"
+    experiment.write_text(STATIC)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(experiment), "--run-dir", str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["power", str(run_dir), "--effect", "0.05"]) == 0
+    out = capsys.readouterr().out
+    parts = variance_components(pair_differences(read_item_scores(run_dir), "cot", "io", "gsm_synth"))
+    assert (parts.items, parts.seeds) == (32, 2)
+    row = next(line for line in out.splitlines() if line.startswith("| gsm_synth | cot | io |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[3]) == pytest.approx(parts.difference, abs=1e-4)
+    assert float(cells[9]) == pytest.approx(minimum_detectable_difference(parts, 32, 2), abs=1e-4)
+    assert cells[12] == str(items_needed(parts, 0.05, 2))
+    assert "noncentral t" in out
+
+    assert main(["power", str(tmp_path)]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    assert main(["power", str(run_dir), "--effect", "2"]) == 2
+    assert "--effect 2.0: give a difference of scores between 0 and 1" in capsys.readouterr().err
