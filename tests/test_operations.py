@@ -26,20 +26,7 @@ from tests.conftest import REPO
 
 SPOGW = [sys.executable, "-m", "spogw.harness.cli"]
 
-STATIC = """\
-version: 1
-name: ops_static
-benchmarks:
-  - {name: gsm_synth, size: 40}
-executor: {name: sim, profile: medium}
-methods:
-  - {name: static, label: io, overrides: {workflow: io}}
-  - {name: static, label: cot, overrides: {workflow: cot}}
-seeds: [0, 1]
-iterations: 0
-evaluation: {repeats: 2}
-stats: {baseline: io, bootstrap_samples: 200}
-"""
+STATIC = (Path(__file__).parent / "data" / "static_two_seeds.yaml").read_text()
 """Two static methods x two seeds on the SIMULATED executor: four cells of about a second each."""
 
 CELLS_ROWS = 4 * 32 * 2  # cells x test items (80% of 40) x repeats

@@ -94,20 +94,8 @@ def test_pair_differences_use_common_seeds_and_items_at_the_final_iteration() ->
     assert pair_differences(frame, "m", "r", "b").tolist() == [[0.5], [-0.5]]
 
 
-STATIC = """\
-version: 1
-name: power_pilot
-benchmarks:
-  - {name: gsm_synth, size: 40}
-executor: {name: sim, profile: medium}
-methods:
-  - {name: static, label: io, overrides: {workflow: io}}
-  - {name: static, label: cot, overrides: {workflow: cot}}
-seeds: [0, 1]
-iterations: 0
-evaluation: {repeats: 2}
-stats: {baseline: io, bootstrap_samples: 200}
-"""
+STATIC = Path(__file__).parent / "data" / "static_two_seeds.yaml"
+"""Two static methods (io, cot) x two seeds on 40 gsm_synth items, the SIMULATED executor."""
 
 
 def test_spogw_power_plans_from_a_pilot_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,10 +104,8 @@ def test_spogw_power_plans_from_a_pilot_run(tmp_path: Path, capsys: pytest.Captu
     2 seeds, and the items and seeds a 0.05 difference needs, as reports/power.py computes them."""
     from spogw.harness.scores import read_item_scores
 
-    experiment = tmp_path / "pilot.yaml"
-    experiment.write_text(STATIC)
     run_dir = tmp_path / "run"
-    assert main(["run", str(experiment), "--run-dir", str(run_dir), "--quiet"]) == 0
+    assert main(["run", str(STATIC), "--run-dir", str(run_dir), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["power", str(run_dir), "--effect", "0.05"]) == 0
     out = capsys.readouterr().out
