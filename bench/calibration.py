@@ -15,7 +15,7 @@ a run folder would hold, and calls the report's paired test (reports.comparison.
 All numbers are SIMULATED. Replications share one pool, so they are draws from a finite
 population of items and executions; the prediction uses the finite-population factors for items and for draws.
 
-    python bench/calibration.py [--replications 1000] [--json out.json]
+    python bench/calibration.py [--replications 600] [--json out.json]
 
 Last line: `calibration_planted_vs_predicted: ratio=<detection rate / predicted power> (aa_rate=...,
 planted=..., predicted=...)`.
@@ -138,16 +138,16 @@ def population_components(a: np.ndarray, b: np.ndarray, setting: Setting) -> Var
     differences = true_a - true_b
     draws_a, draws_b = _flat_draws(a), _flat_draws(b)
     per_seed = (np.nanvar(draws_a, axis=1, ddof=1) + np.nanvar(draws_b, axis=1, ddof=1)) / setting.repeats
-    # an arm's seeds x repeats draws come without replacement from the item's pool of draws
+    # an arm's seeds x repeats draws come without replacement from the item's M draws: with the
+    # ddof=1 variance S2 the mean of k such draws varies by S2 / k * (M - k) / M
     pool_draws, drawn = setting.pool_seeds * setting.pool_repeats, setting.seeds * setting.repeats
-    per_seed = per_seed * (pool_draws - drawn) / (pool_draws - 1)
+    per_seed = per_seed * (pool_draws - drawn) / pool_draws
     return VarianceComponents(
         difference=float(differences.mean()),
         sigma2_item=float(differences.var(ddof=1)),
-        sigma2_seed=float(per_seed.mean()),
+        sigma2_noise=float(per_seed.mean()),
         items=len(differences),
         seeds=a.shape[0],
-        seed_spread=math.nan,
     )
 
 
@@ -170,8 +170,11 @@ def run(setting: Setting, replications: int) -> Result:
     pools = build_pool(setting)
     pool_s = time.perf_counter() - start
     truth = population_components(pools[setting.planted[0]], pools[setting.planted[1]], setting)
+    # before any replication. The items come from a finite pool, which the test does not know: its
+    # variance estimate stands for the unlimited-population se, so its critical value scales by that
     se = standard_error(truth, setting.items, setting.seeds, population=setting.items_pool)
-    predicted = power(truth.difference, se, setting.items, ALPHA)  # before any replication
+    test_se = standard_error(truth, setting.items, setting.seeds)
+    predicted = power(truth.difference, se, setting.items, ALPHA, test_se=test_se)
     start = time.perf_counter()
     null = pools[setting.null_workflow]
     aa_rate, _ = replicate((null, null), setting, replications, seed=1)
@@ -192,7 +195,7 @@ def run(setting: Setting, replications: int) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replications", type=int, default=1000)
+    parser.add_argument("--replications", type=int, default=600)
     parser.add_argument("--items", type=int, default=Setting.items)
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()

@@ -401,8 +401,8 @@ def _power(args: argparse.Namespace) -> int:
         raise UsageError(f"{run_dir} is not a run folder: {run_dir / RESOLVED} does not exist")
     if args.effect is not None and not 0 < args.effect <= 1:
         raise UsageError(f"--effect {args.effect}: give a difference of scores between 0 and 1")
-    if not 0 < args.alpha < 1 or not 0 < args.power < 1:
-        raise UsageError(f"--alpha {args.alpha} and --power {args.power} must be between 0 and 1")
+    if not 0 < args.alpha < args.power < 1:
+        raise UsageError(f"--alpha {args.alpha} and --power {args.power}: need 0 < alpha < power < 1")
     config = load_experiment(run_dir / RESOLVED)
     frame = read_item_scores(run_dir)
     frame = frame[frame["transfer"] == ""]
@@ -412,9 +412,11 @@ def _power(args: argparse.Namespace) -> int:
     pairs = comparison_pairs(sorted(frame["method"].unique()), config.stats.baseline, declared)
     if not pairs:
         raise UsageError(f"{run_dir}: no comparison to plan: set stats.baseline or stats.comparisons in the experiment")
-    table = planning_table(frame, pairs, args.effect, args.alpha, args.power)
-    print(f"Sample-size planning from the pilot run {run_dir} ({config.name})\n")
-    print(planning_markdown(table, args.alpha, args.power, args.effect), end="")
+    alternative = config.stats.alternative
+    table = planning_table(frame, pairs, args.effect, args.alpha, args.power, alternative)
+    simulated = "; SIMULATED executor" if config.simulation().any else ""
+    print(f"Sample-size planning from the pilot run {run_dir} ({config.name}{simulated})\n")
+    print(planning_markdown(table, args.alpha, args.power, args.effect, alternative), end="")
     return 0
 
 
@@ -579,9 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     planner.add_argument("run_dir")
     planner.add_argument(
-        "--effect", type=float, default=None, help="difference to plan for (default: the pilot's own difference)"
+        "--effect",
+        type=float,
+        default=None,
+        help="the smallest difference that matters",
     )
-    planner.add_argument("--alpha", type=float, default=0.05, help="the test's level, two-sided (default 0.05)")
+    planner.add_argument("--alpha", type=float, default=0.05, help="the level of the family (default 0.05)")
     planner.add_argument("--power", type=float, default=0.8, help="the power to reach (default 0.8)")
     planner.set_defaults(func=_power)
     schema = commands.add_parser("schema", help="the experiment-file reference (every field, type, default, meaning)")

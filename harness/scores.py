@@ -118,9 +118,10 @@ def seed_benchmark_means(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.Seri
     keys = [*by, "benchmark"]
     pieces = []
     for key, part in frame.groupby(keys, sort=True):
-        means = seed_item_matrix(part).mean(axis=1)
-        if means.empty:
+        matrix = seed_item_matrix(part)
+        if matrix.empty:  # no item all its seeds scored: no score (never NaN, never 0)
             continue
+        means = matrix.mean(axis=1)
         key = key if isinstance(key, tuple) else (key,)
         pieces += [(*key, seed, float(value)) for seed, value in means.items()]
     index = pd.MultiIndex.from_tuples([p[:-1] for p in pieces], names=[*keys, "seed"])

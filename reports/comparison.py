@@ -34,6 +34,11 @@ Pair = tuple[str, str]
 """(method, reference): a paired test of method - reference."""
 
 
+SCORE_COLUMNS = [
+    "benchmark", "method", "iteration", "score", "seed_ci_low", "seed_ci_high", "ci_low", "ci_high", "seeds", "items",
+]  # fmt: skip
+
+
 def score_table(frame: pd.DataFrame, resamples: int = 5_000, seed: int = 0) -> pd.DataFrame:
     """Per benchmark x method (final iteration): mean score (harness.scores' definition), a 95% CI
     over seeds (percentile bootstrap of the per-seed means; NaN bounds below MIN_SEEDS seeds) and a
@@ -61,7 +66,7 @@ def score_table(frame: pd.DataFrame, resamples: int = 5_000, seed: int = 0) -> p
                 "items": int(matrix.shape[1]),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
 def comparison_pairs(

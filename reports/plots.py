@@ -44,7 +44,10 @@ def _intervals(axis: Any, labels: Any, points: Any, lows: Any, highs: Any) -> No
 
 def learning_curves(frame: pd.DataFrame, simulated: bool, resamples: int = 2_000) -> Any:
     """Test score against iteration, one panel per benchmark, one line per method, 95% BCa band over
-    items (item scores averaged over seeds). Static workflows are flat lines at their score."""
+    items (harness.scores' benchmark score: item scores averaged over seeds, on the items every seed
+    scored). Static workflows are flat lines at their score."""
+    from spogw.harness.scores import seed_item_matrix
+
     plt = _pyplot()
     benchmarks = sorted(frame["benchmark"].unique())
     figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
@@ -54,8 +57,13 @@ def learning_curves(frame: pd.DataFrame, simulated: bool, resamples: int = 2_000
         for method, rows in part.groupby("method", sort=True):
             points = []
             for iteration, at in rows.groupby("iteration", sort=True):
-                ci = mean_ci(at.groupby("item_id")["score"].mean().to_numpy(), "items", resamples=resamples)
+                matrix = seed_item_matrix(at)  # the report's score: every seed over the same items
+                if matrix.empty:
+                    continue
+                ci = mean_ci(matrix.mean(axis=0).to_numpy(), "items", resamples=resamples)
                 points.append((int(iteration), ci.mean, ci.low, ci.high))
+            if not points:
+                continue
             if len(points) == 1:  # a static workflow: the same score at every iteration
                 points = [(0, *points[0][1:]), (last, *points[0][1:])]
             xs, means, lows, highs = (np.array(column) for column in zip(*points, strict=True))
@@ -162,7 +170,7 @@ def variance_histograms(stds: pd.DataFrame, simulated: bool) -> Any:
 def cost_points(frame: pd.DataFrame, cumulative: pd.DataFrame, cost: str) -> tuple[pd.Series, pd.Series]:
     """The cost figure's numbers: per (method, iteration) the training cost spent before that
     iteration's policy (mean over seeds) and its test score (harness.scores' macro average over
-    benchmarks, item scores averaged over seeds)."""
+    benchmarks of the benchmark scores)."""
     from spogw.harness.scores import macro_scores
 
     x = cumulative.groupby(["method", "iteration"])[cost].mean()

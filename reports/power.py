@@ -1,29 +1,31 @@
 """Sample-size planning for the report's paired comparison: from a pilot run's per-item and
-per-seed variation, the minimum detectable difference at the run's items x seeds, the power for a
-given difference, and the items (or seeds) a given difference needs.
+per-seed variation, the minimum detectable difference at the run's items x seeds, and for a given
+difference (the smallest one of interest) the power, the items and the seeds it needs.
 
 The test being planned is the report's (reports.comparison.paired_table): items are the units,
 each item's score is averaged over the seeds (and repeats) that scored it, and the mean paired
-difference is tested with a paired permutation test. Its variance, for n items and s seeds, is
+difference is tested (paired permutation test; McNemar's exact test when every score is 0 or 1),
+Holm-corrected over the family of comparisons. The pilot's (seeds, items) per-seed differences D
+are split by a two-way analysis of variance without replication, D[s, i] = mu + a_s + b_i + e_si:
 
-    Var(mean difference) = (sigma2_item * (1 - n / N) + sigma2_seed / s) / n
+- ``sigma2_noise``: Var(e), one seed's item difference around its item and seed effects
+  (execution noise at the run's repeats): the residual mean square (needs >= 2 seeds, >= 2 items);
+- ``sigma2_item``: Var(b), the true item differences' spread: (MS_item - MS_res) / seeds, clipped
+  at 0 (flagged when clipped);
+- ``sigma2_policy``: Var(a), a seed's effect on every item at once (the seeds differ as policies,
+  i.e. training randomness): (MS_seed - MS_res) / items, with the F test of MS_seed / MS_res.
 
-- ``sigma2_seed``: the variance of one seed's item difference around that item's mean difference
-  (execution noise at the run's repeats, and anything else that changes from seed to seed),
-  estimated as the mean over items of the variance across seeds (needs >= 2 seeds);
-- ``sigma2_item``: the variance across items of the true item difference, estimated as the
-  variance across items of the seed-averaged differences minus sigma2_seed / s (clipped at 0);
-- ``N``: a finite population of items (the calibration draws items from a fixed pool); None for
-  a benchmark that stands for an unlimited population (the finite-population factor is then 1).
+The item-paired test's variance, for n items and s seeds, is
 
-Power uses the noncentral t distribution with n - 1 degrees of freedom (the permutation test's
-large-sample twin, Cohen 1988, Statistical Power Analysis, ch. 2): with delta the difference and
-se = sqrt(Var), power = P(|T| > t_crit) for T ~ nct(n - 1, delta / se). bench/calibration.py
-checks the prediction against detection rates in simulated replications (docs/reports.md).
+    Var(mean difference) = (sigma2_item * (1 - n / N) + sigma2_noise / s) / n
 
-A caveat the planner reports rather than hides: the item-paired test treats the seeds' policies as
-fixed. When trained policies differ from seed to seed (policy-level variance), the seeds' mean
-differences spread more than item noise explains; ``seed_spread`` measures that ratio.
+(``N``: a finite pool the items are drawn from, as in the calibration; None for a benchmark that
+stands for an unlimited population). sigma2_policy / s is left out because the test leaves it out:
+it treats the seeds' policies as fixed, so a significant policy effect means the test speaks about
+these seeds' policies only. Power uses the noncentral t distribution with n - 1 degrees of freedom
+(Cohen 1988, Statistical Power Analysis for the Behavioral Sciences, ch. 2), planned at Holm's
+first step alpha / K over the K comparisons of the family (conservative: later steps test at larger
+levels). bench/calibration.py checks predicted power against detection rates in replications.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+MOST_ITEMS = 100_000
+MOST_SEEDS = 100
+
 
 @dataclass(frozen=True)
 class VarianceComponents:
@@ -46,62 +51,110 @@ class VarianceComponents:
     difference: float
     """The pilot's mean paired difference (method - reference) over items and seeds."""
     sigma2_item: float
-    """Variance across items of the true item difference."""
-    sigma2_seed: float
-    """Variance of one seed's item difference around the item's mean (NaN from one seed)."""
+    """Variance across items of the true item difference (NaN from one item)."""
+    sigma2_noise: float
+    """Variance of one seed's item difference around its item and seed effects (NaN from one seed:
+    then sigma2_item holds the whole spread across items, noise included)."""
     items: int
     seeds: int
-    seed_spread: float
-    """Observed sd of the seeds' mean differences / the sd item noise alone would give (about 1
-    when seeds differ only by execution noise; NaN from one seed)."""
+    sigma2_policy: float = math.nan
+    """Variance of a seed's effect on every item (NaN from one seed)."""
+    policy_p: float = math.nan
+    """F test p-value of the seed effect (NaN from one seed)."""
+    item_clipped: bool = False
+    """sigma2_item was estimated below 0 and set to 0 (few seeds or items: read it as uncertain)."""
 
 
 def variance_components(differences: np.ndarray) -> VarianceComponents:
-    """Estimate the components from a (seeds, items) array of per-seed item differences, each item's
-    score (mean over its repeats) of the method minus the reference's, items every seed scored.
+    """Estimate the components from a (seeds, items) array of per-seed item differences (each item's
+    score, the mean over its repeats, of the method minus the reference's; items every seed scored).
     Raises ValueError for an empty array."""
+    from scipy import stats
+
     data = np.asarray(differences, dtype=float)
     if data.ndim != 2 or 0 in data.shape:
         raise ValueError(f"variance_components needs a (seeds, items) array, got shape {data.shape}")
     seeds, items = data.shape
-    item_means = data.mean(axis=0)
-    spread_items = float(item_means.var(ddof=1)) if items > 1 else 0.0
+    grand = float(data.mean())
+    item_means, seed_means = data.mean(axis=0), data.mean(axis=1)
+    if items < 2:
+        return VarianceComponents(grand, math.nan, math.nan, items, seeds)
+    ms_item = seeds * float(((item_means - grand) ** 2).sum()) / (items - 1)
     if seeds < 2:
-        return VarianceComponents(float(data.mean()), spread_items, math.nan, items, seeds, math.nan)
-    sigma2_seed = float(data.var(axis=0, ddof=1).mean())
-    sigma2_item = max(0.0, spread_items - sigma2_seed / seeds)
-    seed_means = data.mean(axis=1)
-    expected_sd = math.sqrt(sigma2_seed / items)
-    observed_sd = float(seed_means.std(ddof=1))
-    spread = observed_sd / expected_sd if expected_sd > 0 else math.nan
-    return VarianceComponents(float(data.mean()), sigma2_item, sigma2_seed, items, seeds, spread)
+        return VarianceComponents(grand, ms_item, math.nan, items, seeds)
+    residual = data - item_means[None, :] - seed_means[:, None] + grand
+    df_res = (seeds - 1) * (items - 1)
+    ms_res = float((residual**2).sum()) / df_res
+    ms_seed = items * float(((seed_means - grand) ** 2).sum()) / (seeds - 1)
+    raw_item = (ms_item - ms_res) / seeds
+    policy_p = float(stats.f.sf(ms_seed / ms_res, seeds - 1, df_res)) if ms_res > 0 else math.nan
+    return VarianceComponents(
+        grand,
+        max(0.0, raw_item),
+        ms_res,
+        items,
+        seeds,
+        sigma2_policy=max(0.0, (ms_seed - ms_res) / items),
+        policy_p=policy_p,
+        item_clipped=raw_item < 0,
+    )
 
 
 def standard_error(components: VarianceComponents, items: int, seeds: int, population: int | None = None) -> float:
-    """sd of the test's mean difference at ``items`` x ``seeds`` (module docstring's formula). From a
-    one-seed pilot the split is unknown: the pilot's whole item variance is used, at any seeds."""
-    seed_term = 0.0 if math.isnan(components.sigma2_seed) else components.sigma2_seed / seeds
-    fpc = 1.0 - items / population if population else 1.0  # drawing items from a finite pool: only their term
-    return math.sqrt(max(0.0, (components.sigma2_item * fpc + seed_term) / items))
+    """sd of the test's mean difference at ``items`` x ``seeds`` (module docstring's formula); NaN
+    when the pilot had one item. From a one-seed pilot the split is unknown: the pilot's whole
+    spread across items is used, at any number of seeds."""
+    if math.isnan(components.sigma2_item):
+        return math.nan
+    noise = 0.0 if math.isnan(components.sigma2_noise) else components.sigma2_noise / seeds
+    fpc = 1.0 - items / population if population else 1.0  # a finite pool of items: only their term
+    return math.sqrt(max(0.0, (components.sigma2_item * fpc + noise) / items))
 
 
-def power(delta: float, se: float, items: int, alpha: float = 0.05) -> float:
-    """P(the two-sided paired test at ``alpha`` rejects) when the true mean difference is ``delta``
-    and the estimate's sd is ``se``, over ``items`` pairs (noncentral t, items - 1 df)."""
+def power(
+    delta: float,
+    se: float,
+    items: int,
+    alpha: float = 0.05,
+    alternative: str = "two-sided",
+    test_se: float | None = None,
+) -> float:
+    """P(the paired test at ``alpha`` rejects) when the true mean difference is ``delta`` and the
+    estimate's sd is ``se``, over ``items`` pairs: noncentral t with items - 1 degrees of freedom.
+    ``alternative``: two-sided, greater (delta > 0 sought) or less. ``test_se``: the sd the test's
+    own variance estimate stands for when it differs from ``se`` (items drawn from a finite pool:
+    the test does not know the pool, so its critical value scales by test_se / se)."""
     from scipy import stats
 
-    if items < 2:
+    if items < 2 or math.isnan(se):
         return math.nan
-    if se == 0:
-        return 1.0 if delta != 0 else alpha
     df = items - 1
-    critical = float(stats.t.ppf(1 - alpha / 2, df))
+    one_sided = alternative in ("greater", "less")
+    critical = float(stats.t.ppf(1 - (alpha if one_sided else alpha / 2), df))
+    if se == 0:
+        return (
+            1.0
+            if (delta > 0 if alternative == "greater" else delta < 0 if alternative == "less" else delta != 0)
+            else alpha
+        )
+    critical *= (test_se / se) if test_se else 1.0
     shift = delta / se
-    exact = float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
-    if math.isfinite(exact):
-        return min(1.0, exact)
-    # scipy's nct loses precision far in the tail (large shift): the normal limit is exact there
-    return float(min(1.0, stats.norm.sf(critical - shift) + stats.norm.cdf(-critical - shift)))
+    if alternative == "greater":
+        return _upper(critical, df, shift)
+    if alternative == "less":
+        return _upper(critical, df, -shift)
+    return min(1.0, _upper(critical, df, abs(shift)) + _upper(critical, df, -abs(shift)))
+
+
+def _upper(critical: float, df: int, shift: float) -> float:
+    """P(T > critical) for T ~ nct(df, shift). scipy's nct returns NaN far in a tail: there the
+    probability is 0 (shift far below) or 1 (far above)."""
+    from scipy import stats
+
+    value = float(stats.nct.sf(critical, df, shift))
+    if math.isfinite(value):
+        return value
+    return 1.0 if shift > critical else 0.0
 
 
 def minimum_detectable_difference(
@@ -110,30 +163,49 @@ def minimum_detectable_difference(
     seeds: int,
     alpha: float = 0.05,
     target_power: float = 0.8,
-    population: int | None = None,
+    alternative: str = "two-sided",
 ) -> float:
-    """The smallest |difference| the test detects with ``target_power`` at ``items`` x ``seeds``."""
+    """The smallest difference (in the direction of ``alternative``) the test detects with
+    ``target_power`` at ``items`` x ``seeds``; NaN when not computable (one item, or a power target
+    at or below alpha, or one the test cannot reach)."""
     from scipy.optimize import brentq
 
-    se = standard_error(components, items, seeds, population)
-    if items < 2 or se == 0:
-        return math.nan if items < 2 else 0.0
-    return float(brentq(lambda d: power(d, se, items, alpha) - target_power, 0.0, 50 * se + 1e-9))
+    se = standard_error(components, items, seeds)
+    if items < 2 or math.isnan(se) or target_power <= alpha:
+        return math.nan
+    if se == 0:
+        return 0.0
+    sign = -1.0 if alternative == "less" else 1.0
+
+    def gap(d: float) -> float:
+        return power(sign * d, se, items, alpha, alternative) - target_power
+
+    high = 100.0 * se
+    if gap(high) < 0:
+        return math.nan
+    return float(brentq(gap, 0.0, high))
 
 
 def items_needed(
-    components: VarianceComponents, delta: float, seeds: int, alpha: float = 0.05, target_power: float = 0.8
+    components: VarianceComponents,
+    delta: float,
+    seeds: int,
+    alpha: float = 0.05,
+    target_power: float = 0.8,
+    alternative: str = "two-sided",
 ) -> int | None:
     """The fewest items at which a true difference ``delta`` is detected with ``target_power`` at
-    ``seeds`` seeds; None when even 100,000 items do not suffice (delta 0)."""
-    if delta == 0:
+    ``seeds`` seeds; None when MOST_ITEMS do not suffice or it is not computable (delta 0, one item)."""
+
+    def reaches(items: int) -> bool:
+        return power(delta, standard_error(components, items, seeds), items, alpha, alternative) >= target_power
+
+    if delta == 0 or math.isnan(components.sigma2_item) or not reaches(MOST_ITEMS):
         return None
-    low, high = 2, 100_000
-    if power(abs(delta), standard_error(components, high, seeds), high, alpha) < target_power:
-        return None
+    low, high = 2, MOST_ITEMS
     while low < high:
         middle = (low + high) // 2
-        if power(abs(delta), standard_error(components, middle, seeds), middle, alpha) >= target_power:
+        if reaches(middle):
             high = middle
         else:
             low = middle + 1
@@ -146,26 +218,27 @@ def seeds_needed(
     items: int,
     alpha: float = 0.05,
     target_power: float = 0.8,
-    most: int = 100,
+    alternative: str = "two-sided",
 ) -> int | None:
     """The fewest seeds at which ``delta`` is detected with ``target_power`` at ``items`` items; None
-    when no number of seeds up to ``most`` suffices (the item variance alone is too large: more
-    items are needed) or the pilot had one seed (the split between item and seed noise is unknown)."""
-    if delta == 0 or math.isnan(components.sigma2_seed):
+    when no number of seeds up to MOST_SEEDS suffices (the item term alone is too large: more items
+    are needed) or the pilot had one seed (item and noise terms cannot be told apart)."""
+    if delta == 0 or math.isnan(components.sigma2_noise) or math.isnan(components.sigma2_item):
         return None
-    for seeds in range(1, most + 1):
-        if power(abs(delta), standard_error(components, items, seeds), items, alpha) >= target_power:
+    for seeds in range(1, MOST_SEEDS + 1):
+        if power(delta, standard_error(components, items, seeds), items, alpha, alternative) >= target_power:
             return seeds
     return None
 
 
 def pair_differences(frame: pd.DataFrame, method: str, reference: str, benchmark: str) -> np.ndarray:
-    """(seeds, items) per-seed item differences method - reference at each one's final iteration,
-    over the seeds both ran and the items every one of those seeds scored for both (an item score
-    frame, harness.scores.item_score_frame)."""
+    """(seeds, items) per-seed item differences method - reference at each one's final iteration
+    (taken over the whole frame, as the report's paired test does), over the seeds both ran and the
+    items every one of those seeds scored for both (an item score frame, harness.scores)."""
     from spogw.harness.scores import final_rows
 
-    final = final_rows(frame[frame["benchmark"] == benchmark])
+    final = final_rows(frame)
+    final = final[final["benchmark"] == benchmark]
     grids = [
         final[final["method"] == label].pivot_table(index="seed", columns="item_id", values="score", aggfunc="mean")
         for label in (method, reference)
@@ -176,10 +249,13 @@ def pair_differences(frame: pd.DataFrame, method: str, reference: str, benchmark
     return both.to_numpy()
 
 
-PLAN_COLUMNS = [
-    "benchmark", "method", "reference", "difference", "items", "seeds", "sigma2_item", "sigma2_seed",
-    "seed_spread", "mdd", "effect", "power_at_effect", "items_for_effect", "seeds_for_effect",
-]  # fmt: skip
+def _binary(frame: pd.DataFrame, method: str, reference: str, benchmark: str) -> bool:
+    from spogw.harness.scores import final_rows
+
+    final = final_rows(frame)
+    part = final[(final["benchmark"] == benchmark) & final["method"].isin([method, reference])]
+    per_item = part.groupby(["method", "item_id"])["score"].mean()
+    return bool(len(per_item)) and bool(per_item.isin([0.0, 1.0]).all())
 
 
 def planning_table(
@@ -188,65 +264,103 @@ def planning_table(
     effect: float | None = None,
     alpha: float = 0.05,
     target_power: float = 0.8,
+    alternative: str = "two-sided",
 ) -> pd.DataFrame:
-    """One row per (benchmark, pair): the pilot's difference and variance components, the minimum
-    detectable difference (``mdd``) at its items x seeds, and for ``effect`` (default: the pilot's
-    own |difference|) the power at its size, the items needed at its seeds and the seeds needed at
-    its items (None: not reachable, see ``seeds_needed``)."""
+    """One row per (benchmark, pair) with scored items in common: the pilot's difference and variance
+    components, and the minimum detectable difference (``mdd``) at its items x seeds, planned at
+    alpha / K over the K rows (Holm's first step). With ``effect`` (the smallest difference of
+    interest, in the direction of ``alternative``): the power at the pilot's size, the items needed
+    at its seeds and the seeds needed at its items."""
     import pandas as pd
 
-    rows = []
+    found = []
     for benchmark in sorted(frame["benchmark"].unique()):
         for method, reference in pairs:
             differences = pair_differences(frame, method, reference, benchmark)
-            if differences.size == 0:
-                continue
-            parts = variance_components(differences)
-            delta = abs(parts.difference) if effect is None else effect
+            if differences.size:
+                found.append((benchmark, method, reference, variance_components(differences)))
+    level = alpha / max(1, len(found))
+    delta = None if effect is None else (-effect if alternative == "less" else effect)
+    rows = []
+    for benchmark, method, reference, parts in found:
+        row = {
+            "benchmark": benchmark,
+            "method": method,
+            "reference": reference,
+            "difference": parts.difference,
+            "items": parts.items,
+            "seeds": parts.seeds,
+            "sigma2_item": parts.sigma2_item,
+            "sigma2_noise": parts.sigma2_noise,
+            "sigma2_policy": parts.sigma2_policy,
+            "policy_p": parts.policy_p,
+            "notes": _notes(parts, _binary(frame, method, reference, benchmark)),
+            "alpha_planned": level,
+            "mdd": minimum_detectable_difference(parts, parts.items, parts.seeds, level, target_power, alternative),
+        }
+        if delta is not None:
             se = standard_error(parts, parts.items, parts.seeds)
-            rows.append(
-                {
-                    "benchmark": benchmark,
-                    "method": method,
-                    "reference": reference,
-                    "difference": parts.difference,
-                    "items": parts.items,
-                    "seeds": parts.seeds,
-                    "sigma2_item": parts.sigma2_item,
-                    "sigma2_seed": parts.sigma2_seed,
-                    "seed_spread": parts.seed_spread,
-                    "mdd": minimum_detectable_difference(parts, parts.items, parts.seeds, alpha, target_power),
-                    "effect": delta,
-                    "power_at_effect": power(delta, se, parts.items, alpha),
-                    "items_for_effect": items_needed(parts, delta, parts.seeds, alpha, target_power),
-                    "seeds_for_effect": seeds_needed(parts, delta, parts.items, alpha, target_power),
-                }
-            )
-    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+            row |= {
+                "effect": delta,
+                "power_at_effect": power(delta, se, parts.items, level, alternative),
+                "items_for_effect": items_needed(parts, delta, parts.seeds, level, target_power, alternative),
+                "seeds_for_effect": seeds_needed(parts, delta, parts.items, level, target_power, alternative),
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def planning_markdown(table: pd.DataFrame, alpha: float, target_power: float, effect: float | None) -> str:
+def _notes(parts: VarianceComponents, binary: bool) -> str:
+    notes = []
+    if parts.seeds < 2:
+        notes.append("1 seed: item and noise terms not separated")
+    if parts.items < 2:
+        notes.append("1 item: no spread across items")
+    if parts.item_clipped:
+        notes.append("sigma2_item estimated below 0, set to 0")
+    if parts.policy_p < 0.05:
+        notes.append("seeds differ as policies (F test p < 0.05)")
+    if binary:
+        notes.append("0/1 scores: McNemar, less power than planned")
+    return "; ".join(notes)
+
+
+def planning_markdown(
+    table: pd.DataFrame, alpha: float, target_power: float, effect: float | None, alternative: str = "two-sided"
+) -> str:
     """The planning table as the report and `spogw power` print it, with how to read it."""
     from spogw.reports.sections import pipe_table
 
     if table.empty:
         return "No paired comparison with scored items in common: nothing to plan from.\n"
     shown = table.copy()
-    for column in ("difference", "sigma2_item", "sigma2_seed", "seed_spread", "mdd", "effect", "power_at_effect"):
-        shown[column] = shown[column].map(lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.4f}")
+    numbers = ("difference", "sigma2_item", "sigma2_noise", "sigma2_policy", "policy_p", "alpha_planned", "mdd")
+    for column in (*numbers, "effect", "power_at_effect"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.4g}")
     for column in ("items_for_effect", "seeds_for_effect"):
-        shown[column] = shown[column].map(lambda v: "not reachable" if v is None or v != v else str(int(v)))
-    which = "the pilot's own |difference|" if effect is None else f"{effect:g}"
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "not reachable" if v is None or v != v else str(int(v)))
     notes = [
-        f"mdd: the smallest difference the report's paired test (two-sided, alpha = {alpha:g}) detects with "
-        f"power {target_power:g} at this run's items x seeds. For effect = {which}: the power at this size, the "
-        "items needed at this run's seeds, the seeds needed at this run's items ('not reachable': item-to-item "
-        "variation alone is too large, add items; or the pilot had one seed).",
-        "Var(mean difference) = (sigma2_item + sigma2_seed / seeds) / items; power from the noncentral t with "
-        "items - 1 degrees of freedom (reports/power.py; checked against simulated replications by "
-        "bench/calibration.py).",
-        "seed_spread: the seeds' mean differences spread this many times what item noise alone gives; well above "
-        "1 means seeds differ as policies (training randomness), which the item-paired test does not cover: "
-        "add seeds and read the aggregates' intervals over seeds.",
+        f"mdd: the smallest difference ({alternative}) the report's paired test detects with power "
+        f"{target_power:g} at this run's items x seeds, planned at alpha_planned = {alpha:g} / {len(table)} (Holm's "
+        "first step over the comparisons; conservative). Var(mean difference) = (sigma2_item + sigma2_noise / "
+        "seeds) / items; power from the noncentral t with items - 1 degrees of freedom (reports/power.py; "
+        "calibrated by bench/calibration.py, docs/reports.md).",
+        "sigma2_policy and policy_p: how much the seeds differ as policies (training randomness) and the F "
+        "test of it. The item-paired test treats the seeds' policies as fixed; when they differ, add seeds and "
+        "read the aggregates' intervals over seeds.",
     ]
+    if effect is None:
+        notes.append(
+            "For the power, items and seeds a given difference needs, run `spogw power RUN_DIR --effect D` with "
+            "D the smallest difference that matters to you (planning from the pilot's own difference would only "
+            "restate its p-value)."
+        )
+    else:
+        notes.append(
+            f"For effect = {effect:g}: the power at this run's size, the items needed at its seeds and the seeds "
+            f"needed at its items ('not reachable': more than {MOST_ITEMS:,} items, or more than {MOST_SEEDS} seeds "
+            "because the item term alone is too large, or a one-seed pilot)."
+        )
     return pipe_table(shown) + "\n\n" + "\n\n".join(notes) + "\n"

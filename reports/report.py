@@ -139,7 +139,8 @@ def build_report(
                     f"{len(paired)} comparisons, alpha {stats.alpha:g}.",
                 )
             )
-            plan = planning_markdown(planning_table(frame, pairs, None, stats.alpha), stats.alpha, 0.8, None)
+            plan_table = planning_table(frame, pairs, None, stats.alpha, 0.8, stats.alternative)
+            plan = planning_markdown(plan_table, stats.alpha, 0.8, None, stats.alternative)
             sections.append(Section("Sample size for the next run", plan, markdown_html(plan)))
         sections.append(
             table_section(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from spogw.harness.scores import ITEM_KEY, item_score_frame
+from spogw.harness.scores import ITEM_KEY, item_score_frame, seed_item_matrix
 from spogw.reports.stats import mean_ci
 
 __all__ = ["ITEM_KEY", "item_score_frame"]  # defined once in harness/scores.py, used here by name
@@ -31,8 +31,10 @@ def summary_table(frame: pd.DataFrame, iterations: dict[str, int] | None = None,
     for (benchmark, method, iteration), part in frame.groupby(["benchmark", "method", "iteration"], sort=True):
         if iterations is not None and iteration not in (0, iterations.get(str(method), 0)):
             continue
-        per_item = part.groupby("item_id")["score"].mean()
-        per_seed = part.groupby("seed")["score"].mean()
+        matrix = seed_item_matrix(part)  # harness.scores' definition: every seed over the same items
+        if matrix.empty:
+            continue
+        per_item, per_seed = matrix.mean(axis=0), matrix.mean(axis=1)
         ci = mean_ci(per_item.to_numpy(), covers="items", seed=seed)
         rows.append(
             {

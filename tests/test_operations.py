@@ -245,7 +245,7 @@ def test_a_file_that_is_not_text_is_named_in_the_error(
 
 def test_an_offline_hub_dataset_is_a_service_that_does_not_answer(tmp_path: Path) -> None:
     """Not in the cache and no network: exit 3 (the run can resume once online), naming the
-    dataset and the alternative; a missing local dataset folder is bad input (exit 2)."""
+    dataset and the alternative."""
     offline = _spogw(
         "eval", "--benchmark", "gsm8k", "--workflow", "io", "--hub", "no-such-owner/no-such-dataset",
         env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},

@@ -254,6 +254,19 @@ def test_seeds_that_scored_different_items_give_one_score_everywhere(tmp_path: P
     assert int(score_table(frame, resamples=50)["items"].iloc[0]) == 3
 
 
+def test_a_benchmark_whose_seeds_share_no_scored_item_has_no_score_rather_than_nan() -> None:
+    """Seed 0 scored only x-0 and seed 1 only x-1 on benchmark x: no item all seeds scored, so x has
+    no score; benchmark y (scored by both) keeps its own, and the tables hold no NaN."""
+    from spogw.harness.scores import benchmark_means
+
+    rows = [("x", 0, "x-0", 1.0), ("x", 1, "x-1", 0.0), ("y", 0, "y-0", 1.0), ("y", 1, "y-0", 0.5)]
+    frame = pd.DataFrame(rows, columns=["benchmark", "seed", "item_id", "score"]).assign(method="m", iteration=1)
+    assert benchmark_means(frame).to_dict() == {"y": 0.75}
+    table = score_table(frame, resamples=50)
+    assert table["benchmark"].tolist() == ["y"] and not table["score"].isna().any()
+    assert score_table(frame[frame["benchmark"] == "x"], resamples=50).empty
+
+
 def test_one_seed_has_no_interval_over_seeds() -> None:
     """From one seed the bootstrap over seeds returns the point itself; the table says nan, not a
     zero-width interval, and the two-level interval still covers the items."""

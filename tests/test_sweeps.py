@@ -284,6 +284,7 @@ def test_a_service_that_is_down_stops_the_sweep_and_endless_failures_stop_it_too
     stops it once as many trials failed as it was to complete, instead of looping forever. A worker
     checks the tracking server before it joins."""
     import spogw.harness.runner as runner
+    import spogw.harness.sweeps.study as study_module
     from spogw.harness.executors.base import ExecutorUnavailable
     from spogw.harness.sweeps.study import run_sweep
     from spogw.harness.tracking import TrackingUnavailable
@@ -305,10 +306,22 @@ def test_a_service_that_is_down_stops_the_sweep_and_endless_failures_stop_it_too
         raise RuntimeError("every configuration hits this")
 
     monkeypatch.setattr(runner, "run_experiment", always_fails)
-    stop = r"2 trials of sweep 'sweep_small' failed, as many as it was to complete \(2\)"
+    stop = r"the last 2 trials of sweep 'sweep_small' failed, as many as it was to complete \(2\)"
     with pytest.raises(ValueError, match=stop):
         run_sweep(sweep, tmp_path / "failing", log=lambda _: None)
     assert calls.count("bug") == 2
+
+    # the cause fixed, the same sweep resumes and completes its trials (failures are counted in a row)
+    def completes(config: Any, run_dir: Path, **kwargs: Any) -> Path:
+        calls.append("ok")
+        return run_dir
+
+    monkeypatch.setattr(runner, "run_experiment", completes)
+    monkeypatch.setattr(study_module, "objective_value", lambda *args: 0.5)
+    monkeypatch.setattr(study_module, "_log_rollouts", lambda *args: None)
+    resumed = run_sweep(sweep, tmp_path / "failing", log=lambda _: None)
+    assert calls.count("ok") == 2
+    assert len(resumed.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
 
     start = time.perf_counter()
     with pytest.raises(TrackingUnavailable):

@@ -20,8 +20,8 @@ def objective_value(run_dir: Path, objective: ObjectiveConfig) -> float:
 
 def objective_from_frame(frame: pd.DataFrame, objective: ObjectiveConfig, source: str = "") -> float:
     """mean_score: the objective method's test score at its final iteration (harness.scores'
-    macro average: mean over benchmarks of the benchmark's mean item score, items averaged over
-    seeds); paired_difference: the macro average of the per-benchmark mean over items of (method -
+    macro average: mean over benchmarks of the benchmark's score, every seed over the items all
+    seeds scored); paired_difference: the macro average of the per-benchmark mean over items of (method -
     baseline), item scores averaged over seeds, on the items both scored. ``frame``: an item frame
     (harness.scores.item_score_frame); ``source`` names it in errors."""
     from spogw.harness.scores import final_rows, macro_average, macro_score

@@ -279,15 +279,24 @@ def _start_over(sweep: Sweep, run_dir: Path, storage: str | None, log: Callable[
 
 
 def refuse_endless_failures(study: optuna.Study, sweep: Sweep, total: int) -> None:
-    """Raise InputError once as many trials failed as the sweep was to complete: failed trials are
-    not counted (another draw replaces each), so a failure every configuration hits would loop
-    forever. The message gives the last trial's error."""
-    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs]
+    """Raise InputError once as many trials in a row failed as the sweep was to complete: failed
+    trials are not counted (another draw replaces each), so a failure every configuration hits
+    would loop forever. In a row: since the last trial that completed or was pruned, so a sweep
+    stopped this way resumes once the cause is fixed, and configurations that fail now and then
+    never stop it. The message gives the last trial's error."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    failed: list[optuna.trial.FrozenTrial] = []
+    for trial in reversed(trials):
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            break
+        if trial.state == TrialState.FAIL and "error" in trial.user_attrs:
+            failed.append(trial)
     if len(failed) < total:
         return
+    last = failed[0]
     raise InputError(
-        f"{sweep.source}: {len(failed)} trials of sweep {sweep.config.name!r} failed, as many as it was to "
-        f"complete ({total}); the sweep stops. Last error (trial {failed[-1].number}): {failed[-1].user_attrs['error']}"
+        f"{sweep.source}: the last {len(failed)} trials of sweep {sweep.config.name!r} failed, as many as it was "
+        f"to complete ({total}); the sweep stops. Last error (trial {last.number}): {last.user_attrs['error']}"
     )
 
 
