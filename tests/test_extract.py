@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spogw.harness.workflows.extract import extract_code, extract_workflow, fenced_blocks
@@ -62,6 +62,8 @@ _PROSE = st.text(alphabet=_WORDS, max_size=60)
 
 @settings(max_examples=150, deadline=None)
 @given(shape=st.sampled_from(sorted(FULL_SHAPES)), before=_PROSE, after=_PROSE)
+@example(shape="raw", before="", after="A,")  # a prose word with a comma parses as a tuple
+@example(shape="raw", before="Yes, I", after="A.b, c")
 def test_any_shape_with_any_prose_around_gives_the_code_back(shape: str, before: str, after: str) -> None:
     """Prose lines before and after any of the corpus's reply shapes never change the code found."""
     reply = f"{before}\n{FULL_SHAPES[shape](FUNCTION, 'total')}\n{after}"

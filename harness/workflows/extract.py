@@ -92,15 +92,21 @@ def _parses(source: str) -> bool:
     return True
 
 
-def _is_lone_word(statement: ast.stmt) -> bool:
-    """A bare name or dotted name ('Output', 'A.A', 'e.g'): prose that parses, and does nothing
-    when run but raise NameError."""
-    if not isinstance(statement, ast.Expr):
-        return False
-    value = statement.value
+def _is_name(value: ast.expr) -> bool:
     while isinstance(value, ast.Attribute):
         value = value.value
     return isinstance(value, ast.Name)
+
+
+def _is_lone_word(statement: ast.stmt) -> bool:
+    """A bare name or dotted name ('Output', 'A.A', 'e.g'), or a tuple of them ('A,', 'Yes, I'):
+    prose that parses, and does nothing when run but raise NameError."""
+    if not isinstance(statement, ast.Expr):
+        return False
+    value = statement.value
+    if isinstance(value, ast.Tuple):
+        return bool(value.elts) and all(_is_name(element) for element in value.elts)
+    return _is_name(value)
 
 
 def _drop_lone_words(source: str) -> str:
