@@ -18,6 +18,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spogw.harness.config import ExperimentConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_SERVICE_DOWN = 3
@@ -371,16 +375,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _run_folder_config(run_dir: Path) -> ExperimentConfig:
+    """The experiment a run folder holds (its resolved copy); UsageError when it is not a run folder."""
     from spogw.harness.config import load_experiment
     from spogw.harness.run_folder import RESOLVED
+
+    if not (run_dir / RESOLVED).is_file():
+        raise UsageError(f"{run_dir} is not a run folder: {run_dir / RESOLVED} does not exist")
+    return load_experiment(run_dir / RESOLVED)
+
+
+def _report(args: argparse.Namespace) -> int:
     from spogw.harness.tracking import Tracker
     from spogw.reports.report import log_report, write_report
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / RESOLVED).is_file():
-        raise UsageError(f"{run_dir} is not a run folder: {run_dir / RESOLVED} does not exist")
-    config = load_experiment(run_dir / RESOLVED)
+    config = _run_folder_config(run_dir)
     report = write_report(run_dir, config)
     tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
     log_report(report, tracker, tracker.parent_id)
@@ -390,22 +400,17 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _power(args: argparse.Namespace) -> int:
-    from spogw.harness.config import load_experiment
-    from spogw.harness.run_folder import RESOLVED
-    from spogw.harness.scores import read_item_scores
+    from spogw.harness.scores import own_executor, read_item_scores
     from spogw.reports.comparison import comparison_pairs
     from spogw.reports.power import planning_markdown, planning_table
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / RESOLVED).is_file():
-        raise UsageError(f"{run_dir} is not a run folder: {run_dir / RESOLVED} does not exist")
+    config = _run_folder_config(run_dir)
     if args.effect is not None and not 0 < args.effect <= 1:
         raise UsageError(f"--effect {args.effect}: give a difference of scores between 0 and 1")
     if not 0 < args.alpha < args.power < 1:
         raise UsageError(f"--alpha {args.alpha} and --power {args.power}: need 0 < alpha < power < 1")
-    config = load_experiment(run_dir / RESOLVED)
-    frame = read_item_scores(run_dir)
-    frame = frame[frame["transfer"] == ""]
+    frame = own_executor(read_item_scores(run_dir))
     if frame.empty:
         raise UsageError(f"{run_dir}: no scored evaluation yet; run the pilot first")
     declared = [tuple(pair) for pair in config.stats.comparisons]

@@ -147,6 +147,12 @@ def macro_score(frame: pd.DataFrame) -> float:
     return macro_average(benchmark_means(frame).tolist())
 
 
+def own_executor(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an item frame scored with each method's own executor (``transfer`` ''), not the
+    executor-transfer evaluations: what results, comparisons and objectives are about."""
+    return frame[frame["transfer"] == ""].reset_index(drop=True)
+
+
 def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Each method's rows at its last evaluated iteration."""
     last = frame.groupby("method")["iteration"].transform("max")

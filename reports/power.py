@@ -249,13 +249,13 @@ def pair_differences(frame: pd.DataFrame, method: str, reference: str, benchmark
     return both.to_numpy()
 
 
-def _binary(frame: pd.DataFrame, method: str, reference: str, benchmark: str) -> bool:
-    from spogw.harness.scores import final_rows
+def _binary(final: pd.DataFrame, method: str, reference: str, benchmark: str) -> bool:
+    """Whether the report's paired test of this pair uses McNemar (``final``: final-iteration rows)."""
+    from spogw.reports.stats import binary_scores
 
-    final = final_rows(frame)
     part = final[(final["benchmark"] == benchmark) & final["method"].isin([method, reference])]
     per_item = part.groupby(["method", "item_id"])["score"].mean()
-    return bool(len(per_item)) and bool(per_item.isin([0.0, 1.0]).all())
+    return bool(len(per_item)) and binary_scores(per_item.to_numpy())
 
 
 def planning_table(
@@ -273,10 +273,13 @@ def planning_table(
     at its seeds and the seeds needed at its items."""
     import pandas as pd
 
+    from spogw.harness.scores import final_rows
+
+    final = final_rows(frame)  # once: pair_differences' own final_rows of it changes nothing
     found = []
-    for benchmark in sorted(frame["benchmark"].unique()):
+    for benchmark in sorted(final["benchmark"].unique()):
         for method, reference in pairs:
-            differences = pair_differences(frame, method, reference, benchmark)
+            differences = pair_differences(final, method, reference, benchmark)
             if differences.size:
                 found.append((benchmark, method, reference, variance_components(differences)))
     level = alpha / max(1, len(found))
@@ -294,7 +297,7 @@ def planning_table(
             "sigma2_noise": parts.sigma2_noise,
             "sigma2_policy": parts.sigma2_policy,
             "policy_p": parts.policy_p,
-            "notes": _notes(parts, _binary(frame, method, reference, benchmark)),
+            "notes": _notes(parts, _binary(final, method, reference, benchmark)),
             "alpha_planned": level,
             "mdd": minimum_detectable_difference(parts, parts.items, parts.seeds, level, target_power, alternative),
         }

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from spogw.harness.atomic import atomic_write_text
+from spogw.harness.scores import own_executor
 from spogw.reports import plots
 from spogw.reports.comparison import aggregate_display, aggregate_table, comparison_pairs, paired_table, score_table
 from spogw.reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
@@ -107,7 +108,7 @@ def build_report(
     )
     stats = config.stats
     everything = item_score_frame(eval_items)
-    frame = everything[everything["transfer"] == ""].reset_index(drop=True)
+    frame = own_executor(everything)
     covered = coverage(config, frame, run_dir)
     marks = covered.marks()
     sections: list[Section] = []

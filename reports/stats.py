@@ -162,7 +162,7 @@ def paired_comparison(
         raise ValueError(f"paired scores need two equal-length non-empty vectors, got {a.shape} and {b.shape}")
     diff = a - b
     ci = mean_ci(diff, covers="paired items", level=level, resamples=resamples, seed=seed)
-    if set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}:
+    if binary_scores(a, b):
         p_value, test = mcnemar_exact(a.tolist(), b.tolist()), "McNemar exact"
     elif np.all(diff == 0):
         p_value, test = 1.0, "paired permutation"
@@ -178,6 +178,11 @@ def paired_comparison(
         )
         p_value, test = float(result.pvalue), "paired permutation"
     return PairedComparison(float(diff.mean()), ci.low, ci.high, p_value, test, int(a.size))
+
+
+def binary_scores(*scores: np.ndarray) -> bool:
+    """Whether every score is 0 or 1: then the paired comparison uses McNemar's exact test."""
+    return set(np.unique(np.concatenate([np.asarray(s, dtype=float).ravel() for s in scores]))) <= {0.0, 1.0}
 
 
 def mcnemar_exact(method: Sequence[float], baseline: Sequence[float]) -> float:

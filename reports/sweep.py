@@ -237,11 +237,10 @@ def _write_sweep_report(run_dir: Path, sweep: Sweep, study: optuna.Study, rerun_
 def _rerun_section(rerun_dir: Path, sweep: Sweep) -> Section:
     """The best configuration on fresh seeds: its score with CIs, and the paired difference against
     the baseline when the objective has one."""
-    from spogw.harness.scores import read_item_scores
+    from spogw.harness.scores import own_executor, read_item_scores
     from spogw.reports.comparison import MIN_SEEDS, paired_table, score_table
 
-    frame = read_item_scores(rerun_dir)
-    frame = frame[frame["transfer"] == ""]
+    frame = own_executor(read_item_scores(rerun_dir))
     objective = sweep.config.objective
     scores = score_table(frame, resamples=5_000)
     lines = [

@@ -24,9 +24,9 @@ def objective_from_frame(frame: pd.DataFrame, objective: ObjectiveConfig, source
     seeds scored); paired_difference: the macro average of the per-benchmark mean over items of (method -
     baseline), item scores averaged over seeds, on the items both scored. ``frame``: an item frame
     (harness.scores.item_score_frame); ``source`` names it in errors."""
-    from spogw.harness.scores import final_rows, macro_average, macro_score
+    from spogw.harness.scores import final_rows, macro_average, macro_score, own_executor
 
-    frame = final_rows(frame[frame["transfer"] == ""])
+    frame = final_rows(own_executor(frame))
     if frame.empty:
         raise ValueError(f"{source}: no evaluation rows")
     per_item = frame.groupby(["benchmark", "method", "item_id"])["score"].mean()
