@@ -157,6 +157,13 @@ def _upper(critical: float, df: int, shift: float) -> float:
     return 1.0 if shift > critical else 0.0
 
 
+def _power_at(
+    components: VarianceComponents, delta: float, items: int, seeds: int, alpha: float, alternative: str
+) -> float:
+    """The power for ``delta`` at ``items`` x ``seeds``, with the pilot's components."""
+    return power(delta, standard_error(components, items, seeds), items, alpha, alternative)
+
+
 def minimum_detectable_difference(
     components: VarianceComponents,
     items: int,
@@ -198,7 +205,7 @@ def items_needed(
     ``seeds`` seeds; None when MOST_ITEMS do not suffice or it is not computable (delta 0, one item)."""
 
     def reaches(items: int) -> bool:
-        return power(delta, standard_error(components, items, seeds), items, alpha, alternative) >= target_power
+        return _power_at(components, delta, items, seeds, alpha, alternative) >= target_power
 
     if delta == 0 or math.isnan(components.sigma2_item) or not reaches(MOST_ITEMS):
         return None
@@ -226,7 +233,7 @@ def seeds_needed(
     if delta == 0 or math.isnan(components.sigma2_noise) or math.isnan(components.sigma2_item):
         return None
     for seeds in range(1, MOST_SEEDS + 1):
-        if power(delta, standard_error(components, items, seeds), items, alpha, alternative) >= target_power:
+        if _power_at(components, delta, items, seeds, alpha, alternative) >= target_power:
             return seeds
     return None
 
