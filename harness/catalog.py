@@ -50,6 +50,7 @@ _STATIC = {
     "io": "one Custom call on the question",
     "cot": "one Custom call with a step-by-step instruction",
     "cot_sc": "CoT-SC(5): five CoT answers, then ScEnsemble",
+    "pot": "PoT (PAL): an analysis, then a Programmer whose output is the answer",
     "scoreflow_math": "ScoreFlow-style math workflow: CoT x3 + Programmer, ScEnsemble",
     "scoreflow_code": "ScoreFlow-style code workflow: code x3, ScEnsemble, Test",
     "scoreflow_qa": "ScoreFlow-style QA workflow: AnswerGenerate x3, ScEnsemble",
@@ -75,6 +76,12 @@ def registries() -> dict[str, Registry[Any]]:
         "spogw.harness.benchmarks.gsm_synth:load_gsm_synth",
         description="GSM-style word problems from the harness's own seeded generator; numeric scoring",
         domain="math",
+    )
+    BENCHMARKS.register(
+        "qa_synth",
+        "spogw.harness.benchmarks.qa_synth:load_qa_synth",
+        description="HotpotQA-style single-hop and bridge questions over given passages, seeded generator; token F1",
+        domain="qa",
     )
 
     for name, loader, description, domain in (

@@ -146,6 +146,27 @@ def paired_table(
     return with_holm(pd.DataFrame(rows), alpha, alternative)
 
 
+UNTRAINED = "{method}@0"
+"""How a trained method's iteration-0 evaluation (its untrained generator) is named in the learning test."""
+
+
+def learning_table(
+    frame: pd.DataFrame, alpha: float = 0.05, alternative: str = "two-sided", resamples: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
+    """Did training help? Every trained method's final iteration against its own iteration 0 (the
+    generator before any update) on every benchmark, paired by item exactly as `paired_table` pairs
+    methods (same test, BCa CI, Holm over the whole family: trained methods x benchmarks). Empty
+    when no method was evaluated at iteration 0 and at a later one."""
+    spans = frame.groupby("method")["iteration"].agg(["min", "max"])
+    trained = [str(m) for m, row in spans.iterrows() if row["min"] == 0 and row["max"] > 0]
+    if not trained:
+        return pd.DataFrame()
+    rows = frame[frame["method"].isin(trained)]
+    untrained = rows[rows["iteration"] == 0].assign(method=lambda f: [UNTRAINED.format(method=m) for m in f["method"]])
+    pairs = [(method, UNTRAINED.format(method=method)) for method in trained]
+    return paired_table(pd.concat([rows, untrained], ignore_index=True), pairs, alpha, alternative, resamples, seed)
+
+
 def aggregate_table(frame: pd.DataFrame, baseline: str | None, resamples: int = 2_000, seed: int = 0) -> pd.DataFrame:
     """rliable's aggregates over benchmarks (tasks) with stratified bootstrap CIs over seeds (runs):
     mean (the test score: mean over seeds of harness.scores' macro average), IQM and optimality gap

@@ -27,12 +27,20 @@ import pandas as pd
 from spogw.harness.atomic import atomic_write_text
 from spogw.harness.scores import own_executor
 from spogw.reports import plots
-from spogw.reports.comparison import aggregate_display, aggregate_table, comparison_pairs, paired_table, score_table
+from spogw.reports.comparison import (
+    aggregate_display,
+    aggregate_table,
+    comparison_pairs,
+    learning_table,
+    paired_table,
+    score_table,
+)
 from spogw.reports.costs import COSTS, cost_table, cumulative_costs, iteration_costs
 from spogw.reports.coverage import Coverage, coverage
 from spogw.reports.curation import curation_table, group_std_frame
 from spogw.reports.diversity import METRICS, diversity_frame, diversity_table
 from spogw.reports.health import health_table, learning_signal_warnings
+from spogw.reports.oracle import oracle_section
 from spogw.reports.power import planning_markdown, planning_table
 from spogw.reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
 from spogw.reports.studies import STUDIES, StudyData
@@ -143,6 +151,21 @@ def build_report(
             plan_table = planning_table(frame, pairs, None, stats.alpha, 0.8, stats.alternative)
             plan = planning_markdown(plan_table, stats.alpha, 0.8, None, stats.alternative)
             sections.append(Section("Sample size for the next run", plan, markdown_html(plan)))
+        learned = learning_table(frame, stats.alpha, stats.alternative, resamples=stats.bootstrap_samples)
+        if not learned.empty:
+            sections.append(
+                table_section(
+                    "Learning: final iteration against iteration 0",
+                    learned.assign(method=[f"{m}{marks.get(m, '')}" for m in learned["method"]]),
+                    "Each trained method's final generator against its own untrained generator (reference "
+                    "METHOD@0, iteration 0), paired by item (item score averaged over seeds) on the same test "
+                    f"items: difference with a 95% BCa CI; p: {learned['test'].iloc[0]} ({stats.alternative}); "
+                    f"p_holm: Holm over the {len(learned)} trained methods x benchmarks, alpha {stats.alpha:g}.",
+                )
+            )
+        regret = oracle_section(config, frame, eval_items, stats.bootstrap_samples) if simulated else None
+        if regret is not None:
+            sections.append(regret)
         sections.append(
             table_section(
                 "Aggregates over benchmarks (rliable's definitions)",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 
@@ -187,3 +188,60 @@ def test_docs_profile_table_is_current(repo) -> None:  # type: ignore[no-untyped
     assert profile_table() in (repo / "docs" / "simulator.md").read_text(), (
         "docs/simulator.md is stale: paste the output of spogw.harness.executors.sim_oracle.profile_table()"
     )
+
+
+QA = load_benchmark("qa_synth", size=60)
+HUMANEVAL = load_benchmark("humaneval")
+CODE = "CustomCodeGenerate"
+MATH_COT = Structure("math", "Custom", 1, "cot")
+
+
+def _of_kind(benchmark: Benchmark, kind: str, count: int) -> list[Item]:
+    return [item for item in benchmark.items if traits_of(item).kind == kind][:count]
+
+
+CROSSOVERS = [
+    # PAL (arXiv 2211.10435): a program does large-number arithmetic exactly; text reasoning slips
+    (GSM, "large_numbers", "small_numbers", Structure("math", "Custom", 1, "plain", programmer=True), MATH_COT),
+    # UnCert-CoT (arXiv 2503.15341): reasoning first pays on hard specifications, misleads on simple ones
+    (HUMANEVAL, "long_spec", "short_spec", Structure("code", CODE, 1, "cot"), Structure("code", CODE, 1, "plain")),
+    # self-ask (arXiv 2210.03350): sub-questions close the compositionality gap of bridge questions
+    (QA, "bridge", "single_hop", Structure("qa", "Custom", 1, "decompose"), Structure("qa", "Custom", 1, "cot")),
+]
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "helped", "hurt", "better", "worse"),
+    CROSSOVERS,
+    ids=["math-program-of-thought", "code-reasoning-first", "qa-decomposition"],
+)
+def test_each_mechanism_helps_one_visible_kind_and_hurts_the_other(
+    benchmark: Benchmark, helped: str, hurt: str, better: Structure, worse: Structure
+) -> None:
+    """The crossovers that give the testbed its question-conditional optimum (docs/simulator.md,
+    'Headroom by design'): on its kind a technique gains >= 15 points, on the other kind it loses."""
+    gains = {}
+    for kind in (helped, hurt):
+        items = _of_kind(benchmark, kind, 20)
+        assert len(items) == 20
+        gains[kind] = mean_score(evaluate(render_workflow(better), items, benchmark=benchmark)) - mean_score(
+            evaluate(render_workflow(worse), items, benchmark=benchmark)
+        )
+    print(f"{better.signature()} minus {worse.signature()}: {gains}")
+    assert gains[helped] >= 0.15
+    assert gains[hurt] < 0.0
+
+
+def test_each_kind_is_visible_in_the_question_text() -> None:
+    """What the class oracle conditions on is something a generator can read, not a hidden trait."""
+    for item in GSM.items:
+        assert (traits_of(item).kind == "large_numbers") == bool(re.search(r"\d{3,}", item.question))
+    for item in HUMANEVAL.items:
+        assert (traits_of(item).kind == "short_spec") == (len(item.question) < 400)
+    for item in QA.items:
+        question = item.question.split("\n")[0]
+        assert question.startswith("Question: ")  # the question comes before the passages
+        bridge = re.search(r"the (director|author) of|the company founded by", question) is not None
+        assert (traits_of(item).kind == "bridge") == bridge
+    kinds = [traits_of(item).kind for item in QA.items]
+    assert kinds.count("bridge") == kinds.count("single_hop") == 30

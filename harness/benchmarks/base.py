@@ -25,6 +25,10 @@ class SimTraits:
     distractors: tuple[str, ...]
     """Wrong answers a model tends to give, most likely first; shared across calls so errors correlate."""
     has_public_tests: bool = False
+    kind: str = ""
+    """The class of the question that its text shows (gsm_synth: large_numbers | small_numbers;
+    humaneval: short_spec | long_spec; qa_synth: single_hop | bridge). The profile's style bonuses
+    key on it, which is what makes the best workflow depend on the question (docs/simulator.md)."""
 
 
 @dataclass(frozen=True)

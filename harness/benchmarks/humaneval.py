@@ -21,6 +21,9 @@ from spogw.harness.errors import InputError
 from spogw.harness.workflows.operators import doctest_examples
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
+SHORT_SPEC_CHARS = 400
+"""A prompt shorter than this is a 'short_spec' item, a longer one 'long_spec' (the median HumanEval
+prompt is 396 characters): the visible class the simulator's reasoning bonus keys on."""
 
 # Small edits that turn a correct solution into a plausible wrong one (a model's typical slip).
 _MUTATIONS = (
@@ -62,6 +65,7 @@ def _traits(row: dict[str, str]) -> SimTraits:
         correct=row["prompt"] + row["canonical_solution"],
         distractors=_wrong_solutions(row["prompt"], row["canonical_solution"], row["entry_point"]),
         has_public_tests=bool(doctest_examples(row["prompt"])),
+        kind="short_spec" if len(row["prompt"]) < SHORT_SPEC_CHARS else "long_spec",
     )
 
 

@@ -29,6 +29,7 @@ from spogw.harness.workflows.answers import last_number
 
 SIM_LABEL = "SIMULATED executor"
 _COT = re.compile(r"step[- ]by[- ]step|reason|think|explain|carefully", re.IGNORECASE)
+_DECOMPOSE = re.compile(r"sub-?questions?|decompos|break (?:it|the \w+) (?:down|into)", re.IGNORECASE)
 _GENERATORS = ("Custom", "AnswerGenerate", "CustomCodeGenerate")
 
 
@@ -98,7 +99,7 @@ class SimExecutor:
             if current.identity == 0 and rng.random() < self.profile.format_error:
                 answer = self._distractor(rng, traits)
             return render(info.item.domain, op, answer)
-        return render(info.item.domain, op, self._generate(rng, info, traits, 0.0))
+        return render(info.item.domain, op, self._generate(rng, info, traits, self._arithmetic(traits)))
 
     def _rng(self, info: CallInfo, purpose: str) -> random.Random:
         return seeded_rng(
@@ -115,10 +116,14 @@ class SimExecutor:
 
     def _bonus(self, op: str, info: CallInfo) -> float:
         table = self.profile.op_bonus
+        traits = traits_of(info.item)
         bonus = table.get(f"{op}@{info.item.domain}", table.get(op, 0.0))
-        if _COT.search(info.instruction):
-            bonus += self.profile.cot_bonus
-        return bonus
+        bonus += style_bonus(self.profile, instruction_style(info.instruction), info.item.domain, traits.kind)
+        return bonus + self._arithmetic(traits)
+
+    def _arithmetic(self, traits: SimTraits) -> float:
+        """What large-number arithmetic costs a text-reasoning call (0 on other items)."""
+        return self.profile.text_arithmetic if traits.computational else 0.0
 
     def _p(self, traits: SimTraits, domain: str, bonus: float) -> float:
         """P(success) = sigmoid(k * (skill[domain] + bonus - d))."""
@@ -178,9 +183,26 @@ class SimExecutor:
                 if rng.random() < p_break:
                     return self._distractor(rng, traits)
             return current.text
-        if rng.random() < self._p(traits, info.item.domain, bonus):
+        if rng.random() < self._p(traits, info.item.domain, bonus + self._arithmetic(traits)):
             return traits.correct
         return current.text
+
+
+def instruction_style(instruction: str) -> str:
+    """The style of a generating call's instruction: decompose (sub-questions), cot (asks for
+    reasoning) or plain."""
+    if _DECOMPOSE.search(instruction):
+        return "decompose"
+    return "cot" if _COT.search(instruction) else "plain"
+
+
+def style_bonus(profile: SimProfile, style: str, domain: str, kind: str) -> float:
+    """b_instr: the most specific of 'style@domain:kind', 'style@domain', 'style' in the profile."""
+    table = profile.style_bonus
+    for key in (f"{style}@{domain}:{kind}", f"{style}@{domain}", style):
+        if key in table:
+            return table[key]
+    return 0.0
 
 
 # ----------------------------------------------------------------------------------------------

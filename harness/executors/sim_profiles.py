@@ -18,8 +18,13 @@ class SimProfile:
     """Per-domain skill s_D; a generation call is correct w.p. sigmoid(s_D + b_op + b_instr - d)."""
     op_bonus: dict[str, float]
     """b_op per generating operator and domain, keyed 'Operator' or 'Operator@domain'."""
-    cot_bonus: float
-    """b_instr when the instruction asks for step-by-step reasoning."""
+    style_bonus: dict[str, float]
+    """b_instr of a generating call by its instruction style (plain | cot | decompose), keyed
+    'style@domain:kind', 'style@domain' or 'style' (the most specific key present wins). The kind
+    keys are the question-conditional mechanisms of docs/simulator.md ('Headroom by design')."""
+    text_arithmetic: float
+    """Added to every text-reasoning call (not Programmer) on a computational item: language models
+    slip on large-number arithmetic that a program does exactly (PAL, arXiv 2211.10435)."""
     programmer_computational: float
     """b_op of Programmer on computational items."""
     programmer_other: float
@@ -74,9 +79,21 @@ MEDIUM = SimProfile(
         "Custom@code": -0.4,
         "AnswerGenerate@code": -1.5,
     },
-    cot_bonus=1.3,
-    programmer_computational=1.6,
-    programmer_other=-1.2,
+    style_bonus={
+        "cot": 1.3,
+        # code: reasoning first pays on long specifications and misleads on short ones (UnCert-CoT)
+        "plain@code:short_spec": 0.8,
+        "cot@code:short_spec": -0.5,
+        "cot@code:long_spec": 1.6,
+        # qa: answering by sub-questions closes the compositionality gap on bridge questions and
+        # adds a hop that can go wrong on a single lookup (self-ask)
+        "decompose@qa:bridge": 1.9,
+        "decompose@qa:single_hop": 0.15,
+        "cot@qa:bridge": 0.3,
+    },
+    text_arithmetic=-1.15,
+    programmer_computational=0.9,
+    programmer_other=0.3,
     programmer_crash=0.4,
     ensemble_majority=0.9,
     review_detect=0.55,
@@ -115,8 +132,8 @@ PROFILES: dict[str, SimProfile] = {
         MEDIUM,
         name="coder",
         skill={"math": -0.9, "code": -0.4, "qa": -0.9},
-        programmer_computational=2.4,
-        programmer_other=-0.4,
+        programmer_computational=1.7,
+        programmer_other=0.8,
         programmer_crash=0.15,
         review_detect=0.3,
         review_false_alarm=0.35,
@@ -127,8 +144,8 @@ PROFILES: dict[str, SimProfile] = {
         MEDIUM,
         name="verifier",
         skill={"math": -0.6, "code": -1.3, "qa": -0.3},
-        programmer_computational=0.3,
-        programmer_other=-2.0,
+        programmer_computational=-0.4,
+        programmer_other=-0.5,
         programmer_crash=0.7,
         review_detect=0.85,
         review_false_alarm=0.05,

@@ -52,8 +52,8 @@ class TinyRecipe:
     warmup_steps: int = 500
     batch_size: int = 32
     learning_rate: float = 3e-3
-    domains: tuple[str, ...] = ("math", "code")
-    benchmarks: tuple[str, ...] = ("gsm_synth", "humaneval")
+    domains: tuple[str, ...] = ("math", "code", "qa")
+    benchmarks: tuple[str, ...] = ("gsm_synth", "humaneval", "qa_synth")
     """Training-split questions of these benchmarks are the warm-up prompts (test questions are never seen)."""
     seed: int = 0
     eval_samples: int = 64

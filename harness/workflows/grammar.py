@@ -1,7 +1,8 @@
 """A grammar over the operator API: workflow structures, their source code, random samples.
 
 A structure is a small pipeline: k generating calls (with an instruction style), optionally a
-Programmer answer, a selection (ScEnsemble, or the first answer), optionally Review+Revise,
+Programmer answer, a selection (ScEnsemble over every answer; without it the Programmer's answer
+when there is one, program-of-thought, else the first answer), optionally Review+Revise,
 optionally Test (code) and optionally Format. `render` turns a structure into workflow source in
 the ScoreFlow/AFlow style; `sample_structure` draws one at random. The simulator's fairness tests
 compare structures, and the tiny generator (issue 4) is warmed up on rendered samples.
@@ -22,7 +23,16 @@ GENERATORS_BY_DOMAIN = {
 INSTRUCTIONS = {
     "plain": "Solve the following problem.",
     "cot": "Solve the following problem. Think step by step, then state the final answer.",
+    "decompose": (
+        "Answer the question by first writing the sub-questions it needs, answering each one from the "
+        "passages, then combining them into the final answer."
+    ),
 }
+
+STYLES_BY_DOMAIN = {"math": ("plain", "cot"), "code": ("plain", "cot"), "qa": ("plain", "cot", "decompose")}
+"""Instruction styles per domain: decomposition into sub-questions is a multi-hop QA technique
+(self-ask, arXiv 2210.03350). AnswerGenerate takes no instruction, so it has one style, 'cot' (its
+prompt always asks for reasoning)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,7 @@ class Structure:
     samples: int
     """Number of generating calls (1 to 5)."""
     style: str
-    """Instruction style of the generating calls: plain | cot."""
+    """Instruction style of the generating calls: plain | cot | decompose (STYLES_BY_DOMAIN)."""
     programmer: bool = False
     ensemble: bool = False
     review: bool = False
@@ -99,6 +109,8 @@ def render(structure: Structure) -> str:
             "        chosen = await self.sc_ensemble(solutions=solutions, problem=self.problem)",
             "        answer = chosen['response']",
         ]
+    elif structure.programmer:
+        body.append("        answer = program['output']")  # program-of-thought: the program's answer
     else:
         body.append("        answer = solutions[0]")
     if structure.review:
@@ -142,13 +154,15 @@ def all_structures(domain: str) -> list[Structure]:
     for generator, samples, style, programmer, ensemble, review, test, fmt in itertools.product(
         GENERATORS_BY_DOMAIN[domain],
         (1, 3, 5),
-        tuple(INSTRUCTIONS),
+        STYLES_BY_DOMAIN[domain],
         (False, True),
         (False, True),
         (False, True),
         (False, True),
         (False, True),
     ):
+        if generator == "AnswerGenerate" and style != "cot":
+            continue  # it takes no instruction: one style, or the same workflow twice
         if programmer and domain != "math":
             continue
         if test and domain != "code":
