@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from spogw.harness.config import ExperimentConfig
     from spogw.reports.sections import Section
 
+MIN_ITEMS_PER_KIND = 10
+"""Fewer test items of some kind and no oracle is computed: each fold would choose among dozens of
+structures on four items or fewer, and the regret's CI would span everything."""
+
 ORACLE_SEED = 0
 """Seed of the simulator when it scores the grammar's structures (one seed, the run's repeats)."""
 
@@ -105,7 +109,7 @@ def sim_benchmarks(config: ExperimentConfig) -> dict[str, str]:
 
 def reference(config: ExperimentConfig, benchmark_name: str, item_ids: list[str], cache_dir: Path) -> Reference | None:
     """The held-out oracle of ``benchmark_name`` on ``item_ids`` (cached in ``cache_dir``); None when
-    its items carry no kinds to condition on or a kind has fewer than 2 items."""
+    its items carry no kinds to condition on or a kind has fewer than MIN_ITEMS_PER_KIND items."""
     import asyncio
 
     from spogw.harness.benchmarks import load_from_config
@@ -121,7 +125,7 @@ def reference(config: ExperimentConfig, benchmark_name: str, item_ids: list[str]
     if not items or any(item.sim is None or not item.sim.kind for item in items):
         return None
     kinds = {item.id: item.sim.kind for item in items if item.sim is not None}
-    if min(Counter(kinds.values()).values()) < 2:
+    if min(Counter(kinds.values()).values()) < MIN_ITEMS_PER_KIND:
         return None
     structures = all_structures(benchmark.domain)
     repeats = config.evaluation.repeats
@@ -238,7 +242,7 @@ def references_for(config: ExperimentConfig, frame: pd.DataFrame) -> dict[str, R
     out: dict[str, Reference] = {}
     for benchmark in sim_benchmarks(config):
         ids = sorted(set(frame.loc[frame["benchmark"] == benchmark, "item_id"]))
-        if len(ids) < 4:
+        if len(ids) < 2 * MIN_ITEMS_PER_KIND:
             continue
         found = reference(config, benchmark, ids, cache_root() / "oracle")
         if found is not None:

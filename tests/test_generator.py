@@ -48,7 +48,7 @@ def test_build_is_cached_and_loads_fast(small_generator, cache: Path) -> None:  
     assert directory.parent.parent == cache
     info = json.loads((directory / "build.json").read_text())
     assert info["recipe_hash"] == tiny.recipe_hash(tiny.TEST_RECIPE)
-    assert {q["domain"] for q in info["quality"]} == {"math", "code"}
+    assert {q["domain"] for q in info["quality"]} == {"math", "code", "qa"}
     start = time.perf_counter()
     assert tiny.build(tiny.TEST_RECIPE, progress=False) == directory
     model, _, _ = tiny.load(tiny.TEST_RECIPE, progress=False)
