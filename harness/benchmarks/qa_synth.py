@@ -110,38 +110,27 @@ def _director(r: random.Random) -> Question:
     return Question(f"Who directed the film {film}?", director, tuple(passages), (other, city), "single_hop")
 
 
-def _director_birthplace(r: random.Random) -> Question:
-    (director, other, _), (city, other_city, shot_in), film, _, _ = _world(r)
-    passages = [
-        (film, f"{film} is a drama film directed by {director}, shot in {shot_in}."),
-        _born(director, city, "film director"),
-        _born(other, other_city, "film director"),
-    ]
-    r.shuffle(passages)
-    return Question(
-        f"In which city was the director of the film {film} born?",
-        city,
-        tuple(passages),
-        (director, shot_in, other_city),
-        "bridge",
+def _creator_birthplace(r: random.Random, film: bool) -> Question:
+    """Bridge: the birthplace of a film's director (``film``) or of a novel's author."""
+    (creator, other, _), (city, other_city, place), film_title, book_title, _ = _world(r)
+    title, role = (film_title, "film director") if film else (book_title, "novelist")
+    work = (
+        f"{title} is a drama film directed by {creator}, shot in {place}."
+        if film
+        else f"{title} is a novel by {creator}, set in {place}."
     )
+    passages = [(title, work), _born(creator, city, role), _born(other, other_city, role)]
+    r.shuffle(passages)
+    asked = f"the director of the film {title}" if film else f"the author of the novel {title}"
+    return Question(f"In which city was {asked} born?", city, tuple(passages), (creator, place, other_city), "bridge")
+
+
+def _director_birthplace(r: random.Random) -> Question:
+    return _creator_birthplace(r, film=True)
 
 
 def _author_birthplace(r: random.Random) -> Question:
-    (author, other, _), (city, other_city, setting), _, book, _ = _world(r)
-    passages = [
-        (book, f"{book} is a novel by {author}, set in {setting}."),
-        _born(author, city, "novelist"),
-        _born(other, other_city, "novelist"),
-    ]
-    r.shuffle(passages)
-    return Question(
-        f"In which city was the author of the novel {book} born?",
-        city,
-        tuple(passages),
-        (author, setting, other_city),
-        "bridge",
-    )
+    return _creator_birthplace(r, film=False)
 
 
 def _founder_company_city(r: random.Random) -> Question:
