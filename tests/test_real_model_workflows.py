@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spogw.harness.benchmarks.gsm_synth import generate
+from spogw.harness.benchmarks.base import Item, SimTraits
 from spogw.harness.executors.sim import SimExecutor
 from spogw.harness.workflows.engine import RunOutcome, RunStatus, WorkflowEngine
 from spogw.harness.workflows.extract import extract_workflow
@@ -17,7 +17,19 @@ from spogw.harness.workflows.grounding import question_specific, ungrounded_reas
 from tests.conftest import run
 
 CORPUS = sorted((Path(__file__).parent / "real_model_workflows").glob("*.txt"))
-ITEM = generate(3)[2]  # "Emma reads 19 pages a day for 5 days, then 5 pages a day for 3 days..." -> 110
+# Written out rather than drawn from gsm_synth, so that a change to the generator's templates cannot
+# move the numbers these cases quote.
+ITEM = Item(
+    id="hand/emma",
+    domain="math",
+    question=(
+        "Emma reads 19 pages a day for 5 days, then 5 pages a day for 3 days. How many pages does she read in total?"
+    ),
+    answer="110",
+    sim=SimTraits(
+        difficulty=0.6, computational=False, correct="110", distractors=("95", "15", "120"), kind="small_numbers"
+    ),
+)
 
 
 def _case(path: Path) -> tuple[str, str, str]:

@@ -174,6 +174,24 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried_once(tmp_path: Path
     assert study.trials[1].params == study.trials[0].params
 
 
+def test_a_worker_that_dies_before_its_heartbeat_thread_starts_does_not_hang_the_sweep(tmp_path: Path) -> None:
+    """A trial asked for and never beaten for (the worker was killed between ``ask`` and its
+    heartbeat thread: CI once hung 15 minutes on this) is still failed after the grace period and
+    retried: Optuna only fails trials that have a heartbeat, so ``next_trial`` records one at once."""
+    from spogw.harness.sweeps.storage import open_storage, resolve_paths
+    from spogw.harness.sweeps.study import next_trial
+
+    sweep = load_sweep(SMALL_SWEEP)
+    paths = resolve_paths(tmp_path, None, None)
+    study = optuna.create_study(study_name="dead", storage=open_storage(paths.storage, sweep))
+    trial = next_trial(study, paths, n_trials=1)
+    assert trial is not None
+    trial.set_user_attr("run_dir", "killed here")  # the last thing a killed worker did
+    time.sleep(sweep.config.grace_s + 1)
+    retry = next_trial(study, paths, n_trials=1)
+    assert retry is not None and study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
 def test_importances_cover_parameters_whose_range_the_constraints_moved() -> None:
     """group_size is drawn from [2, num_samples], a range that changes between trials; Optuna would
     leave it out of the importances. Against the declared ranges it is assessed, and it carries the

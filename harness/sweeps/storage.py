@@ -84,11 +84,23 @@ def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record the heartbeat of a trial just asked for (RDB storages; elsewhere nothing).
+
+    Optuna fails a dead worker's RUNNING trial only once it has a heartbeat row that went stale: a
+    worker killed between ``study.ask()`` and its first beat would leave the trial RUNNING for ever,
+    and every other worker waiting on it. The caller beats at once, inside the study lock it asked in.
+    """
+    # Optuna wraps an RDBStorage in a cache layer that also speaks the heartbeat protocol: ask the
+    # study's own storage object, not its class
+    storage = study._storage
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # heartbeat storages only
+
+
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat every heartbeat interval while the block runs (RDB storages)."""
-    # Optuna wraps an RDBStorage in a cache layer that also speaks the heartbeat protocol: ask the
-    # study's own storage object, not its class
     storage = study._storage
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     if not interval:

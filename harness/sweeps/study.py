@@ -39,7 +39,7 @@ from spogw.harness.sweeps.config import Sweep
 from spogw.harness.sweeps.objective import objective_value
 from spogw.harness.sweeps.parent_run import PARENT_ATTR, end_parent_run, ending_status, start_parent_run
 from spogw.harness.sweeps.space import Infeasible, suggest
-from spogw.harness.sweeps.storage import SweepPaths, heartbeat, open_storage, resolve_paths, study_lock
+from spogw.harness.sweeps.storage import SweepPaths, first_heartbeat, heartbeat, open_storage, resolve_paths, study_lock
 from spogw.harness.tracking import require_server
 
 if TYPE_CHECKING:
@@ -126,7 +126,9 @@ def next_trial(study: optuna.Study, paths: SweepPaths, n_trials: int) -> optuna.
             return None
         with warnings.catch_warnings():  # we run the heartbeat ourselves (heartbeat()), not Study.optimize
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            return study.ask()
+            trial = study.ask()
+            first_heartbeat(study, trial)
+            return trial
 
 
 def _tracked_experiment(
@@ -249,6 +251,7 @@ def run_sweep(
     offset = (os.getpid() % 997) * 7919 if worker else 0  # workers must not draw the same random startup points
     study = create_or_load(sweep, paths, worker, offset)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    announced: set[int] = set()
     try:
         while True:
             trial = next_trial(study, paths, total)
@@ -260,6 +263,13 @@ def run_sweep(
             if not running:
                 refuse_all_infeasible(study, sweep)
                 return study
+            waited = sorted({t.number for t in running} - announced)
+            if waited:  # a log line per trial waited on, so a sweep that waits long says what for
+                announced.update(waited)
+                log(
+                    f"waiting for trial(s) {waited} of another worker (a dead worker's trial fails "
+                    f"{sweep.config.grace_s} s after its last heartbeat and is retried)"
+                )
             time.sleep(max(1, sweep.config.heartbeat_s))  # another worker's trial: wait for it, or for its retry
     except BaseException as err:
         if not worker:  # the sweep dies with its starting process; a worker's end is not the sweep's
