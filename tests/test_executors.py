@@ -112,7 +112,7 @@ def test_fault_injection_200_runs_complete_none_lost_none_scored_zero() -> None:
     async def go() -> tuple[list, OpenAIExecutor, StubServer]:  # type: ignore[type-arg]
         async with StubServer(fault_rate=0.2, faults=("429", "500", "garbage", "hang"), hang_s=3.0, seed=1) as server:
             executor = OpenAIExecutor(
-                "stub", server.url, max_retries=4, backoff_s=0.01, max_backoff_s=0.1, call_timeout_s=0.5
+                "stub", server.url, max_retries=4, backoff_s=0.01, max_backoff_s=0.1, call_timeout_s=1.5
             )
             engine = WorkflowEngine(executor, concurrency=16, timeout_s=30)
             try:
@@ -127,9 +127,12 @@ def test_fault_injection_200_runs_complete_none_lost_none_scored_zero() -> None:
     assert {r.status for r in runs} <= {RunStatus.OK, RunStatus.INFRA_ERROR}
     assert all(r.score is None for r in runs if r.status == RunStatus.INFRA_ERROR)
     # every fault the server served is either retried or, the last of a call's attempts, that call's
-    # failure (which of the 200 runs draws 5 faults in a row depends on the interleaving)
+    # failure (which of the 200 runs draws 5 faults in a row depends on the interleaving). At least:
+    # on a loaded machine a healthy reply can also outlast the call timeout (client and server share
+    # one event loop here) and is retried too; CI saw 50 retries for 47 faults at a 0.5 s timeout
     faults = sum(n for kind, n in server.served.items() if kind != "ok")
-    assert executor.stats.retries + executor.stats.failures == faults > 0
+    assert executor.stats.retries + executor.stats.failures >= faults > 0
+    assert executor.stats.network_calls == server.requests  # every attempt counted, none invented
     assert sum(r.status == RunStatus.OK for r in runs) >= 190
 
 

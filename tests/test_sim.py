@@ -131,6 +131,19 @@ def test_programmer_helps_computational_items_only() -> None:
     assert gain_comp > 0.1 and gain_other < 0.0
 
 
+def test_a_program_that_crashes_on_every_attempt_is_graded_wrong_not_ungrounded() -> None:
+    """Program-of-thought returns the Programmer's output; when every attempt crashed that output is
+    the operator's error text, which the grader scores 0. It came from an operator, so the run is
+    ``ok`` (a wrong answer), never ``ungrounded`` (an answer the workflow made up): the learning
+    check once saw 0.4% of runs marked ungrounded this way."""
+    from spogw.harness.workflows.operators import PROGRAMMER_ATTEMPTS
+
+    program_only = render_workflow(Structure("math", "Custom", 1, "plain", programmer=True))
+    runs = evaluate(program_only, MATH_ITEMS[:20], profile="verifier")  # its programs crash 70% of the time
+    assert {r.status for r in runs} == {"ok"}
+    assert any(r.score == 0.0 and r.calls == 1 + PROGRAMMER_ATTEMPTS for r in runs)
+
+
 def test_test_operator_needs_tests_and_costs_nothing_without_them() -> None:
     source = render_workflow(Structure("math", "Custom", 1, "cot"))
     with_test = source.replace(

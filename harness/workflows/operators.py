@@ -217,7 +217,11 @@ async def programmer(ctx: RunContext, problem: str, analysis: str = "") -> dict[
             ctx.outputs.append(output)
             return {"code": code, "output": output}
         feedback = (result.stderr or result.status).strip()[-1000:]
-    return {"code": code, "output": f"error: {feedback.splitlines()[-1] if feedback else 'failed'}"}
+    # the failure is the operator's output (AFlow's Programmer returns it too): a workflow that returns
+    # it is graded (wrong), not called ungrounded as if it had made its answer up
+    output = f"error: {feedback.splitlines()[-1] if feedback else 'failed'}"
+    ctx.outputs.append(output)
+    return {"code": code, "output": output}
 
 
 async def test(ctx: RunContext, problem: str, solution: str, entry_point: str) -> dict[str, Any]:
