@@ -102,3 +102,17 @@ def test_humaneval_canonical_solutions_pass_164_of_164() -> None:
     scores = run(all_scores())
     failing = [item.id for item, score in zip(bench.items, scores, strict=True) if score != 1.0]
     assert not failing, failing
+
+
+@pytest.mark.parametrize(("name", "domain", "size"), [("gsm_synth", "math", 250), ("qa_synth", "qa", 240)])
+def test_a_generated_benchmark_has_its_default_size_and_refuses_a_file_or_a_dataset(
+    name: str, domain: str, size: int
+) -> None:
+    from spogw.harness.errors import InputError
+
+    benchmark = load_benchmark(name)
+    assert (benchmark.name, benchmark.domain, len(benchmark.items)) == (name, domain, size)
+    assert len(load_benchmark(name, size=12).items) == 12
+    for source in ({"path": "data.jsonl"}, {"hub": "openai/gsm8k"}):
+        with pytest.raises(InputError, match=f"{name} is generated; it reads no file or dataset"):
+            load_benchmark(name, **source)

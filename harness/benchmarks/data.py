@@ -115,6 +115,32 @@ def rows_benchmark(
     return Benchmark(name, domain, tuple(items), scorer, f"{where} ({len(items)} items)")
 
 
+def generated_benchmark(
+    name: str,
+    domain: str,
+    scorer: Scorer,
+    generate: Callable[[int, int], list[Item]],
+    templates: int,
+    source: Source,
+    seed: int,
+    default_size: int,
+) -> Benchmark:
+    """A benchmark the harness generates: ``generate(size, seed)`` items (``source.size``, else
+    ``default_size``). Raises InputError when the source names a file or a dataset: there is none."""
+    from spogw.harness.benchmarks.base import Benchmark
+
+    if source.path is not None or source.hub is not None:
+        raise InputError(f"{name} is generated; it reads no file or dataset (set benchmark.size instead)")
+    size = source.size or default_size
+    return Benchmark(
+        name=name,
+        domain=domain,
+        items=tuple(generate(size, seed)),
+        scorer=scorer,
+        source=f"harness generator {name} ({templates} templates), size={size}, seed={seed}",
+    )
+
+
 def field(row: Mapping[str, Any], name: str, where: str, number: int, kind: type = str) -> Any:
     """``row[name]`` checked to be a ``kind``; else an error naming the source, row and field."""
     value = row.get(name)

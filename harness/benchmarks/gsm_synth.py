@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spogw.harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
-from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, generated_benchmark
 from spogw.harness.benchmarks.scoring import score_last_number
-from spogw.harness.errors import InputError
 from spogw.harness.workflows.answers import format_number
 
 NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam")
@@ -272,16 +271,7 @@ def generate(size: int, seed: int = 0) -> list[Item]:
 
 
 def load_gsm_synth(source: Source = DEFAULT_SOURCE, seed: int = 0) -> Benchmark:
-    if source.path is not None or source.hub is not None:
-        raise InputError("gsm_synth is generated; it reads no file or dataset (set benchmark.size instead)")
-    size = source.size or 250
-    return Benchmark(
-        name="gsm_synth",
-        domain="math",
-        items=tuple(generate(size, seed)),
-        scorer=score_last_number,
-        source=f"harness generator gsm_synth (14 templates), size={size}, seed={seed}",
-    )
+    return generated_benchmark("gsm_synth", "math", score_last_number, generate, len(TEMPLATES), source, seed, 250)
 
 
 __all__ = ["TEMPLATES", "format_number", "generate", "load_gsm_synth"]

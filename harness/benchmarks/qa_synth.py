@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spogw.harness.benchmarks.base import Benchmark, Item, SimTraits, seeded_rng
-from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source
+from spogw.harness.benchmarks.data import DEFAULT_SOURCE, Source, generated_benchmark
 from spogw.harness.benchmarks.qa import score_hotpotqa
-from spogw.harness.errors import InputError
 
 FIRST = ("Ines", "Tomas", "Mira", "Jonas", "Leila", "Oskar", "Priya", "Mateo", "Yuki", "Anton", "Selma", "Rafael")
 LAST = ("Moreau", "Lindqvist", "Okafor", "Varga", "Castellanos", "Brandt", "Nakamura", "Hale", "Petrov", "Duarte")
@@ -197,13 +196,4 @@ def generate(size: int, seed: int = 0) -> list[Item]:
 
 
 def load_qa_synth(source: Source = DEFAULT_SOURCE, seed: int = 0) -> Benchmark:
-    if source.path is not None or source.hub is not None:
-        raise InputError("qa_synth is generated; it reads no file or dataset (set benchmark.size instead)")
-    size = source.size or 240
-    return Benchmark(
-        name="qa_synth",
-        domain="qa",
-        items=tuple(generate(size, seed)),
-        scorer=score_hotpotqa,
-        source=f"harness generator qa_synth ({len(TEMPLATES)} templates), size={size}, seed={seed}",
-    )
+    return generated_benchmark("qa_synth", "qa", score_hotpotqa, generate, len(TEMPLATES), source, seed, 240)
