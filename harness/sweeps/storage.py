@@ -84,6 +84,18 @@ def study_lock(storage_url: str, study_name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _heartbeat_interval(study: optuna.Study) -> int | None:
+    """The study storage's heartbeat interval in seconds; None when it keeps no heartbeats.
+
+    Optuna wraps an RDBStorage in a cache layer that also speaks the heartbeat protocol: ask the
+    study's own storage object, not its class."""
+    return getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+
+
+def _beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # heartbeat storages only
+
+
 def first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record the heartbeat of a trial just asked for (RDB storages; elsewhere nothing).
 
@@ -91,18 +103,14 @@ def first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     worker killed between ``study.ask()`` and its first beat would leave the trial RUNNING for ever,
     and every other worker waiting on it. The caller beats at once, inside the study lock it asked in.
     """
-    # Optuna wraps an RDBStorage in a cache layer that also speaks the heartbeat protocol: ask the
-    # study's own storage object, not its class
-    storage = study._storage
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # heartbeat storages only
+    if _heartbeat_interval(study):
+        _beat(study, trial)
 
 
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat every heartbeat interval while the block runs (RDB storages)."""
-    storage = study._storage
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    interval = _heartbeat_interval(study)
     if not interval:
         yield
         return
@@ -110,7 +118,7 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # heartbeat storages only
+            _beat(study, trial)
             if stop.wait(interval):
                 return
 
