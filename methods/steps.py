@@ -16,7 +16,13 @@ import torch
 
 from spogw.harness.registry import Registry
 from spogw.harness.rollouts import Rollout, RolloutKey
-from spogw.methods.losses import PAIR_LOSSES, POLICY_TERMS, group_coefficients, grpo_loss
+from spogw.methods.losses import (
+    PAIR_LOSSES,
+    POLICY_TERMS,
+    SequenceCoefficients,
+    group_coefficients,
+    grpo_loss,
+)
 from spogw.methods.units import UNIT_BUILDERS, GroupUnit, PairUnit, Unit, question_seed
 
 if TYPE_CHECKING:  # pydantic stays out of the step's imports: bench/update_memory.py runs it on a bare GPU box
@@ -67,6 +73,22 @@ def micro_batches(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+def step_coefficients(units: Sequence[GroupUnit], config: GRPOConfig) -> tuple[list[Rollout], SequenceCoefficients]:
+    """The step's sequences (every unit's unique rollouts, units in order) and their coefficients,
+    each unit's scaled by 1 / len(units): the deduplicated loss is linear in the coefficients, so the
+    step's loss (the mean of the units' losses) is one sum over all its sequences."""
+    rollouts: list[Rollout] = []
+    parts: list[SequenceCoefficients] = []
+    for unit in units:
+        lengths = torch.tensor([len(r.completion_ids) for r in unit.rollouts])
+        folded = group_coefficients(
+            unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(unit.rollouts)
+        )
+        parts.append(folded.scaled(1.0 / len(units)))
+        rollouts += unit.rollouts
+    return rollouts, SequenceCoefficients.concat(parts)
+
+
 @UPDATES.register("groups")
 def group_step(
     policy: Policy,
@@ -77,11 +99,13 @@ def group_step(
     temperature: float,
 ) -> dict[str, float]:
     """One optimizer step on the groups of ``units`` (a few questions): each question's unique
-    sequences are forwarded once; the step's loss is the mean of the questions' losses.
+    sequences are forwarded once, and the step's loss is the mean of the questions' losses.
 
-    The deduplicated loss is a sum over sequences, so a question's sequences may be forwarded and
-    back-propagated in micro-batches of ``policy.micro_batch_sequences`` (gradients accumulate):
-    the loss and gradient equal the one-pass step up to float rounding (tests/test_training.py)."""
+    The deduplicated loss is a sum over sequences (`step_coefficients`), so the step's sequences of
+    all its questions go through the model together, in micro-batches of
+    ``policy.micro_batch_sequences`` (0: all at once; gradients accumulate): the loss and gradient
+    equal the one-pass step up to float rounding (tests/test_training.py). One pass for the step,
+    not one per question: a small model's forward costs its call overhead, not its arithmetic."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     term = POLICY_TERMS.get(config.policy_term)
@@ -89,36 +113,32 @@ def group_step(
     clipped = active_tokens = 0.0
     tokens = 0
     active = [u for u in units if u.groups_kept > 0]
-    for unit in active:
-        rollouts = unit.rollouts
-        lengths = torch.tensor([len(r.completion_ids) for r in rollouts])
-        coefficients = group_coefficients(
-            unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(rollouts)
+    rollouts, coefficients = step_coefficients(active, config)
+    for part in micro_batches(len(rollouts), policy.micro_batch_sequences) if rollouts else []:
+        chunk = rollouts[part]
+        logp, mask = policy.completion_logprobs(chunk, temperature)
+        width = logp.shape[1]
+        old = _padded([r.old_logp for r in chunk], width).to(logp.device)
+        ref = _padded([ref_cache[r.key].tolist() for r in chunk], width).to(logp.device)
+        loss, metrics = grpo_loss(
+            logp,
+            old,
+            ref,
+            mask,
+            coefficients.select(part).to(logp.device),
+            config.beta,
+            config.eps_low,
+            config.eps_high,
+            term,
         )
-        for part in micro_batches(len(rollouts), policy.micro_batch_sequences):
-            chunk = rollouts[part]
-            logp, mask = policy.completion_logprobs(chunk, temperature)
-            width = logp.shape[1]
-            old = _padded([r.old_logp for r in chunk], width).to(logp.device)
-            ref = _padded([ref_cache[r.key].tolist() for r in chunk], width).to(logp.device)
-            loss, metrics = grpo_loss(
-                logp,
-                old,
-                ref,
-                mask,
-                coefficients.select(part).to(logp.device),
-                config.beta,
-                config.eps_low,
-                config.eps_high,
-                term,
-            )
-            (loss / len(active)).backward()
-            totals["loss"] += loss.item() / len(active)
-            totals["policy_term"] += float(metrics["policy_term"]) / len(active)
-            totals["kl_term"] += float(metrics["kl_term"]) / len(active)
-            clipped += float(metrics["clipped_tokens"])
-            active_tokens += float(metrics["active_tokens"])
-            tokens += int(mask.sum())
+        loss.backward()
+        totals["loss"] += loss.item()
+        totals["policy_term"] += float(metrics["policy_term"])
+        totals["kl_term"] += float(metrics["kl_term"])
+        clipped += float(metrics["clipped_tokens"])
+        active_tokens += float(metrics["active_tokens"])
+        tokens += int(mask.sum())
+    for unit in active:
         totals["mean_abs_advantage"] += float(unit.advantages.abs().mean()) / len(active)
     totals["clip_fraction"] = clipped / max(active_tokens, 1.0)
     if active:
@@ -142,7 +162,9 @@ def pair_step(
 ) -> dict[str, float]:
     """One optimizer step of the config's pair loss (PAIR_LOSSES) on summed completion log-probs,
     the mean over ``pairs``; in micro-batches of ``policy.micro_batch_sequences`` // 2 pairs (each
-    pair's two sequences together), whose losses add up to the mean."""
+    pair's two sequences together), whose losses add up to the mean. A micro-batch forwards each of
+    its distinct sequences once (ScoreFlow draws pairs with replacement from a question's few
+    samples, so a step's 2 x 8 sides are often 5 sequences), in one pass."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     total_loss, margins, tokens = 0.0, [], 0
@@ -152,9 +174,12 @@ def pair_step(
     for part in micro_batches(len(pairs), pairs_per_pass):
         chosen = [p.chosen for p in pairs[part]]
         rejected = [p.rejected for p in pairs[part]]
-        logp_c, mask_c = policy.completion_logprobs(chosen, temperature)
-        logp_r, mask_r = policy.completion_logprobs(rejected, temperature)
-        sum_c, sum_r = (logp_c * mask_c).sum(-1), (logp_r * mask_r).sum(-1)
+        distinct = list({r.key: r for r in chosen + rejected}.values())
+        position = {r.key: index for index, r in enumerate(distinct)}
+        logp, mask = policy.completion_logprobs(distinct, temperature)
+        sums = (logp * mask).sum(-1)  # (U,)
+        sum_c = sums[[position[r.key] for r in chosen]]
+        sum_r = sums[[position[r.key] for r in rejected]]
         ref_c = torch.stack([ref_cache[r.key].sum() for r in chosen]).to(sum_c.device)
         ref_r = torch.stack([ref_cache[r.key].sum() for r in rejected]).to(sum_c.device)
         s_w = torch.tensor([float(r.score or 0.0) for r in chosen], device=sum_c.device)
@@ -163,7 +188,7 @@ def pair_step(
         loss.backward()
         total_loss += loss.item()
         margins.append(((sum_c - ref_c) - (sum_r - ref_r)).detach())
-        tokens += int(mask_c.sum() + mask_r.sum())
+        tokens += int(mask.sum())
     torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
     optimizer.step()
     return {

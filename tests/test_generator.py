@@ -123,6 +123,8 @@ def test_reference_policies_and_adapter_round_trip(small_generator, tmp_path: Pa
     lora_b = [p for n, p in gen.model.named_parameters() if "lora_B" in n and "default" in n]
     gen.model.eval()  # LoRA dropout off: forward passes are deterministic
     with torch.no_grad():
+        for p in lora_b:  # the session's generator may have been trained by another test: start untrained
+            p.zero_()
         base = token_logprobs(gen.model, prompt_ids, completion)
         for p in lora_b:  # pretend an iteration of training happened
             p.add_(0.05)

@@ -37,6 +37,11 @@ class TrieNode:
     """A complete workflow ends here (only end-of-sequence may follow)."""
 
 
+POSITIONS_CACHE = 65_536
+"""Completions whose allowed (position, token) pairs a constraint keeps (each a few hundred ints: the
+grammar's workflows are short and their tries narrow)."""
+
+
 class ConstraintViolation(ValueError):
     """A completion that the constraint could not have produced (e.g. collected without it)."""
 
@@ -53,6 +58,8 @@ class GrammarConstraint:
         self.cued_roots: dict[str, TrieNode] = {}
         """Per domain, the trie of completions after a prompt that ends on the cue ``<graph>\\n``
         (chat and full prompts): the workflow itself, then ``</graph>``. Built on first use."""
+        self._positions: dict[tuple[int, tuple[int, ...]], tuple[list[int], list[int]]] = {}
+        """`_allowed_positions` by (trie, completion), at most POSITIONS_CACHE entries."""
         self.workflows: dict[str, int] = {}
         """Distinct workflows per domain (AnswerGenerate takes no instruction, so two structures that
         differ only in instruction style render to the same code)."""
@@ -101,8 +108,21 @@ class GrammarConstraint:
         constrained policy would be -inf (a rollout collected without the constraint)."""
         import torch
 
+        rows, columns = self._allowed_positions(self.root(prompt), tuple(completion_ids))
         mask = torch.zeros((len(completion_ids), vocab_size), dtype=torch.bool)
-        node: TrieNode | None = self.root(prompt)
+        mask[rows, columns] = True
+        return mask
+
+    def _allowed_positions(self, root: TrieNode, completion_ids: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """The (position, token) pairs of `allowed_mask`, cached per (trie, completion): the trainer
+        asks for the same completions every epoch, and one indexed write beats one per position."""
+        key = (id(root), completion_ids)
+        found = self._positions.get(key)
+        if found is not None:
+            return found
+        rows: list[int] = []
+        columns: list[int] = []
+        node: TrieNode | None = root
         for position, token in enumerate(completion_ids):
             if node is None:
                 raise ConstraintViolation(f"grammar constraint: token {position} comes after the end of the workflow")
@@ -112,9 +132,13 @@ class GrammarConstraint:
                     f"grammar constraint: token {position} (id {token}) is not allowed there; was this completion "
                     "sampled with generator.decoding 'free'?"
                 )
-            mask[position, allowed] = True
+            rows += [position] * len(allowed)
+            columns += allowed
             node = self.advance(node, token)
-        return mask
+        if len(self._positions) >= POSITIONS_CACHE:
+            self._positions.pop(next(iter(self._positions)))  # the oldest entry
+        self._positions[key] = (rows, columns)
+        return rows, columns
 
     def decisions(self, domain: str) -> int:
         """Number of trie nodes with more than one way on (a measure of how many choices remain)."""

@@ -57,10 +57,13 @@ def completion_logprobs(
     ).logits[:, :-1]  # (S, C, V): position P - 1 + t predicts completion token t
     logp = torch.zeros((len(rollouts), width), device=device)
     mask = torch.zeros((len(rollouts), width), device=device)
+    # unbind, not logits[row]: the backward of S separate indexings writes S zero-filled (S, C, V)
+    # gradients (S^2 C V work: 80% of a tiny-model step), that of one unbind stacks S rows once
+    rows = logits.unbind(0)
     for row, rollout in enumerate(rollouts):
         length = len(rollout.completion_ids)
         # one row at a time in float32: the (C, V) float copy of a row, not of the batch
-        row_logits = logits[row, :length].float()
+        row_logits = rows[row][:length].float()
         if temperature > 0:
             row_logits = row_logits / temperature
         allowed = (

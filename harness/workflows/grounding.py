@@ -55,27 +55,48 @@ def _windows(text: str) -> set[str]:
 
 
 @functools.lru_cache(maxsize=8192)
-def question_specific(source: str, question: str) -> str | None:
-    """A reason when the workflow's code embeds the question's numbers or words, else None."""
+def _constants(source: str) -> tuple[tuple[int, int | float | str], ...] | None:
+    """(line, value) of every number and string literal of ``source`` (not booleans), in syntax-tree
+    walk order; None when it does not parse. Cached: a workflow runs on many questions and repeats,
+    and parsing it each time cost more than the check itself."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return None  # the validator says what is wrong with it
-    numbers, windows = _numbers(question), _windows(question)
+        return None
+    found: list[tuple[int, int | float | str]] = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
-            continue
-        value = node.value
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int | float | str)
+            and not isinstance(node.value, bool)
+        ):
+            found.append((node.lineno, node.value))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=8192)
+def _question_words(question: str) -> tuple[set[float], set[str]]:
+    return _numbers(question), _windows(question)
+
+
+@functools.lru_cache(maxsize=8192)
+def question_specific(source: str, question: str) -> str | None:
+    """A reason when the workflow's code embeds the question's numbers or words, else None."""
+    constants = _constants(source)
+    if constants is None:
+        return None  # the validator says what is wrong with it
+    numbers, windows = _question_words(question)
+    for line, value in constants:
         if isinstance(value, int | float) and float(value) in numbers:
-            return f"line {node.lineno}: embeds the question's number {value!r}"
+            return f"line {line}: embeds the question's number {value!r}"
         if isinstance(value, str):
             shared = _numbers(value) & numbers
             if shared:
-                return f"line {node.lineno}: a string holds the question's number {min(shared):g}"
+                return f"line {line}: a string holds the question's number {min(shared):g}"
             words = " ".join(_WORD.findall(value.lower()))
             copied = next((w for w in windows if w in words), None)
             if copied is not None:
-                return f"line {node.lineno}: a string copies the question's words {copied!r}"
+                return f"line {line}: a string copies the question's words {copied!r}"
     return None
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sys
+import types
 from typing import Any
 
 # Relative: inside the sandbox this module is imported as harness.workflows.worker (only the
@@ -129,6 +131,13 @@ def send(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(code: str) -> types.CodeType:
+    """The code object of a guarded source: one workflow runs on many items and repeats, and a code
+    object is immutable (each run executes it in a fresh namespace)."""
+    return compile(code, "<workflow>", "exec")
+
+
 async def run_one(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
     budget = StepBudget(int(request["max_steps"]))
     namespace: dict[str, Any] = {
@@ -141,7 +150,7 @@ async def run_one(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
         BINOP: guarded_binop,
     }
     try:
-        exec(compile(request["code"], "<workflow>", "exec"), namespace)
+        exec(_compiled(request["code"]), namespace)
         workflow = namespace["Workflow"](_LLM(), request["problem"])
         entry = workflow.run_workflow
         # __call__(self, problem) arrives renamed run_workflow and still takes the problem
