@@ -258,3 +258,45 @@ def test_each_kind_is_visible_in_the_question_text() -> None:
         assert (traits_of(item).kind == "bridge") == bridge
     kinds = [traits_of(item).kind for item in QA.items]
     assert kinds.count("bridge") == kinds.count("single_hop") == 30
+
+
+def test_the_oracle_runs_grammar_renderings_in_process_with_the_workers_results() -> None:
+    """The in-process runner (the oracle's) gives every row the isolated workers give, on structures
+    with sampling, a program, an ensemble and review; and it refuses code the grammar did not render,
+    so generated code can never reach it."""
+    from spogw.harness.workflows.inprocess import NotAGrammarRendering
+
+    gsm = load_benchmark("gsm_synth")
+    items = list(gsm.items[:6])
+    structures = [
+        Structure("math", "Custom", 1, "cot"),
+        Structure("math", "Custom", 3, "cot", programmer=True, ensemble=True, review=True, format=True),
+        Structure("math", "AnswerGenerate", 5, "cot", ensemble=True),
+    ]
+
+    async def rows(in_process: bool) -> list[EvalRow]:
+        engine = WorkflowEngine(SimExecutor("medium"), concurrency=4, timeout_s=60, grammar_only_in_process=in_process)
+        try:
+            found: list[EvalRow] = []
+            for structure in structures:
+                found += await evaluate_workflow(render_workflow(structure), gsm, items, engine, 2, progress=False)
+            return found
+        finally:
+            await engine.close()
+
+    def comparable(found: list[EvalRow]) -> list[tuple[object, ...]]:
+        return [(r.item_id, r.repeat, r.workflow_code, r.status, r.reason, r.score, r.calls, r.answer) for r in found]
+
+    in_process, isolated = run(rows(True)), run(rows(False))
+    assert comparable(in_process) == comparable(isolated)
+    assert {r.status for r in isolated} == {"ok"} and {r.score for r in isolated} == {0.0, 1.0}
+
+    async def generated() -> None:
+        engine = WorkflowEngine(SimExecutor("medium"), grammar_only_in_process=True)
+        try:
+            await engine.run(render_workflow(structures[0]) + "\n# edited\n", items[0], 0)
+        finally:
+            await engine.close()
+
+    with pytest.raises(NotAGrammarRendering, match="only those run in-process"):
+        run(generated())

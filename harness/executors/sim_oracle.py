@@ -142,7 +142,10 @@ async def score_structures(
     seed: int = 0,
     concurrency: int = 8,
 ) -> list[StructureScore]:
-    engine = WorkflowEngine(SimExecutor(profile, seed=seed), concurrency=concurrency, timeout_s=120)
+    # the grammar's own renderings: in this process (harness.workflows.inprocess), same scores as workers
+    engine = WorkflowEngine(
+        SimExecutor(profile, seed=seed), concurrency=concurrency, timeout_s=120, grammar_only_in_process=True
+    )
     results = []
     try:
         for structure in structures:

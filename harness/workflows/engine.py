@@ -18,6 +18,7 @@ from enum import StrEnum
 from spogw.harness.benchmarks.base import Item
 from spogw.harness.executors.base import Executor, ExecutorUnavailable
 from spogw.harness.workflows.grounding import Grounding, question_specific, ungrounded_reason
+from spogw.harness.workflows.inprocess import InProcessRunner, trusted_source
 from spogw.harness.workflows.operators import RunContext
 from spogw.harness.workflows.pool import PoolLimits, WorkerPool
 from spogw.harness.workflows.sandbox import Sandbox
@@ -80,16 +81,24 @@ class WorkflowEngine:
         sandbox: Sandbox | None = None,
         pool_limits: PoolLimits | None = None,
         grounding: Grounding = "contained",
+        grammar_only_in_process: bool = False,
     ) -> None:
+        """``grammar_only_in_process``: run only the grammar's own renderings, in this process
+        (harness.workflows.inprocess; the simulator oracle); any other code is refused with
+        NotAGrammarRendering. Off (always, for generated code): every run is in an isolated worker."""
         self.executor = executor
         self.timeout_s = timeout_s
         self.max_calls = max_calls
         self.grounding: Grounding = grounding
         self.sandbox = sandbox or Sandbox()
-        self.pool = WorkerPool(concurrency, pool_limits)
+        self.grammar_only_in_process = grammar_only_in_process
+        runner = InProcessRunner if grammar_only_in_process else WorkerPool
+        self.pool: WorkerPool | InProcessRunner = runner(concurrency, pool_limits)
 
     async def run(self, source: str, item: Item, repeat: int) -> RunOutcome:
         start = time.perf_counter()
+        if self.grammar_only_in_process:
+            trusted_source(source, item.domain)
         try:
             workflow = validate_cached(source)
         except WorkflowInvalid as err:
