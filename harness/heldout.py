@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from spogw.harness.store import SQLiteStore
     from spogw.harness.workflows.engine import WorkflowEngine
 
-EVAL_CHUNK = 16
-"""Test items sampled in one batch. Chunks are fixed slices of the item list, and a chunk's rows
+EVAL_CHUNK = 64
+"""Test items sampled in one batch (64 rows decode 2.2x faster per workflow than 8 on the tiny
+generator; harness/collect.py SEQUENCES_PER_BATCH). Chunks are fixed slices of the item list, and a chunk's rows
 are written in one transaction, so a resumed evaluation samples exactly the batches it did before."""
 
 

@@ -184,6 +184,24 @@ def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
     }
 
 
+def collection_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
+    """Trained method label -> its untrained twins (`untrained_twins`) whose iteration-0 rollouts are
+    its own by construction: both collect iteration 0 whole with the untrained generator (offline
+    schedule), and a sample's randomness and its executions depend on its key (seed, iteration,
+    question, sample index), never on the method. An online method is nobody's twin here: it
+    updates between the batches of its iteration 0."""
+    offline = {
+        spec.display_label
+        for spec in config.methods
+        if getattr(method_config(spec), "schedule", "offline") == "offline"
+    }
+    return {
+        label: tuple(twin for twin in twins if twin in offline)
+        for label, twins in untrained_twins(config).items()
+        if label in offline
+    }
+
+
 def phase_counts(splits: Sequence[BenchmarkSplit], config: ExperimentConfig, phase: str, method: Any = None) -> str:
     """What a phase of a cell works on, for its progress line: 'evaluate' -> '32 items x 3 repeats',
     'collect' -> '40 questions x 8 workflows' (``method``: the trained method's config)."""

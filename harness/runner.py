@@ -39,7 +39,15 @@ from spogw.harness.config import (
 )
 from spogw.harness.console import RunProgress, say
 from spogw.harness.heldout import EvalTarget, evaluate_generator, evaluate_static
-from spogw.harness.plan import BenchmarkSplit, load_splits, phase_counts, select_methods, select_seeds, untrained_twins
+from spogw.harness.plan import (
+    BenchmarkSplit,
+    collection_twins,
+    load_splits,
+    phase_counts,
+    select_methods,
+    select_seeds,
+    untrained_twins,
+)
 from spogw.harness.policy.model import decoding_mode
 from spogw.harness.run_folder import (
     RESOLVED,
@@ -75,6 +83,9 @@ class ExperimentContext:
     untrained_twins: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per trained method, the trained methods whose iteration-0 evaluation (the untrained generator)
     is identical to its own: the same executor and sampling (then rows are copied, not recomputed)."""
+    collection_twins: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per trained method, the twins whose iteration-0 rollouts are its own (harness.plan.collection_twins):
+    copied from the store, not sampled and executed again."""
     on_evaluated: EvaluationHook | None = None
     """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
     bars: bool = True
@@ -201,8 +212,6 @@ async def _run_trainable(
     checkpoints.mkdir(parents=True, exist_ok=True)
 
     async def evaluate(iteration: int) -> None:
-        if not (config.evaluation.every_iteration or iteration in (0, config.iterations)):
-            return
         target = EvalTarget(context.store, config.name, label, seed, iteration, config.evaluation.repeats)
         shared = context.untrained_twins.get(label, ()) if iteration == 0 else ()
         await evaluate_generator(generator, context.splits, engine, target, params, shared_with=shared)
@@ -245,6 +254,8 @@ async def _run_trainable(
         params=params,
         checkpoints=checkpoints,
         final_collection=config.evaluation.collect_final,
+        evaluated_iterations=None if config.evaluation.every_iteration else frozenset({0, config.iterations}),
+        untrained_twins=context.collection_twins.get(label, ()),
     )
     try:
         await run_method(
@@ -343,7 +354,17 @@ def _run_cells(
     todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
     bar = RunProgress(config.name, len(todo), run_dir, enabled=progress)
     context = ExperimentContext(
-        config, run_dir, splits, store, tracker, parent, bar, untrained_twins(config), on_evaluated, bars=progress
+        config,
+        run_dir,
+        splits,
+        store,
+        tracker,
+        parent,
+        bar,
+        untrained_twins(config),
+        collection_twins(config),
+        on_evaluated,
+        bars=progress,
     )
     run_id: str | None = None
     try:

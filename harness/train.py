@@ -60,6 +60,11 @@ class TrainingRun:
     """Folder of the per-iteration training state (adapter + optimizer): iter<k>; None: no resume."""
     final_collection: bool = True
     """Collect once more after the last update (the trained policy's training score)."""
+    evaluated_iterations: frozenset[int] | None = None
+    """The iterations whose policy the ``evaluate`` hook of `run_method` evaluates (None: every one)."""
+    untrained_twins: tuple[str, ...] = ()
+    """Labels whose iteration-0 rollouts (same seed) are this run's by construction
+    (harness.plan.collection_twins): copied from the store where they are there."""
 
 
 @dataclass
@@ -219,7 +224,7 @@ async def run_method(
     schedule = SCHEDULES[getattr(config, "schedule", "offline")]
     summaries = []
     for iteration in range(start_iteration, run.iterations + 1):
-        if evaluate is not None:
+        if evaluate is not None and (run.evaluated_iterations is None or iteration in run.evaluated_iterations):
             if on_phase is not None:
                 on_phase(iteration, "evaluate")
             await evaluate(iteration)
@@ -233,8 +238,14 @@ async def run_method(
                 previous = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
                 generator.load_reference(previous)
 
-        async def collect(task: Task, items: Sequence[Item], spec: CollectSpec = spec) -> list[Rollout]:
-            return await collect_questions(generator, engine, task.benchmark, items, spec, run.params, store, progress)
+        twins = run.untrained_twins if iteration == 0 else ()
+
+        async def collect(
+            task: Task, items: Sequence[Item], spec: CollectSpec = spec, twins: tuple[str, ...] = twins
+        ) -> list[Rollout]:
+            return await collect_questions(
+                generator, engine, task.benchmark, items, spec, run.params, store, progress, shared_with=twins
+            )
 
         def update(
             rollouts: Sequence[Rollout], iteration: int = iteration

@@ -243,7 +243,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
 
 
 def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
-    """The paper-scale file is the quickstart's experiment with other model fields; here it can only
+    """The paper-scale file is all_methods.yaml's experiment with other model fields; here it can only
     plan, with local folders in the hub layouts standing in for the hub datasets (no download)."""
     paper = REPO / "experiments" / "paper_qwen7b_gpt4omini.yaml"
     hub = REPO / "tests" / "data" / "hub"
@@ -413,3 +413,18 @@ def test_a_run_with_nothing_to_learn_says_so_on_the_console_and_in_the_report(tm
     assert "NO LEARNING SIGNAL: spogw seed 0 iteration 0: " in result.stderr
     head = (run_dir / "report.md").read_text().split("\n## ")[0]
     assert "**No learning signal: spogw.**" in head
+
+
+def test_every_iteration_off_evaluates_only_the_untrained_and_the_final_generator(tmp_path: Path) -> None:
+    """evaluation.every_iteration: false: held-out rows exist for iterations 0 and the last only,
+    run.log announces no other evaluation, and the report's learning test still has both ends."""
+    from spogw import harness
+
+    run_dir = harness.run(SMALL, run_dir=tmp_path / "run", progress=False, evaluation__every_iteration=False)
+    with SQLiteStore(run_dir / "rollouts.sqlite") as store:
+        iterations = {row.iteration for row in store.eval_rows(method="spogw")}
+    assert iterations == {0, 2}
+    log = (run_dir / "run.log").read_text()
+    assert "iteration 0/2: evaluate" in log and "iteration 2/2: evaluate" in log
+    assert "iteration 1/2: evaluate" not in log
+    assert "| spogw | spogw@0 |" in (run_dir / "report.md").read_text()

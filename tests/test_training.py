@@ -403,3 +403,106 @@ def test_bf16_autocast_and_the_training_fields_reach_the_generator(spogw_cache, 
     difference = float(((mixed - full).abs() * mask).max())
     print(f"bf16 autocast vs float32 log-probs: max difference {difference:.2e}")
     assert 0 < difference < 0.5 and mixed.dtype == torch.float32
+
+
+def test_iteration_zero_twins_share_rollouts_that_equal_collecting_them(small_generator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An offline twin's iteration-0 rollouts are copied, not sampled or executed again, and the copy
+    equals what collecting them would have given (everything but the method name and the timing; the
+    sampler's log-probs up to the float rounding of a different batch); samples the twin lacks (a
+    larger m) and its infra_error rows are collected."""
+    import dataclasses as dc
+
+    from spogw.harness import collect as collect_module
+
+    items = list(GSM.items[5:8])
+
+    def gather(method: str, m: int, store: MemoryStore, shared: tuple[str, ...] = ()) -> list[Rollout]:
+        async def go() -> list[Rollout]:
+            engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+            try:
+                spec = CollectSpec("t", method, 0, 0, num_samples=m, repeats=2)
+                params = SamplingParams(1.0, 1.0, 64)
+                return await collect_questions(
+                    small_generator, engine, GSM, items, spec, params, store, shared_with=shared
+                )
+            finally:
+                await engine.close()
+
+        return run(go())
+
+    def comparable(rollouts: list[Rollout]) -> list[Rollout]:
+        return [dc.replace(r, method="", wall_s=0.0) for r in sorted(rollouts, key=lambda r: r.key)]
+
+    store = MemoryStore()
+    donor = gather("spogw", 4, store)
+    broken = dc.replace(donor[0], status="infra_error", score=None)  # an executor outage in the donor's run
+    store._rows[broken.key] = broken
+    sampled: list[int] = []
+    real_sample = small_generator.sample
+    monkeypatch.setattr(
+        small_generator,
+        "sample",
+        lambda prompts, keys, params: sampled.append(len(prompts)) or real_sample(prompts, keys, params),
+    )
+    twin = gather("grpo_kl", 5, store, shared=("spogw",))
+    assert sampled == [len(items) + 1], "only the donor's infra_error row and the samples it lacks are drawn"
+    assert len(twin) == 5 * len(items) and {r.method for r in twin} == {"grpo_kl"}
+    alone = gather("dpo", 5, MemoryStore())
+    assert [dc.replace(r, old_logp=()) for r in comparable(twin)] == [
+        dc.replace(r, old_logp=()) for r in comparable(alone)
+    ]
+    for shared, own in zip(comparable(twin), comparable(alone), strict=True):  # batches differ: float rounding only
+        assert shared.old_logp == pytest.approx(own.old_logp, abs=1e-5)
+    assert (
+        collect_module.copy_twin_rollouts(
+            store, CollectSpec("t", "grpo_kl", 0, 0, 5, 2), [i.id for i in items], ("spogw",)
+        )
+        == 0
+    )
+
+
+def test_collection_twins_are_the_offline_methods_with_the_same_executor_and_sampling() -> None:
+    from spogw.harness.config import load_experiment
+    from spogw.harness.plan import collection_twins, untrained_twins
+
+    config = load_experiment("experiments/all_methods.yaml")
+    twins = collection_twins(config)
+    assert set(twins["spogw"]) == {"grpo_kl", "dpo", "score_dpo"}
+    assert "grpo_online" not in twins and "grpo_online" in untrained_twins(config)["spogw"]
+    assert "cot_sc" not in twins
+
+
+def test_evaluation_runs_and_is_announced_only_at_the_evaluated_iterations(small_generator) -> None:  # type: ignore[no-untyped-def]
+    """evaluation.every_iteration: false evaluates the untrained and the final policy only, and the
+    progress lines announce no evaluation that does not happen."""
+    config = GRPOConfig(num_samples=3, group_size=3, max_groups=1, learning_rate=1e-4, questions_per_step=1)
+    evaluated: list[int] = []
+    phases: list[tuple[int, str]] = []
+
+    async def evaluate(iteration: int) -> None:
+        evaluated.append(iteration)
+
+    async def go(only: frozenset[int] | None) -> None:
+        engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+        run_spec = TrainingRun(
+            experiment="t", label="spogw", config=config, tasks=[Task(GSM, list(GSM.items[8:9]))], seed=0,
+            iterations=3, repeats=1, params=SamplingParams(1.0, 1.0, 48), final_collection=False,
+            evaluated_iterations=only,
+        )  # fmt: skip
+        try:
+            await run_method(
+                small_generator,
+                engine,
+                MemoryStore(),
+                run_spec,
+                evaluate=evaluate,
+                on_phase=lambda k, p: phases.append((k, p)),
+            )
+        finally:
+            await engine.close()
+
+    run(go(frozenset({0, 3})))
+    assert evaluated == [0, 3] and [k for k, p in phases if p == "evaluate"] == [0, 3]
+    evaluated.clear()
+    run(go(None))
+    assert evaluated == [0, 1, 2, 3]
