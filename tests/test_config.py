@@ -187,19 +187,19 @@ def test_experiment_reference_doc_is_current_and_complete(repo) -> None:  # type
 
 
 def test_set_on_one_method_never_changes_an_aliased_other(repo, capsys) -> None:  # type: ignore[no-untyped-def]
-    """quickstart.yaml gives spogw and grpo_kl one overrides mapping through a YAML alias; --set (and
+    """all_methods.yaml gives spogw and grpo_kl one overrides mapping through a YAML alias; --set (and
     harness.run's keywords) on methods.0 must change methods.0 only, and an invalid value must be
     reported on methods.0 only."""
     from spogw.harness.cli import main
 
-    path = repo / "experiments" / "quickstart.yaml"
+    path = repo / "experiments" / "all_methods.yaml"
     config = load_experiment(path, ["methods.0.overrides.group_size=7"])
     assert config.methods[0].overrides["group_size"] == 7 and config.methods[2].overrides["group_size"] == 6
     assert main(["check", str(path), "--set", "methods.0.overrides.group_size=20"]) == 2
     err = capsys.readouterr().err
     assert "methods.0" in err and "methods.2" not in err
     included = apply_overrides(load_raw(path), ["methods.0.overrides.epochs=2"])
-    assert included["methods"][2]["overrides"]["epochs"] == 8
+    assert included["methods"][2]["overrides"]["epochs"] == 4
 
 
 def test_a_key_written_twice_is_an_error_naming_it_and_its_lines(tmp_path) -> None:  # type: ignore[no-untyped-def]
