@@ -4,9 +4,12 @@ Questions are collected in fixed slices of the question list (`questions_per_bat
 missing sample of a slice is drawn in one batch, with keys (seed, iteration, question id, sample
 index) that alone decide its randomness, its executions run concurrently up to the engine's pool
 size, and its rollouts are written in one transaction. So a killed collection resumes at a slice
-boundary and re-draws exactly the batches it drew before. What the store already holds is not
-collected again. The offline schedule collects a whole iteration with the frozen policy before any update;
-the online schedule calls `collect_questions` for one batch per update step.
+boundary and draws the remaining slices exactly as an uninterrupted one (tests/test_training.py).
+What the store already holds is not collected again; a slice drawn only in part (its infra_error
+rows, or samples an iteration-0 twin lacked) is drawn in a smaller batch, the same samples up to
+the float rounding of a different batch. The offline schedule collects a whole iteration with the
+frozen policy before any update; the online schedule calls `collect_questions` for one batch per
+update step.
 """
 
 from __future__ import annotations

@@ -132,9 +132,9 @@ class TrainingConfig(StrictModel):
     and time it takes."""
 
     micro_batch_sequences: int = Field(0, ge=0)
-    """Sequences per forward and backward pass in an update step (gradient accumulation); 0: a whole
-    unit at once (a question's unique sequences, or a step's pairs). Lower it when a step runs out of
-    memory: peak memory grows with sequences x completion tokens x vocabulary."""
+    """Sequences per forward and backward pass in an update step (gradient accumulation); 0: as many
+    as one unit has (a question's unique sequences, or a step's pairs). Lower it when a step runs out
+    of memory: peak memory grows with sequences x completion tokens x vocabulary."""
     gradient_checkpointing: bool = False
     """Recompute the transformer's activations in the backward pass instead of keeping them: less
     memory, about a third more compute per step."""

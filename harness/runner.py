@@ -24,12 +24,13 @@ the simulator by its call), so a resumed run writes the same rows an uninterrupt
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spogw.harness import failpoints
+from spogw.harness import failpoints, plan
 from spogw.harness.config import (
     ExecutorConfig,
     ExperimentConfig,
@@ -39,15 +40,7 @@ from spogw.harness.config import (
 )
 from spogw.harness.console import RunProgress, say
 from spogw.harness.heldout import EvalTarget, evaluate_generator, evaluate_static
-from spogw.harness.plan import (
-    BenchmarkSplit,
-    collection_twins,
-    load_splits,
-    phase_counts,
-    select_methods,
-    select_seeds,
-    untrained_twins,
-)
+from spogw.harness.plan import BenchmarkSplit, load_splits, phase_counts, select_methods, select_seeds
 from spogw.harness.policy.model import decoding_mode
 from spogw.harness.run_folder import (
     RESOLVED,
@@ -80,18 +73,24 @@ class ExperimentContext:
     tracker: Tracker
     parent_run: str | None
     progress: RunProgress
-    untrained_twins: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Per trained method, the trained methods whose iteration-0 evaluation (the untrained generator)
-    is identical to its own: the same executor and sampling (then rows are copied, not recomputed)."""
-    collection_twins: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Per trained method, the twins whose iteration-0 rollouts are its own (harness.plan.collection_twins):
-    copied from the store, not sampled and executed again."""
     on_evaluated: EvaluationHook | None = None
     """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
     bars: bool = True
     """Progress bars inside phases (drawn only on a terminal); False with --quiet."""
     notice: Callable[[str], None] = field(default=say)
     """Says something the user must know now (a run that cannot learn): stderr and run.log."""
+
+    @functools.cached_property
+    def untrained_twins(self) -> dict[str, tuple[str, ...]]:
+        """Per trained method, the trained methods whose iteration-0 evaluation (the untrained
+        generator) is its own: the same executor and sampling (rows are copied, not recomputed)."""
+        return plan.untrained_twins(self.config)
+
+    @functools.cached_property
+    def collection_twins(self) -> dict[str, tuple[str, ...]]:
+        """Per trained method, the twins whose iteration-0 rollouts are its own
+        (harness.plan.collection_twins): copied from the store, not collected again."""
+        return plan.collection_twins(self.config)
 
 
 def no_update_notice(label: str, seed: int, summary: Any) -> str:
@@ -353,19 +352,7 @@ def _run_cells(
 
     todo = [(spec, seed) for spec in selected for seed in chosen_seeds]
     bar = RunProgress(config.name, len(todo), run_dir, enabled=progress)
-    context = ExperimentContext(
-        config,
-        run_dir,
-        splits,
-        store,
-        tracker,
-        parent,
-        bar,
-        untrained_twins(config),
-        collection_twins(config),
-        on_evaluated,
-        bars=progress,
-    )
+    context = ExperimentContext(config, run_dir, splits, store, tracker, parent, bar, on_evaluated, bars=progress)
     run_id: str | None = None
     try:
         for spec, seed in todo:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -263,23 +263,6 @@ class SequenceCoefficients:
         """The coefficients of the sequences ``index`` (a micro-batch): the loss is a sum over
         sequences, so the micro-batches' losses add up to the whole one."""
         return SequenceCoefficients(self.positive[index], self.negative[index], self.kl[index], self.rows)
-
-    def scaled(self, factor: float) -> SequenceCoefficients:
-        """Every weight times ``factor`` (a unit's share of a step's mean loss)."""
-        return SequenceCoefficients(self.positive * factor, self.negative * factor, self.kl * factor, self.rows)
-
-    @staticmethod
-    def concat(parts: Sequence[SequenceCoefficients]) -> SequenceCoefficients:
-        """The coefficients of several units' sequences, in order (rows: their total)."""
-        if not parts:
-            empty = torch.zeros(0)
-            return SequenceCoefficients(empty, empty, empty, 0)
-        return SequenceCoefficients(
-            torch.cat([p.positive for p in parts]),
-            torch.cat([p.negative for p in parts]),
-            torch.cat([p.kl for p in parts]),
-            sum(p.rows for p in parts),
-        )
 
 
 def group_coefficients(

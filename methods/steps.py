@@ -81,12 +81,17 @@ def step_coefficients(units: Sequence[GroupUnit], config: GRPOConfig) -> tuple[l
     parts: list[SequenceCoefficients] = []
     for unit in units:
         lengths = torch.tensor([len(r.completion_ids) for r in unit.rollouts])
-        folded = group_coefficients(
-            unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(unit.rollouts)
+        parts.append(
+            group_coefficients(unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(unit.rollouts))
         )
-        parts.append(folded.scaled(1.0 / len(units)))
         rollouts += unit.rollouts
-    return rollouts, SequenceCoefficients.concat(parts)
+    share = 1.0 / max(len(units), 1)
+    return rollouts, SequenceCoefficients(
+        torch.cat([p.positive for p in parts]) * share if parts else torch.zeros(0),
+        torch.cat([p.negative for p in parts]) * share if parts else torch.zeros(0),
+        torch.cat([p.kl for p in parts]) * share if parts else torch.zeros(0),
+        sum(p.rows for p in parts),
+    )
 
 
 @UPDATES.register("groups")
@@ -102,10 +107,10 @@ def group_step(
     sequences are forwarded once, and the step's loss is the mean of the questions' losses.
 
     The deduplicated loss is a sum over sequences (`step_coefficients`), so the step's sequences of
-    all its questions go through the model together, in micro-batches of
-    ``policy.micro_batch_sequences`` (0: all at once; gradients accumulate): the loss and gradient
-    equal the one-pass step up to float rounding (tests/test_training.py). One pass for the step,
-    not one per question: a small model's forward costs its call overhead, not its arithmetic."""
+    all its questions are one list, forwarded in micro-batches of ``policy.micro_batch_sequences``
+    (0: as many as the step's largest question has; gradients accumulate): the loss and gradient
+    equal the one-pass step and the mean of the questions' own losses up to float rounding
+    (tests/test_training.py)."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     term = POLICY_TERMS.get(config.policy_term)
@@ -114,7 +119,10 @@ def group_step(
     tokens = 0
     active = [u for u in units if u.groups_kept > 0]
     rollouts, coefficients = step_coefficients(active, config)
-    for part in micro_batches(len(rollouts), policy.micro_batch_sequences) if rollouts else []:
+    # 0: at most one question's sequences per pass, the peak memory a step always had (a step of 4
+    # questions x 16 samples at a 152k vocabulary would otherwise hold 4x the logits at once)
+    size = policy.micro_batch_sequences or max((len(u.rollouts) for u in active), default=0)
+    for part in micro_batches(len(rollouts), size) if rollouts else []:
         chunk = rollouts[part]
         logp, mask = policy.completion_logprobs(chunk, temperature)
         width = logp.shape[1]

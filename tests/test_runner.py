@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -415,16 +416,31 @@ def test_a_run_with_nothing_to_learn_says_so_on_the_console_and_in_the_report(tm
     assert "**No learning signal: spogw.**" in head
 
 
-def test_every_iteration_off_evaluates_only_the_untrained_and_the_final_generator(tmp_path: Path) -> None:
+def test_every_iteration_off_and_twins_sharing_iteration_zero(tmp_path: Path) -> None:
     """evaluation.every_iteration: false: held-out rows exist for iterations 0 and the last only,
-    run.log announces no other evaluation, and the report's learning test still has both ends."""
+    run.log announces no other evaluation, and the report's learning test still has both ends. An
+    offline twin (grpo_kl beside spogw: same executor and sampling) has spogw's iteration-0
+    rollouts as its own, copied (every field but the method, wall time included), and collects its
+    later iterations itself."""
     from spogw import harness
 
-    run_dir = harness.run(SMALL, run_dir=tmp_path / "run", progress=False, evaluation__every_iteration=False)
+    experiment = yaml.safe_load(SMALL.read_text())
+    experiment["methods"].insert(1, {"name": "grpo_kl", "overrides": dict(experiment["methods"][0]["overrides"])})
+    experiment["evaluation"]["every_iteration"] = False
+    path = tmp_path / "twins.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    run_dir = harness.run(path, run_dir=tmp_path / "run", progress=False)
     with SQLiteStore(run_dir / "rollouts.sqlite") as store:
-        iterations = {row.iteration for row in store.eval_rows(method="spogw")}
-    assert iterations == {0, 2}
+        assert {row.iteration for row in store.eval_rows(method="spogw")} == {0, 2}
+        assert {row.iteration for row in store.eval_rows(method="grpo_kl")} == {0, 2}
+        first = {method: store.get("runner_small", method, 0, 0) for method in ("spogw", "grpo_kl")}
+        later = store.get("runner_small", "grpo_kl", 0, 1)
+    assert first["spogw"] and [dataclasses.replace(r, method="") for r in first["grpo_kl"]] == [
+        dataclasses.replace(r, method="") for r in first["spogw"]
+    ]
+    assert len(later) == len(first["spogw"])
     log = (run_dir / "run.log").read_text()
-    assert "iteration 0/2: evaluate" in log and "iteration 2/2: evaluate" in log
+    assert "spogw seed 0 iteration 0/2: evaluate" in log and "spogw seed 0 iteration 2/2: evaluate" in log
     assert "iteration 1/2: evaluate" not in log
-    assert "| spogw | spogw@0 |" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "| spogw | spogw@0 |" in report and "| grpo_kl | grpo_kl@0 |" in report

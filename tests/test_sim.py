@@ -300,3 +300,18 @@ def test_the_oracle_runs_grammar_renderings_in_process_with_the_workers_results(
 
     with pytest.raises(NotAGrammarRendering, match="only those run in-process"):
         run(generated())
+
+    async def handed_directly() -> None:  # the runner's own lock, behind the engine's
+        from spogw.harness.workflows.inprocess import InProcessRunner
+        from spogw.harness.workflows.validate import validate_workflow
+
+        edited = render_workflow(structures[0]).replace("Think step by step", "Think hard")
+        guarded = validate_workflow(edited).guarded_source
+
+        async def handler(op: str, kwargs: dict[str, object]) -> dict[str, object]:
+            raise AssertionError("no operator may run")
+
+        await InProcessRunner().run(guarded, items[0].question, handler, 5.0)
+
+    with pytest.raises(NotAGrammarRendering, match="only those run in-process"):
+        run(handed_directly())

@@ -506,3 +506,108 @@ def test_evaluation_runs_and_is_announced_only_at_the_evaluated_iterations(small
     evaluated.clear()
     run(go(None))
     assert evaluated == [0, 1, 2, 3]
+
+
+def test_a_step_over_several_questions_is_the_mean_of_their_own_losses(no_dropout_generator, collected) -> None:  # type: ignore[no-untyped-def]
+    """group_step forwards all its questions' sequences together; its loss, gradient and metrics
+    equal those of the textbook scheme: each question's own deduplicated loss (grpo_loss on its
+    sequences), averaged over the step's questions, within 1e-6."""
+    from spogw.methods.losses import POLICY_TERMS, group_coefficients, grpo_loss
+    from spogw.methods.steps import build_units
+
+    config = GRPOConfig(num_samples=6, group_size=4, max_groups=15, beta=0.1, questions_per_step=3, max_grad_norm=1e9)
+    units = build_units(_varied(collected), config, seed=0, iteration=0)
+    assert len(units) == 3 and all(u.groups_kept for u in units)
+    ref_cache = {r.key: torch.tensor(r.old_logp) - 0.05 for u in units for r in u.rollouts}
+    generator = no_dropout_generator
+    generator.model.train()
+    metrics, gradient = _step_gradient(generator, units, config, ref_cache)
+
+    params = generator.trainable_parameters()
+    for p in params:
+        p.grad = None
+    loss_sum = policy_sum = kl_sum = 0.0
+    clipped = active_tokens = 0.0
+    for unit in units:
+        lengths = torch.tensor([len(r.completion_ids) for r in unit.rollouts])
+        coefficients = group_coefficients(
+            unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(lengths)
+        )
+        logp, mask = generator.completion_logprobs(unit.rollouts, 1.0)
+        width = logp.shape[1]
+        old = torch.zeros_like(logp)
+        ref = torch.zeros_like(logp)
+        for row, r in enumerate(unit.rollouts):
+            old[row, : len(r.old_logp)] = torch.tensor(r.old_logp)
+            ref[row, : len(r.old_logp)] = ref_cache[r.key]
+        assert old.shape[1] == width
+        loss, parts = grpo_loss(
+            logp,
+            old,
+            ref,
+            mask,
+            coefficients,
+            config.beta,
+            config.eps_low,
+            config.eps_high,
+            POLICY_TERMS.get(config.policy_term),
+        )
+        (loss / len(units)).backward()
+        loss_sum += loss.item() / len(units)
+        policy_sum += float(parts["policy_term"]) / len(units)
+        kl_sum += float(parts["kl_term"]) / len(units)
+        clipped += float(parts["clipped_tokens"])
+        active_tokens += float(parts["active_tokens"])
+    textbook = torch.cat([p.grad.reshape(-1) for p in params])
+    assert float(textbook.abs().max()) > 0
+    assert float((gradient - textbook).abs().max()) < 1e-6
+    assert metrics["loss"] == pytest.approx(loss_sum, abs=1e-6)
+    assert metrics["policy_term"] == pytest.approx(policy_sum, abs=1e-6)
+    assert metrics["kl_term"] == pytest.approx(kl_sum, abs=1e-6)
+    assert metrics["clip_fraction"] == pytest.approx(clipped / max(active_tokens, 1.0), abs=1e-9)
+
+
+def test_a_collection_killed_between_slices_resumes_with_the_same_batches(small_generator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Questions are collected in fixed slices (here 2 questions x 4 samples), each written in one
+    transaction: a collection that dies after its first slice and is run again draws the remaining
+    slice exactly as an uninterrupted collection does (every field but wall time, bit for bit)."""
+    from spogw.harness import collect as collect_module
+
+    monkeypatch.setattr(collect_module, "SEQUENCES_PER_BATCH", 8)
+    items = list(GSM.items[9:12])
+    spec = CollectSpec("t", "spogw", 0, 0, num_samples=4, repeats=1)
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfterFirstWrite(MemoryStore):
+        writes = 0
+
+        def put(self, rollouts: list[Rollout]) -> None:
+            if self.writes == 1:
+                raise Killed
+            self.writes += 1
+            super().put(rollouts)
+
+    def gather(store: MemoryStore) -> list[Rollout]:
+        async def go() -> list[Rollout]:
+            engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
+            try:
+                return await collect_questions(
+                    small_generator, engine, GSM, items, spec, SamplingParams(1.0, 1.0, 64), store
+                )
+            finally:
+                await engine.close()
+
+        return run(go())
+
+    uninterrupted = gather(MemoryStore())
+    dying = DiesAfterFirstWrite()
+    with pytest.raises(Killed):
+        gather(dying)
+    assert len(dying.get("t", "spogw", 0, 0)) == 8, "the first slice (2 questions x 4) was written whole"
+    dying.writes = -10  # the re-run: no more deaths
+    resumed = gather(dying)
+    assert [dataclasses.replace(r, wall_s=0.0) for r in resumed] == [
+        dataclasses.replace(r, wall_s=0.0) for r in uninterrupted
+    ]

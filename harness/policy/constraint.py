@@ -116,7 +116,7 @@ class GrammarConstraint:
     def _allowed_positions(self, root: TrieNode, completion_ids: tuple[int, ...]) -> tuple[list[int], list[int]]:
         """The (position, token) pairs of `allowed_mask`, cached per (trie, completion): the trainer
         asks for the same completions every epoch, and one indexed write beats one per position."""
-        key = (id(root), completion_ids)
+        key = (id(root), completion_ids)  # the roots live as long as the constraint: an id is never reused
         found = self._positions.get(key)
         if found is not None:
             return found

@@ -18,6 +18,7 @@ handed generated code by mistake.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -45,6 +46,16 @@ def trusted_source(source: str, domain: str) -> str:
 _RENDERINGS: dict[str, frozenset[str]] = {}
 
 
+@functools.lru_cache(maxsize=1)
+def _guarded_renderings() -> frozenset[str]:
+    """The guarded sources of every domain's renderings: what `InProcessRunner.run` accepts."""
+    from spogw.harness.policy.prompts import DOMAINS
+    from spogw.harness.workflows.grammar import all_structures, render
+    from spogw.harness.workflows.validate import validate_workflow
+
+    return frozenset(validate_workflow(render(s)).guarded_source for d in DOMAINS for s in all_structures(d))
+
+
 class _DirectChannel:
     """What `worker.run_one` calls operators through: the call handler itself, with the arguments
     and the result passed through JSON exactly as the worker's pipe passes them."""
@@ -69,6 +80,10 @@ class InProcessRunner:
         self._slots = asyncio.Semaphore(concurrency)
 
     async def run(self, guarded_source: str, problem: str, call_handler: CallHandler, timeout_s: float) -> WorkerResult:
+        """Run a grammar rendering's guarded source; raises NotAGrammarRendering for anything else
+        (the engine checks the source first: this is the second lock)."""
+        if guarded_source not in _guarded_renderings():
+            raise NotAGrammarRendering("not the guarded rendering of a grammar structure: only those run in-process")
         request = {
             "code": guarded_source,
             "problem": problem,
