@@ -85,11 +85,14 @@ def step_coefficients(units: Sequence[GroupUnit], config: GRPOConfig) -> tuple[l
             group_coefficients(unit.groups, unit.advantages, lengths, config.kl, config.aggregation, len(unit.rollouts))
         )
         rollouts += unit.rollouts
-    share = 1.0 / max(len(units), 1)
+    if not parts:
+        empty = torch.zeros(0)
+        return rollouts, SequenceCoefficients(empty, empty, empty, 0)
+    share = 1.0 / len(units)
     return rollouts, SequenceCoefficients(
-        torch.cat([p.positive for p in parts]) * share if parts else torch.zeros(0),
-        torch.cat([p.negative for p in parts]) * share if parts else torch.zeros(0),
-        torch.cat([p.kl for p in parts]) * share if parts else torch.zeros(0),
+        torch.cat([p.positive for p in parts]) * share,
+        torch.cat([p.negative for p in parts]) * share,
+        torch.cat([p.kl for p in parts]) * share,
         sum(p.rows for p in parts),
     )
 

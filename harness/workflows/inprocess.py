@@ -34,26 +34,26 @@ class NotAGrammarRendering(ValueError):
 def trusted_source(source: str, domain: str) -> str:
     """``source`` when it is exactly the rendering of one of ``domain``'s grammar structures;
     raises NotAGrammarRendering otherwise."""
-    from spogw.harness.workflows.grammar import all_structures, render
-
-    if domain not in _RENDERINGS:
-        _RENDERINGS[domain] = frozenset(render(s) for s in all_structures(domain))
-    if source not in _RENDERINGS[domain]:
+    if source not in _renderings(domain):
         raise NotAGrammarRendering(f"not a rendering of the {domain} grammar: only those run in-process")
     return source
 
 
-_RENDERINGS: dict[str, frozenset[str]] = {}
+@functools.cache
+def _renderings(domain: str) -> frozenset[str]:
+    """Every structure of ``domain``'s grammar, rendered (the set both checks are built from)."""
+    from spogw.harness.workflows.grammar import all_structures, render
+
+    return frozenset(render(s) for s in all_structures(domain))
 
 
 @functools.lru_cache(maxsize=1)
 def _guarded_renderings() -> frozenset[str]:
     """The guarded sources of every domain's renderings: what `InProcessRunner.run` accepts."""
     from spogw.harness.policy.prompts import DOMAINS
-    from spogw.harness.workflows.grammar import all_structures, render
     from spogw.harness.workflows.validate import validate_workflow
 
-    return frozenset(validate_workflow(render(s)).guarded_source for d in DOMAINS for s in all_structures(d))
+    return frozenset(validate_workflow(source).guarded_source for d in DOMAINS for source in _renderings(d))
 
 
 class _DirectChannel:
