@@ -113,11 +113,6 @@ def registries() -> dict[str, Registry[Any]]:
         "spogw.harness.executors.local_model:HFExecutor",
         description="in-process transformers model, batched (executor.model: id, folder or 'smol')",
     )
-    EXECUTORS.register(
-        "vllm",
-        "spogw.harness.executors.local_model:VLLMExecutor",
-        description="in-process vLLM engine ([gpu] extra; imported only when chosen)",
-    )
 
     for name, description in {
         "tiny": "small Qwen2-shaped model built and warmed up locally (CPU default; not a real LM)",

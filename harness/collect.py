@@ -3,8 +3,14 @@
 Questions are collected in fixed slices of the question list (`questions_per_batch`): every
 missing sample of a slice is drawn in one batch, with keys (seed, iteration, question id, sample
 index) that alone decide its randomness, its executions run concurrently up to the engine's pool
-size, and its rollouts are written in one transaction. So a killed collection resumes at a slice
-boundary and draws the remaining slices exactly as an uninterrupted one (tests/test_training.py).
+size (one limit on workflow runs in flight, whatever the slices), and its rollouts are written in
+one transaction. So a killed collection resumes at slice boundaries and draws the missing slices
+exactly as an uninterrupted one (tests/test_training.py).
+
+The slices are pipelined: while slice k executes, slice k + 1 is drawn (on a worker thread, so the
+executions' event loop keeps running), and up to `PIPELINE_DEPTH` drawn slices wait for or are in
+execution at once. The sampler does not idle while the executor works, and a slice does not wait
+for the slowest run of the one before. Slices may finish out of order; each is written whole.
 What the store already holds is not collected again; a slice drawn only in part (its infra_error
 rows, or samples an iteration-0 twin lacked) is drawn in a smaller batch, the same samples up to
 the float rounding of a different batch. The offline schedule collects a whole iteration with the
@@ -41,6 +47,12 @@ generator draws 192 workflows 2.2x faster in batches of 64 than in one question'
 64 makes 10.7x the tokens per second of a batch of 1 (bench/sampling_throughput.py)."""
 
 
+PIPELINE_DEPTH = 2
+"""Slices drawn and not yet written at once: 1 overlaps the drawing of the next slice with the
+execution of the current one; more lets a slow run of one slice overlap the next slice's runs.
+0: draw, execute and write each slice before drawing the next (no overlap)."""
+
+
 def questions_per_batch(num_samples: int) -> int:
     """Questions whose samples are drawn in one batch: SEQUENCES_PER_BATCH // m, at least one."""
     return max(1, SEQUENCES_PER_BATCH // num_samples)
@@ -71,6 +83,7 @@ async def _execute(
     benchmark: Benchmark,
     engine: WorkflowEngine,
     old_logp: tuple[float, ...],
+    served: bool = False,
 ) -> Rollout:
     code = extract_workflow(sample.text)
     common: dict[str, Any] = dict(
@@ -86,6 +99,7 @@ async def _execute(
         prompt_ids=sample.prompt_ids,
         completion_ids=sample.completion_ids,
         old_logp=old_logp,
+        sampler_logp_diff=sampler_logp_diff(sample.logprobs, old_logp) if served else None,
     )
     if code is None:
         return Rollout(
@@ -116,13 +130,21 @@ async def _execute(
     )
 
 
+def sampler_logp_diff(served: Sequence[float], ours: Sequence[float]) -> float | None:
+    """Largest |served - ours| over a completion's tokens; None when the sampler reported no log-probs."""
+    if not served or len(served) != len(ours):
+        return None
+    return max(abs(a - b) for a, b in zip(served, ours, strict=True))
+
+
 def _old_logprobs(
     generator: Generator, prompts: Sequence[str], samples: list[Sample], temperature: float
 ) -> list[tuple[float, ...]]:
     """The sampler's log-probs, or a teacher-forced recomputation when they are not exact.
 
-    Measured on an H200: in bf16 the sampler and the training forward differ by up to 0.024; vLLM
-    reports none. The ratio in the clipped objective must start at exactly 1, so recompute then."""
+    Measured on an H200: in bf16 the sampler and the training forward differ by up to 0.024; a
+    vLLM server reports log-probs of raw logits from its own kernels. The ratio in the clipped
+    objective must start at exactly 1, so recompute then."""
     import torch
 
     from spogw.harness.policy.sampling import token_logprobs
@@ -161,13 +183,15 @@ async def collect_questions(
     store: RolloutStore,
     progress: bool = False,
     shared_with: Sequence[str] = (),
+    depth: int = PIPELINE_DEPTH,
 ) -> list[Rollout]:
     """Collect the missing (question, sample) pairs of ``items``; return all of the iteration's rollouts
     for these questions, from the store.
 
     ``shared_with``: methods whose rollouts of this seed and iteration are this method's by
     construction (harness.plan.collection_twins: iteration 0 of offline twins); the ones they hold
-    are copied (`copy_twin_rollouts`) instead of being sampled and executed again."""
+    are copied (`copy_twin_rollouts`) instead of being sampled and executed again. ``depth``: see
+    `PIPELINE_DEPTH`."""
     from tqdm.auto import tqdm
 
     if shared_with:
@@ -181,28 +205,56 @@ async def collect_questions(
         leave=False,
     )
     per_batch = questions_per_batch(spec.num_samples)
-    for first in range(0, len(items), per_batch):
-        batch = items[first : first + per_batch]
+    served = generator.served is not None
+
+    async def draw(batch: Sequence[Item]) -> tuple[list[Any], list[str], list[Sample], list[Any]] | None:
         rows = [
             (item, k)
             for item in batch
             for k in range(spec.num_samples)
             if (spec.experiment, spec.method, spec.seed, spec.iteration, item.id, k) not in have
         ]
-        if rows:
-            prompts = {item.id: generator.prompt(item.domain, item.question) for item in batch}
-            row_prompts = [prompts[item.id] for item, _ in rows]
-            keys = [(spec.seed, spec.iteration, item.id, k) for item, k in rows]
-            samples = generator.sample(row_prompts, keys, params)
-            old = _old_logprobs(generator, row_prompts, samples, params.temperature)
+        if not rows:
+            return None
+        prompts = {item.id: generator.prompt(item.domain, item.question) for item in batch}
+        row_prompts = [prompts[item.id] for item, _ in rows]
+        keys = [(spec.seed, spec.iteration, item.id, k) for item, k in rows]
+        # a worker thread: the runs of the slices already drawn go on meanwhile
+        samples = await asyncio.to_thread(generator.sample, row_prompts, keys, params)
+        old = await asyncio.to_thread(_old_logprobs, generator, row_prompts, samples, params.temperature)
+        return rows, row_prompts, samples, old
+
+    async def execute(drawn: tuple[list[Any], list[str], list[Sample], list[Any]] | None, size: int) -> None:
+        if drawn is not None:
+            rows, row_prompts, samples, old = drawn
             rollouts = await asyncio.gather(
                 *(
-                    _execute(sample, prompt, item, spec, benchmark, engine, lp)
+                    _execute(sample, prompt, item, spec, benchmark, engine, lp, served)
                     for (item, _), prompt, sample, lp in zip(rows, row_prompts, samples, old, strict=True)
                 )
             )
             store.put(list(rollouts))
-        bar.update(len(batch))
+        bar.update(size)
+
+    pending: list[asyncio.Task[None]] = []
+    try:
+        for first in range(0, len(items), per_batch):
+            batch = items[first : first + per_batch]
+            drawn = await draw(batch)
+            pending.append(asyncio.create_task(execute(drawn, len(batch))))
+            while len(pending) > max(depth, 0) or (pending and pending[0].done()):
+                await pending.pop(0)  # the oldest first: a failure surfaces in order
+        while pending:
+            await pending.pop(0)
+    except asyncio.CancelledError:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise
+    except Exception:
+        # the slices drawn before the failure (a generator server gone) still run and are written
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise
     bar.close()
     wanted = {item.id for item in items}
     return [r for r in store.get(spec.experiment, spec.method, spec.seed, spec.iteration) if r.query_id in wanted]

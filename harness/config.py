@@ -153,6 +153,26 @@ class SamplingConfig(StrictModel):
     """Strings that end a completion (the prompt asks for the workflow inside <graph> tags)."""
 
 
+class ServerConfig(StrictModel):
+    """How the harness talks to the vLLM server of `generator.backend: vllm_server` (docs/gpu.md)."""
+
+    served_model: str | None = None
+    """The base model's name on the server (`vllm serve MODEL --served-model-name NAME`); default:
+    generator.model."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the server's API key (`vllm serve --api-key`)."""
+    adapter_dir: str | None = None
+    """Where adapters are written for the server to load; it must read this path (shared storage).
+    Default: `served_adapters/` in the run folder."""
+    request_timeout_s: float = Field(600.0, gt=0)
+    """Wall-clock limit of one completion request."""
+    max_retries: int = Field(5, ge=0)
+    """Retries (exponential backoff from 1 s) of a request that failed on the connection, timed out or
+    got 429/5xx, before the run stops with what it collected kept."""
+    max_concurrent_requests: int = Field(64, gt=0)
+    """Completion requests in flight at once (vLLM batches them on the GPU)."""
+
+
 class GeneratorConfig(StrictModel):
     name: str = "tiny"
     """Generator preset (`tiny`, `smol`) or `hf` for any Hugging Face model id / local path."""
@@ -161,8 +181,14 @@ class GeneratorConfig(StrictModel):
     tiny_recipe: Literal["standard", "test"] = "standard"
     """For name `tiny`: `standard` (the CPU default) or `test`, the smaller build the test-suite uses
     to exercise the machinery fast (it is not a learning model)."""
-    backend: Literal["hf", "vllm"] = "hf"
-    """Sampling backend; vllm needs the [gpu] extra."""
+    backend: Literal["hf", "vllm_server"] = "hf"
+    """Where workflows are sampled: `hf`, the model in this process; `vllm_server`, vLLM's
+    OpenAI-compatible server at `base_url`, each iteration's adapter loaded at run time (docs/gpu.md).
+    The trainer keeps its own copy of the model for the update and the old log-probs."""
+    base_url: str | None = None
+    """Endpoint of the vLLM server for backend `vllm_server`, e.g. http://gpu-node:8000/v1."""
+    server: ServerConfig = ServerConfig()
+    """Requests to the vLLM server (backend `vllm_server` only)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto: bf16 on GPU, fp32 on CPU."""
     decoding: Literal["auto", "free", "grammar"] = "auto"
@@ -190,6 +216,24 @@ class GeneratorConfig(StrictModel):
     def _known_generator(cls, value: str) -> str:
         return _registered("generators", value)
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _in_process_vllm_removed(cls, value: Any) -> Any:
+        if value == "vllm":
+            raise ValueError(
+                "'vllm' (an engine in this process) was removed: serve the model with `vllm serve MODEL "
+                "--enable-lora` and set backend: vllm_server and base_url (docs/gpu.md)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _server_fields_need_the_server(self) -> GeneratorConfig:
+        if self.backend == "vllm_server" and not self.base_url:
+            raise ValueError("backend 'vllm_server' needs base_url (e.g. http://localhost:8000/v1)")
+        if self.backend == "hf" and (self.base_url or self.server.model_fields_set):
+            raise ValueError("base_url and server apply to backend 'vllm_server' only; backend is 'hf'")
+        return self
+
     @model_validator(mode="after")
     def _tiny_has_its_own_prompt(self) -> GeneratorConfig:
         if self.name == "tiny" and (self.prompt != "auto" or self.prompt_version != "v2"):
@@ -204,7 +248,7 @@ class ExecutorConfig(StrictModel):
     """Simulator profile (sim only)."""
     model: str | None = None
     """Model name sent to the endpoint (openai), or the model id / local folder to load in process
-    (hf, vllm; hf also takes `smol`, the offline SmolLM2-135M-Instruct)."""
+    (hf; hf also takes `smol`, the offline SmolLM2-135M-Instruct)."""
     base_url: str | None = None
     """Endpoint of an OpenAI-compatible server (openai executor), e.g. http://localhost:8000/v1."""
     api_key_env: str | None = None
@@ -236,7 +280,7 @@ class ExecutorConfig(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Dtype of an in-process executor model (hf): auto is bf16 on a GPU, fp32 on a CPU."""
     max_batch: int = Field(8, gt=0)
-    """Calls generated together by an in-process executor (hf, vllm)."""
+    """Calls generated together by the in-process executor (hf)."""
     workflow_timeout_s: float = Field(60.0, gt=0)
     """Wall-clock limit of one workflow run, executor calls included."""
     max_calls_per_run: int = Field(32, gt=0)

@@ -40,6 +40,9 @@ class Rollout:
     """The workflow's operator structure (harness.workflows.structure), '' if invalid."""
     benchmark: str = ""
     """Name of the benchmark the question belongs to."""
+    sampler_logp_diff: float | None = None
+    """Largest |server log-prob - old_logp| over the completion's tokens when a vLLM server sampled
+    it (a diagnostic of the served model: old_logp is always the trainer's own pass); None otherwise."""
 
     @property
     def key(self) -> RolloutKey:

@@ -203,7 +203,7 @@ async def _run_trainable(
 
     config = context.config
     label = spec.display_label
-    generator = load_generator(config.generator, progress=False)
+    generator = load_generator(config.generator, progress=False, adapter_dir=context.run_dir / "served_adapters")
     record_generator(context.run_dir, generator, config.generator)
     params = _sampling_params(config, spec)
     engine = _engine(config.executor_for(spec), seed)

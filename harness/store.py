@@ -37,6 +37,7 @@ _ROLLOUT_TYPES = {
     "executor_calls": "INTEGER",
     "executor_tokens": "INTEGER",
     "wall_s": "REAL",
+    "sampler_logp_diff": "REAL",
 }
 
 
@@ -198,6 +199,7 @@ class SQLiteStore:
         self._eval_columns = [f.name for f in fields(EvalRow)]
         self._iteration_columns = [f.name for f in fields(IterationRow)]
         self._db.execute(_create_table("rollouts", self._rollout_columns, _ROLLOUT_TYPES, ROLLOUT_KEY))
+        self._add_missing_columns("rollouts", self._rollout_columns, _ROLLOUT_TYPES)
         self._migrate_eval_items()
         self._db.execute(_create_table("eval_items", self._eval_columns, _EVAL_TYPES, EVAL_KEY))
         self._add_missing_columns("eval_items", self._eval_columns, _EVAL_TYPES)

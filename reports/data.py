@@ -31,14 +31,17 @@ def read_eval_items(db: Any) -> Any:
 def read_rollouts(db: Any) -> Any:
     """One row per collected workflow, without its token arrays: key, benchmark, structure, status,
     score, ``tokens`` (completion length), ``nll`` (sum of the sampler's -log p over the completion:
-    nll / tokens estimates the policy's per-token entropy), executor calls, tokens and wall time."""
+    nll / tokens estimates the policy's per-token entropy), executor calls, tokens and wall time, and
+    ``sampler_logp_diff`` (None unless a vLLM server sampled, and in run folders from before it)."""
     import pandas as pd
 
+    columns = {row[1] for row in db.execute("PRAGMA table_info(rollouts)")}
+    served = "sampler_logp_diff" if "sampler_logp_diff" in columns else "NULL AS sampler_logp_diff"
     return pd.read_sql_query(
         "SELECT method, seed, iteration, query_id, sample_idx, benchmark, structure, status, score, "
         "json_array_length(completion_ids) AS tokens, "
         "-(SELECT total(value) FROM json_each(old_logp)) AS nll, "
-        "executor_calls, executor_tokens, wall_s FROM rollouts",
+        f"executor_calls, executor_tokens, wall_s, {served} FROM rollouts",
         db,
     )
 

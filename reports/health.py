@@ -38,7 +38,34 @@ def health_table(rollouts: pd.DataFrame, eval_items: pd.DataFrame) -> pd.DataFra
     table[numeric] = table[numeric].astype(int)
     always = ("runs", "ok", "infra_error", "infra_error %")
     shown = [c for c in table.columns if c == "method" or c.endswith(always) or table[c].any()]
-    return table[shown].sort_values("method").reset_index(drop=True)
+    table = table[shown]
+    served = served_logprob_gap(rollouts)
+    if not served.empty:
+        table = table.merge(served, on="method", how="left")
+    return table.sort_values("method").reset_index(drop=True)
+
+
+SERVED_GAP = "served log-prob gap max"
+SERVED_NOTE = (
+    f" {SERVED_GAP} (generators served by vLLM): the largest difference between a log-prob the server "
+    "reported and the trainer's own pass over the same token, a check of the served model; training uses "
+    "the trainer's."
+)
+
+
+def served_logprob_gap(rollouts: pd.DataFrame) -> pd.DataFrame:
+    """Per method whose generator was served by vLLM: the largest |server log-prob - trainer's
+    log-prob| over every sampled token (Rollout.sampler_logp_diff; vLLM reports log-probs of the raw
+    logits from its own kernels, so this is a diagnostic of the served model, never used to train).
+    Empty when no rollout was served."""
+    if rollouts.empty or "sampler_logp_diff" not in rollouts:
+        return pd.DataFrame()
+    served = rollouts.dropna(subset=["sampler_logp_diff"])
+    if served.empty:
+        return pd.DataFrame()
+    gap = served.groupby("method", sort=True)["sampler_logp_diff"].max()
+    # as text: the report's one-decimal float format would print 1.9e-06 as 0.0
+    return pd.DataFrame({"method": gap.index, SERVED_GAP: [f"{value:.1e}" for value in gap.to_numpy()]})
 
 
 def learning_signal_warnings(

@@ -39,7 +39,7 @@ from spogw.reports.costs import COSTS, cost_table, cumulative_costs, iteration_c
 from spogw.reports.coverage import Coverage, coverage
 from spogw.reports.curation import curation_table, group_std_frame
 from spogw.reports.diversity import METRICS, diversity_frame, diversity_table
-from spogw.reports.health import health_table, learning_signal_warnings
+from spogw.reports.health import SERVED_GAP, SERVED_NOTE, health_table, learning_signal_warnings
 from spogw.reports.oracle import oracle_section
 from spogw.reports.power import planning_markdown, planning_table
 from spogw.reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
@@ -194,7 +194,8 @@ def build_report(
                 health,
                 "How the workflow runs ended, per method: held-out evaluation runs (every transfer executor "
                 "included) and training rollouts, by status. infra_error = the executor failed after its retries: "
-                "left out of item scores and of training groups, never counted as a score of 0.",
+                "left out of item scores and of training groups, never counted as a score of 0."
+                + (SERVED_NOTE if SERVED_GAP in health.columns else ""),
             )
         )
     figures: list[Path] = []

@@ -181,4 +181,4 @@ def test_decoding_mode_defaults_to_grammar_for_tiny_only() -> None:
     assert decoding_mode(GeneratorConfig(name="hf", model="x")) == "free"
     assert decoding_mode(GeneratorConfig(name="hf", model="x", decoding="grammar")) == "grammar"
     with pytest.raises(ValueError, match="backend 'hf'"):
-        decoding_mode(GeneratorConfig(name="tiny", backend="vllm"))
+        decoding_mode(GeneratorConfig(name="tiny", backend="vllm_server", base_url="http://x/v1"))

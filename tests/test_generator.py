@@ -160,17 +160,6 @@ def test_reference_policies_and_adapter_round_trip(small_generator, tmp_path: Pa
     assert gen.model.training
 
 
-def test_vllm_backend_absent_gives_a_clear_error() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vllm is installed here")
-    from spogw.harness.policy.vllm_backend import require_vllm
-
-    with pytest.raises(ImportError, match=r"\[gpu\] extra"):
-        require_vllm()
-
-
 def test_vllm_is_not_imported_by_the_default_path() -> None:
     import subprocess
     import sys

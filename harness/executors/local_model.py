@@ -1,4 +1,5 @@
-"""In-process executors: a transformers model (`hf`) or a vLLM engine (`vllm`, the [gpu] extra).
+"""In-process executor: a transformers model (`hf`). A vLLM-served executor is the `openai` executor
+against `vllm serve` (docs/gpu.md): vLLM pins its own torch and lives in its own environment.
 
 Workflow runs call `complete` concurrently; a batcher collects the calls that arrive within a few
 milliseconds (up to `max_batch`) and generates them in one batch on a worker thread, so the event
@@ -196,44 +197,3 @@ def _load_hf(model: str, device: str | None, dtype: str) -> tuple[Any, Any]:
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device)  # type: ignore[arg-type]
     loaded.eval()
     return loaded, tokenizer
-
-
-class VLLMExecutor(BatchedLocalExecutor):
-    """A vLLM engine in this process (the [gpu] extra; imported only when this executor is chosen)."""
-
-    name = "vllm"
-
-    def __init__(
-        self,
-        model: str | None = None,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        max_batch: int = 64,
-        batch_wait_s: float = 0.02,
-        cache_path: str | Path | None = None,
-        gpu_memory_utilization: float = 0.4,
-    ) -> None:
-        from spogw.harness.policy.vllm_backend import require_vllm
-
-        if not model:
-            raise InputError("executor.model: the vllm executor needs a model id or a local folder")
-        require_vllm()
-        from vllm import LLM
-
-        super().__init__(model, temperature, max_tokens, max_batch, batch_wait_s, cache_path)
-        # the generator may share the GPU: take only part of its memory
-        self._llm = LLM(model=model, gpu_memory_utilization=gpu_memory_utilization)
-
-    def generate_batch(self, prompts: list[str]) -> list[CachedResponse]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
-        outputs = self._llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
-        return [
-            CachedResponse(
-                text=out.outputs[0].text,
-                prompt_tokens=len(out.prompt_token_ids or ()),
-                completion_tokens=len(out.outputs[0].token_ids),
-            )
-            for out in outputs
-        ]

@@ -1,6 +1,6 @@
 """An on-disk cache of executor responses (SQLite, WAL): a re-run of an experiment makes no new calls.
 
-`complete_cached` is the one call path of every real executor (openai, hf, vllm): cache lookup,
+`complete_cached` is the one call path of every real executor (openai, hf): cache lookup,
 the backend's own request on a miss, storage and token accounting in `ExecutorStats`.
 
 The key is a hash of everything the response depends on (endpoint, model, messages, sampling

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from spogw.harness.config import GeneratorConfig
     from spogw.harness.policy.constraint import GrammarConstraint
+    from spogw.harness.policy.served import VLLMServerSampler
 
 TRAINABLE = "default"
 REFERENCE = "reference"
@@ -50,13 +51,15 @@ class Generator:
     """Sequences per forward/backward in an update step; 0: a whole unit (generator.training)."""
     autocast: bool = False
     """bf16 autocast around the training forward (generator.training.autocast, resolved)."""
+    served: VLLMServerSampler | None = None
+    """The vLLM server that samples (backend vllm_server); None: this process samples."""
 
     @property
     def exact_sampler_logprobs(self) -> bool:
         """Whether the sampler's log-probs equal the training forward's (float32 hf sampling only)."""
         import torch
 
-        return self.sampling_backend == "hf" and next(self.model.parameters()).dtype == torch.float32
+        return self.served is None and next(self.model.parameters()).dtype == torch.float32
 
     @property
     def prompt_format(self) -> str:
@@ -66,6 +69,10 @@ class Generator:
         return build_prompt(domain, question, self.prompt_style, self.prompt_version, self.tokenizer)
 
     def sample(self, prompts: Sequence[str], keys: Sequence[SampleKey], params: SamplingParams) -> list[Sample]:
+        """One completion per (prompt, key) from the trainable adapter's current weights, here or on
+        the vLLM server (which is sent the adapter first when it changed)."""
+        if self.served is not None:
+            return self.served.sample(self, prompts, keys, params)
         return sample_hf(
             self.model, self.tokenizer, prompts, keys, params, self.max_prompt_tokens, self.constraint, self.stop_ids
         )
@@ -160,8 +167,13 @@ def attach_lora(model: Any, config: GeneratorConfig) -> Any:
     return get_peft_model(model, lora)
 
 
-def load_generator(config: GeneratorConfig, device: str | None = None, progress: bool = True) -> Generator:
-    """The generator of an experiment, LoRA attached, on ``device`` (default: GPU if present)."""
+def load_generator(
+    config: GeneratorConfig, device: str | None = None, progress: bool = True, adapter_dir: Path | None = None
+) -> Generator:
+    """The generator of an experiment, LoRA attached, on ``device`` (default: GPU if present).
+
+    With backend `vllm_server`, adapters for the server are written under generator.server.adapter_dir,
+    else ``adapter_dir`` (the runner passes the run folder's), else the cache."""
     import torch
 
     from spogw.harness.torch_threads import apply_torch_threads
@@ -196,10 +208,6 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = attach_lora(base, config)
-    if config.backend == "vllm":
-        from spogw.harness.policy.vllm_backend import require_vllm
-
-        require_vllm()
     constraint = None
     if decoding_mode(config) == "grammar":
         from spogw.harness.policy.constraint import GrammarConstraint
@@ -221,6 +229,33 @@ def load_generator(config: GeneratorConfig, device: str | None = None, progress:
         stop_ids=stop_token_ids(base, tokenizer),
         micro_batch_sequences=training.micro_batch_sequences,
         autocast=training.autocast == "bf16" or (training.autocast == "auto" and torch.device(device).type == "cuda"),
+        served=served_sampler(config, identity, adapter_dir) if config.backend == "vllm_server" else None,
+    )
+
+
+def served_sampler(config: GeneratorConfig, identity: str, adapter_dir: Path | None) -> VLLMServerSampler:
+    """The vLLM-server sampler of generator config ``config`` (backend vllm_server)."""
+    import os
+
+    from spogw.harness.policy.served import VLLMServerSampler
+    from spogw.harness.policy.tiny import cache_root
+
+    server = config.server
+    api_key = None
+    if server.api_key_env:
+        api_key = os.environ.get(server.api_key_env)
+        if not api_key:
+            raise InputError(f"generator.server.api_key_env: the environment variable {server.api_key_env} is not set")
+    folder = Path(server.adapter_dir) if server.adapter_dir else adapter_dir or cache_root() / "served_adapters"
+    assert config.base_url is not None  # GeneratorConfig checks it for vllm_server
+    return VLLMServerSampler(
+        config.base_url,
+        server.served_model or config.model or identity,
+        folder,
+        api_key=api_key,
+        timeout_s=server.request_timeout_s,
+        max_retries=server.max_retries,
+        concurrency=server.max_concurrent_requests,
     )
 
 
@@ -250,6 +285,9 @@ def decoding_mode(config: GeneratorConfig) -> str:
     mode = config.decoding
     if mode == "auto":
         mode = "grammar" if config.name == "tiny" else "free"
-    if mode == "grammar" and config.backend == "vllm":
-        raise InputError("generator.decoding 'grammar' needs backend 'hf' (the vLLM path has no trie constraint)")
+    if mode == "grammar" and config.backend == "vllm_server":
+        raise InputError(
+            "generator.decoding 'grammar' needs backend 'hf' (the vLLM server has no trie constraint): "
+            "set decoding: free"
+        )
     return mode

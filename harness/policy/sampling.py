@@ -85,6 +85,23 @@ def _hit_stop(tokenizer: Any, completion: list[int], stops: tuple[str, ...]) -> 
     return any(stop in tail for stop in stops)
 
 
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int | None = None) -> list[list[int]]:
+    """Token ids of each prompt as the sampler and the trainer read it: no special tokens added (the
+    prompt builder wrote them), cut to ``max_prompt_tokens`` when given."""
+    encoded = [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return [ids[:max_prompt_tokens] for ids in encoded] if max_prompt_tokens is not None else encoded
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One completion drawn by `sample_ids`: its token ids, their log-probs under the sampling
+    policy, and why it ended."""
+
+    completion_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish: Literal["stop", "eos", "length"]
+
+
 def sample_hf(
     model: Any,
     tokenizer: Any,
@@ -95,39 +112,71 @@ def sample_hf(
     constraint: GrammarConstraint | None = None,
     stop_ids: Sequence[int] = (),
 ) -> list[Sample]:
-    """Sample one completion per (prompt, key) with a batched KV-cache decode loop; with a
-    ``constraint``, only the tokens it allows are ever drawn.
+    """Sample one completion per (prompt, key) with a batched KV-cache decode loop (`sample_ids`),
+    the row of each key seeded by `key_seed`; with a ``constraint``, only the tokens it allows are
+    ever drawn."""
+    if len(prompts) != len(keys):
+        raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
+    encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    roots = [constraint.root(p) for p in prompts] if constraint is not None else None
+    drawn = sample_ids(model, tokenizer, encoded, [key_seed(k) for k in keys], params, constraint, roots, stop_ids)
+    return [
+        Sample(
+            key=tuple(key),
+            prompt_ids=tuple(ids),
+            completion_ids=d.completion_ids,
+            logprobs=d.logprobs,
+            text=tokenizer.decode(list(d.completion_ids), skip_special_tokens=True),
+            finish=d.finish,
+        )
+        for key, ids, d in zip(keys, encoded, drawn, strict=True)
+    ]
+
+
+def sample_ids(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    seeds: Sequence[int],
+    params: SamplingParams,
+    constraint: GrammarConstraint | None = None,
+    roots: Sequence[TrieNode | None] | None = None,
+    stop_ids: Sequence[int] = (),
+) -> list[Drawn]:
+    """Draw one completion per token-id prompt, row r from a `torch.Generator` seeded with seeds[r],
+    so a row does not depend on which other rows share its batch.
 
     A row ends at the first of ``stop_ids`` (every end-of-sequence id of the model's generation
     config; the tokenizer's eos when empty), kept as the completion's last token, or at the token
-    that completes a stop string; nothing after it is ever kept, scored or trained on."""
+    that completes a stop string; nothing after it is ever kept, scored or trained on. With a
+    ``constraint``, ``roots`` gives each row's trie node (GrammarConstraint.root of its prompt)."""
     import torch
     from transformers import DynamicCache
 
     from spogw.harness.policy.constraint import masked_log_softmax
 
-    if len(prompts) != len(keys):
-        raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
+    if len(prompt_ids) != len(seeds):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(seeds)} seeds")
+    if constraint is not None and (roots is None or len(roots) != len(prompt_ids)):
+        raise ValueError("a constraint needs one trie root per prompt")
     device = next(model.parameters()).device
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if max_prompt_tokens is not None:
-        encoded = [ids[:max_prompt_tokens] for ids in encoded]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):  # left padding: every prompt ends at the same column
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+    rows_count = len(prompt_ids)
+    width = max(len(ids) for ids in prompt_ids)
+    input_ids = torch.full((rows_count, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows_count, width), dtype=torch.long)
+    for row, ids in enumerate(prompt_ids):  # left padding: every prompt ends at the same column
+        input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
         attention[row, width - len(ids) :] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    generators = [torch.Generator(device="cpu").manual_seed(key_seed(k)) for k in keys]
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
 
-    completions: list[list[int]] = [[] for _ in prompts]
-    logprobs: list[list[float]] = [[] for _ in prompts]
-    finish: list[str | None] = [None] * len(prompts)
+    completions: list[list[int]] = [[] for _ in prompt_ids]
+    logprobs: list[list[float]] = [[] for _ in prompt_ids]
+    finish: list[str | None] = [None] * rows_count
     stops = frozenset(stop_ids) if stop_ids else frozenset({tokenizer.eos_token_id}) - {None}
-    nodes: list[TrieNode | None] = [constraint.root(p) for p in prompts] if constraint is not None else []
+    nodes: list[TrieNode | None] = list(roots) if constraint is not None and roots is not None else []
     cache = DynamicCache()
     cache_kw = {_cache_keyword(model): cache}
     was_training = model.training
@@ -157,8 +206,8 @@ def sample_hf(
                             allowed[row, constraint.allowed(node)] = True
                 step_logprobs = masked_log_softmax(scaled, allowed)
                 probs = _top_p_filter(step_logprobs.exp(), params.top_p).cpu()
-                tokens = torch.empty(len(prompts), dtype=torch.long)
-                for row in range(len(prompts)):
+                tokens = torch.empty(rows_count, dtype=torch.long)
+                for row in range(rows_count):
                     if finish[row] is not None:
                         tokens[row] = pad_id
                         continue
@@ -178,7 +227,7 @@ def sample_hf(
                 if all(f is not None for f in finish):
                     break
                 attention = torch.cat(
-                    [attention, torch.ones((len(prompts), 1), dtype=attention.dtype, device=device)], dim=1
+                    [attention, torch.ones((rows_count, 1), dtype=attention.dtype, device=device)], dim=1
                 )
                 out = model(
                     input_ids=tokens[:, None].to(device),
@@ -192,15 +241,8 @@ def sample_hf(
     finally:
         model.train(was_training)
     return [
-        Sample(
-            key=tuple(keys[row]),
-            prompt_ids=tuple(encoded[row]),
-            completion_ids=tuple(completions[row]),
-            logprobs=tuple(logprobs[row]),
-            text=tokenizer.decode(completions[row], skip_special_tokens=True),
-            finish=finish[row] or "length",  # type: ignore[arg-type]
-        )
-        for row in range(len(prompts))
+        Drawn(tuple(completions[row]), tuple(logprobs[row]), finish[row] or "length")  # type: ignore[arg-type]
+        for row in range(rows_count)
     ]
 
 
