@@ -1,5 +1,6 @@
 """What an experiment will run: its benchmarks loaded and split, and the dry-run plan (generator
-samples, workflow runs and executor calls per method x seed) that `spogw run --dry-run` prints."""
+samples, workflow runs, executor calls and estimated tokens per method x seed) that
+`spogw run --dry-run` prints."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from spogw.harness.errors import InputError
 
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.policy.prompts import PromptStyle
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,67 @@ def grammar_calls_per_run(domain: str) -> float:
     return statistics.fmean(calls_per_run(render(s)) for s in all_structures(domain))
 
 
+CHARS_PER_TOKEN = 4
+"""Characters per token of the estimates (English text and code under a BPE tokenizer)."""
+MEASURED_ITEMS = 2
+"""Items per benchmark on which the dry run measures executor tokens per call."""
+
+
+@dataclass(frozen=True)
+class TokenRates:
+    """What one domain's workflows cost in tokens: measured by running every operator-grammar
+    structure on `MEASURED_ITEMS` items of the benchmark with the SIMULATED executor (its prompts are
+    the operators' real prompts, counted at CHARS_PER_TOKEN; its reply lengths are the simulator
+    profile's, so a real model's replies, and the prompts that quote them, may be longer)."""
+
+    prompt_per_call: float
+    completion_per_call: float
+    generator_prompt: float
+    """Tokens of the generator's prompt (the experiment's prompt style; `full` stands in for `chat`)."""
+    generator_completion: float
+    """Tokens of a workflow as the grammar writes it (free code may be longer, up to max_new_tokens)."""
+
+
+def measure_token_rates(config: ExperimentConfig, splits: Sequence[BenchmarkSplit]) -> dict[str, TokenRates]:
+    """`TokenRates` per domain of ``splits`` (a second or two: grammar renderings run in-process)."""
+    import asyncio
+
+    from spogw.harness.executors.sim import SimExecutor
+    from spogw.harness.policy.prompts import build_prompt
+    from spogw.harness.workflows.engine import WorkflowEngine
+    from spogw.harness.workflows.grammar import all_structures, render
+
+    style: PromptStyle = "compact" if config.generator.name == "tiny" else "full"
+    longest = config.generator.sampling.max_new_tokens
+
+    async def measure() -> dict[str, TokenRates]:
+        engine = WorkflowEngine(SimExecutor("medium"), concurrency=8, timeout_s=60, grammar_only_in_process=True)
+        rates: dict[str, TokenRates] = {}
+        try:
+            for split in splits:
+                domain = split.benchmark.domain
+                if domain in rates:
+                    continue
+                items = [*split.train, *split.evaluated][:MEASURED_ITEMS]
+                sources = [render(structure) for structure in all_structures(domain)]
+                outcomes = await asyncio.gather(*(engine.run(src, item, 0) for src in sources for item in items))
+                calls = max(1, sum(o.calls for o in outcomes))
+                prompts = [
+                    build_prompt(domain, item.question, style, config.generator.prompt_version) for item in items
+                ]
+                rates[domain] = TokenRates(
+                    prompt_per_call=sum(o.prompt_tokens for o in outcomes) / calls,
+                    completion_per_call=sum(o.completion_tokens for o in outcomes) / calls,
+                    generator_prompt=statistics.fmean(len(p) for p in prompts) / CHARS_PER_TOKEN,
+                    generator_completion=min(statistics.fmean(len(src) for src in sources) / CHARS_PER_TOKEN, longest),
+                )
+        finally:
+            await engine.close()
+        return rates
+
+    return asyncio.run(measure())
+
+
 @dataclass
 class PlannedRun:
     label: str
@@ -76,6 +139,10 @@ class PlannedRun:
     generator_samples: int
     workflow_runs: int
     executor_calls: float
+    generator_tokens: float = 0.0
+    """Prompt + completion tokens of the generator's samples (estimate: TokenRates)."""
+    executor_tokens: float = 0.0
+    """Prompt + completion tokens of the executor calls (estimate: TokenRates)."""
 
 
 @dataclass
@@ -83,22 +150,29 @@ class Plan:
     experiment: str
     runs: list[PlannedRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    executor_tokens_usd: tuple[float, float] = (0.0, 0.0)
+    """USD per million executor prompt and completion tokens (0: not priced)."""
 
     def describe(self) -> str:
         lines = [f"experiment {self.experiment}: {len(self.runs)} run(s) (method x seed)"]
         width = max((len(r.label) for r in self.runs), default=5)
-        lines.append(f"  {'method':<{width}}  seed  iters  generator samples  workflow runs  executor calls (estimate)")
+        lines.append(
+            f"  {'method':<{width}}  seed  iters  generator samples  workflow runs  executor calls (estimate)"
+            "  generator tokens (estimate)  executor tokens (estimate)"
+        )
         for r in self.runs:
             lines.append(
                 f"  {r.label:<{width}}  {r.seed:>4}  {r.iterations:>5}  {r.generator_samples:>17,}  "
-                f"{r.workflow_runs:>13,}  {r.executor_calls:>25,.0f}"
+                f"{r.workflow_runs:>13,}  {r.executor_calls:>25,.0f}  {r.generator_tokens:>27,.0f}"
+                f"  {r.executor_tokens:>26,.0f}"
             )
         total_samples = sum(r.generator_samples for r in self.runs)
         total_runs = sum(r.workflow_runs for r in self.runs)
         total_calls = sum(r.executor_calls for r in self.runs)
         lines.append(
             f"  total: {total_samples:,} generator samples, {total_runs:,} workflow runs, "
-            f"about {total_calls:,.0f} executor calls"
+            f"about {total_calls:,.0f} executor calls, {sum(r.generator_tokens for r in self.runs):,.0f} generator "
+            f"tokens and {sum(r.executor_tokens for r in self.runs):,.0f} executor tokens"
         )
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -114,6 +188,11 @@ def plan_experiment(
     repeats = config.evaluation.repeats
     test_items = sum(len(s.evaluated) for s in splits)
     generated_calls = {s.benchmark.domain: grammar_calls_per_run(s.benchmark.domain) for s in splits}
+    rates = measure_token_rates(config, splits)
+
+    def executor_tokens(domain: str, calls: float) -> float:
+        return calls * (rates[domain].prompt_per_call + rates[domain].completion_per_call)
+
     transfers = config.transfer_executors()
     for spec in methods:
         method = method_config(spec)
@@ -123,28 +202,73 @@ def plan_experiment(
             if isinstance(method, StaticConfig):
                 per_run = calls_per_run(workflow_source(method.workflow)[1])
                 runs = test_items * repeats * evaluators
-                plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * per_run))
+                tokens = sum(
+                    executor_tokens(s.benchmark.domain, len(s.evaluated) * repeats * evaluators * per_run)
+                    for s in splits
+                )
+                plan.runs.append(
+                    PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * per_run, 0.0, tokens)
+                )
                 continue
             evaluations = config.iterations + 1 if config.evaluation.every_iteration else 2
             collections = config.iterations + int(config.evaluation.collect_final)
             samples = runs = 0
-            calls = 0.0
+            calls = generator_tokens = tokens = 0.0
             for split in splits:
-                per_run = generated_calls[split.benchmark.domain]
+                domain = split.benchmark.domain
                 collected = collections * len(split.train) * method.num_samples
                 evaluated = (evaluations + evaluators - 1) * len(split.evaluated)
                 samples += collected + evaluated
                 runs += (collected + evaluated) * repeats
-                calls += (collected + evaluated) * repeats * per_run
-            plan.runs.append(PlannedRun(spec.display_label, spec.name, seed, config.iterations, samples, runs, calls))
+                split_calls = (collected + evaluated) * repeats * generated_calls[domain]
+                calls += split_calls
+                tokens += executor_tokens(domain, split_calls)
+                per_sample = rates[domain].generator_prompt + rates[domain].generator_completion
+                generator_tokens += (collected + evaluated) * per_sample
+            plan.runs.append(
+                PlannedRun(
+                    spec.display_label,
+                    spec.name,
+                    seed,
+                    config.iterations,
+                    samples,
+                    runs,
+                    calls,
+                    generator_tokens,
+                    tokens,
+                )
+            )
     plan.notes.append(
         "executor calls of generated workflows are estimated with the mean call count of the operator "
         "grammar's structures ("
         + ", ".join(f"{d}: {c:.1f}/run" for d, c in generated_calls.items())
         + "); static workflows are counted from their code"
     )
-    if config.executor.name == "sim":
+    plan.notes.append(
+        f"tokens at {CHARS_PER_TOKEN} characters per token: executor tokens per call measured by running every "
+        f"grammar structure on {MEASURED_ITEMS} items per benchmark with the SIMULATED executor (operators' real "
+        "prompts, simulated reply lengths: a real model's may be longer) ("
+        + ", ".join(f"{d}: {r.prompt_per_call:.0f} + {r.completion_per_call:.0f}/call" for d, r in rates.items())
+        + "); generator tokens are the prompt plus a grammar-sized workflow ("
+        + ", ".join(f"{d}: {r.generator_prompt:.0f} + {r.generator_completion:.0f}" for d, r in rates.items())
+        + f"), at most {config.generator.sampling.max_new_tokens} completion tokens a sample"
+    )
+    executor = config.executor
+    if executor.name == "sim":
         plan.notes.append("executor sim: SIMULATED, no API cost")
+    elif executor.input_price_per_mtok or executor.output_price_per_mtok:
+        plan.executor_tokens_usd = (executor.input_price_per_mtok, executor.output_price_per_mtok)
+        prompt_share = {
+            d: r.prompt_per_call / max(r.prompt_per_call + r.completion_per_call, 1e-9) for d, r in rates.items()
+        }
+        share = statistics.fmean(prompt_share.values()) if prompt_share else 1.0
+        total = sum(r.executor_tokens for r in plan.runs)
+        usd = total * (share * executor.input_price_per_mtok + (1 - share) * executor.output_price_per_mtok) / 1e6
+        plan.notes.append(
+            f"executor {executor.model}: about ${usd:,.0f} at ${executor.input_price_per_mtok}/M prompt and "
+            f"${executor.output_price_per_mtok}/M completion tokens (from the token estimate; the response cache "
+            "makes a re-run free)"
+        )
     return plan
 
 

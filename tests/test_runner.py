@@ -243,6 +243,29 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
         assert (chain / "report.md").read_text().split("## Results")[1].split("\n## ")[0] == results
 
 
+def test_dry_run_tokens_are_the_measured_rates_times_the_planned_work() -> None:
+    from spogw.harness.plan import load_splits, measure_token_rates, plan_experiment, select_methods, select_seeds
+    from spogw.harness.workflows.structure import calls_per_run
+    from spogw.methods.static import workflow_source
+
+    config = load_experiment(SMALL)
+    splits = load_splits(config)
+    rates = measure_token_rates(config, splits)["math"]
+    assert rates.prompt_per_call > 20 and rates.completion_per_call > 20, "operator prompts and replies were counted"
+    assert rates.generator_completion <= config.generator.sampling.max_new_tokens
+    plan = plan_experiment(config, splits, select_methods(config, None), select_seeds(config, None))
+    static = next(r for r in plan.runs if r.label == "cot")
+    calls = 4 * 2 * calls_per_run(workflow_source("cot")[1])  # 4 test items x 2 repeats
+    assert static.executor_tokens == pytest.approx(calls * (rates.prompt_per_call + rates.completion_per_call))
+    trained = next(r for r in plan.runs if r.label == "spogw")
+    assert trained.generator_tokens == pytest.approx(
+        trained.generator_samples * (rates.generator_prompt + rates.generator_completion)
+    )
+    assert trained.executor_tokens == pytest.approx(
+        trained.executor_calls * (rates.prompt_per_call + rates.completion_per_call)
+    )
+
+
 def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
     """The paper-scale file is all_methods.yaml's experiment with other model fields; here it can only
     plan, with local folders in the hub layouts standing in for the hub datasets (no download)."""
@@ -262,7 +285,9 @@ def test_paper_configuration_validates_with_a_dry_run(tmp_path: Path) -> None:
     assert "gsm8k: 2 train / 8 test items" in result.stdout and "drop: 2 train / 8 test items" in result.stdout
     assert "humaneval: 33 train / 131 test items" in result.stdout
     assert "executor calls" in result.stdout and not (tmp_path / "run").exists()
+    assert "generator tokens (estimate)" in result.stdout and "executor gpt-4o-mini: about $" in result.stdout
     config = load_experiment(paper)
+    assert config.generator.backend == "vllm_server" and config.generator.base_url
     spogw = next(m for m in config.methods if m.name == "spogw")
     assert spogw.overrides.get("num_samples", 16) == 16 and spogw.overrides.get("group_size", 14) == 14
 
