@@ -265,6 +265,15 @@ class ExecutorConfig(StrictModel):
     """Wall-clock limit of one executor call."""
     max_retries: int = Field(5, ge=0)
     """Retries of a failed executor call (with backoff) before the run is an infra_error."""
+    requests_per_minute: float | None = Field(None, gt=0)
+    """Requests per minute to the endpoint (openai), for every executor of the process with this
+    endpoint and model (None: no limit). Spread evenly: at most one second's worth at once."""
+    tokens_per_minute: float | None = Field(None, gt=0)
+    """Prompt + max_tokens per minute to the endpoint (openai), counted as OpenAI counts them before
+    a request is sent (None: no limit)."""
+    rate_limit_file: str | None = None
+    """A SQLite file in which the limits are kept, so that every process naming it (several `spogw`
+    runs, sweep workers on one machine) shares one budget; None: this process only."""
     abort_after_failures: int = Field(20, ge=0)
     """Calls in a row that fail after all their retries before the run stops with a clear message
     (the endpoint is down; re-running resumes). 0: never stop, record every run as infra_error."""
@@ -304,6 +313,15 @@ class ExecutorConfig(StrictModel):
 
             if self.profile not in PROFILES:
                 raise ValueError(f"unknown sim profile {self.profile!r}; choose one of {', '.join(sorted(PROFILES))}")
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limits_for_the_endpoint(self) -> ExecutorConfig:
+        limited = self.requests_per_minute is not None or self.tokens_per_minute is not None
+        if limited and self.name != "openai":
+            raise ValueError(f"requests_per_minute and tokens_per_minute limit an endpoint (openai), not {self.name!r}")
+        if self.rate_limit_file is not None and not limited:
+            raise ValueError("rate_limit_file keeps the rate limits: set requests_per_minute or tokens_per_minute")
         return self
 
 

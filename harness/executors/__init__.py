@@ -47,6 +47,9 @@ def executor_from_config(config: ExecutorConfig, seed: int = 0) -> Executor:
             "cache_path": cache,
             "input_price_per_mtok": config.input_price_per_mtok,
             "output_price_per_mtok": config.output_price_per_mtok,
+            "requests_per_minute": config.requests_per_minute,
+            "tokens_per_minute": config.tokens_per_minute,
+            "rate_limit_file": config.rate_limit_file,
         }
     elif config.name == "hf":
         options = common | {

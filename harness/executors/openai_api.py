@@ -12,6 +12,9 @@ llama.cpp's server, `transformers serve`).
   retries, the endpoint is taken to be down; every later call fails at once and the workflow
   engine stops the run with ExecutorUnavailable (a clear message; re-running resumes).
 - Bounded concurrency: at most `max_concurrent_calls` requests in flight.
+- Rate limits (`requests_per_minute`, `tokens_per_minute`): one budget per endpoint and model for the
+  whole process, or for every process naming the same `rate_limit_file` (rate_limit.py); a call
+  waits for its turn before it is sent, and every retry is counted again.
 - An on-disk response cache (response_cache.py) keyed by endpoint, model, messages, sampling
   parameters, repeat index and occurrence: a second identical run makes no network call.
 - The API key is read from the environment variable the config names; it is never stored on the
@@ -66,8 +69,13 @@ class OpenAIExecutor:
         input_price_per_mtok: float = 0.0,
         output_price_per_mtok: float = 0.0,
         abort_after_failures: int = 20,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        rate_limit_file: str | Path | None = None,
     ) -> None:
         from openai import AsyncOpenAI
+
+        from spogw.harness.executors.rate_limit import limiter_for
 
         if not model:
             raise InputError("executor.model: the openai executor needs the model name the endpoint serves")
@@ -94,6 +102,16 @@ class OpenAIExecutor:
         self._limit = asyncio.Semaphore(max_concurrent_calls)
         self._cache = ResponseCache(Path(cache_path)) if cache_path is not None else None
         self._jitter = random.Random()
+        self._rate = (
+            limiter_for(
+                f"{self.base_url}|{model}",
+                requests_per_minute,
+                tokens_per_minute,
+                Path(rate_limit_file) if rate_limit_file is not None else None,
+            )
+            if requests_per_minute is not None or tokens_per_minute is not None
+            else None
+        )
 
     def describe(self) -> str:
         return f"openai:{self.model} @ {self.base_url}"
@@ -108,6 +126,9 @@ class OpenAIExecutor:
         return await complete_cached(self._cache, self.stats, key, lambda: self._call_with_retries(messages))
 
     async def _call_with_retries(self, messages: list[dict[str, str]]) -> CachedResponse:
+        from spogw.harness.executors.rate_limit import request_cost
+
+        cost = request_cost(messages[0]["content"], self.max_tokens)
         if self.unavailable is not None:
             raise InfraError(f"{self.describe()}: not called, the endpoint is down ({self.unavailable})")
         last = ""
@@ -115,10 +136,14 @@ class OpenAIExecutor:
             if attempt:
                 self.stats.retries += 1
             try:
+                if self._rate is not None:  # before the concurrency slot: a waiting call holds none
+                    await self._rate.acquire(cost)
                 async with self._limit:
                     self.stats.network_calls += 1
                     response = await self._call_once(messages)
                 self.consecutive_failures = 0
+                if self._rate is not None:
+                    self._rate.settle(cost, response.prompt_tokens + response.completion_tokens)
                 return response
             except _Retryable as err:
                 last = str(err)

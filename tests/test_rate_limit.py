@@ -1,0 +1,125 @@
+"""Executor rate limits: the token buckets by hand, one budget for every executor of a process, and one
+for every process that names the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spogw.harness.benchmarks.base import Item
+from spogw.harness.config import ExecutorConfig
+from spogw.harness.errors import InputError
+from spogw.harness.executors.base import CallInfo
+from spogw.harness.executors.openai_api import OpenAIExecutor
+from spogw.harness.executors.rate_limit import RateLimiter, _Bucket, limiter_for, request_cost
+from spogw.harness.executors.stub_server import StubServer
+from tests.conftest import run
+
+REPO = Path(__file__).resolve().parents[1]
+ITEM = Item("q1", "math", "What is 6 * 7?", "42")
+
+
+def test_buckets_by_hand() -> None:
+    limiter = RateLimiter("k", requests_per_minute=60)  # one a second, at most one at once
+    bucket = _Bucket(1.0, 0.0, 100.0)
+    assert limiter._take(bucket, 0.0, 100.0) == 0.0 and bucket.requests == 0.0
+    assert limiter._take(bucket, 0.0, 100.0) == pytest.approx(1.0)  # nothing left: a second to the next
+    assert limiter._take(bucket, 0.0, 100.5) == pytest.approx(0.5)  # half refilled
+    assert limiter._take(bucket, 0.0, 101.0) == 0.0
+
+    tokens = RateLimiter("t", tokens_per_minute=600)  # 10 tokens a second, at most 10 at once
+    bucket = _Bucket(1.0, 10.0, 0.0)
+    assert tokens._take(bucket, 5.0, 0.0) == 0.0 and tokens._take(bucket, 5.0, 0.0) == 0.0
+    assert tokens._take(bucket, 5.0, 0.0) == pytest.approx(0.5)
+    big = _Bucket(1.0, 10.0, 0.0)  # a request larger than a second's worth waits for a full bucket only
+    assert tokens._take(big, 50.0, 0.0) == pytest.approx(4.0) and tokens._take(big, 50.0, 4.0) == 0.0
+    assert request_cost("x" * 400, 256) == 356
+
+
+def test_unused_tokens_are_given_back() -> None:
+    limiter = RateLimiter("refund", tokens_per_minute=6000)  # 100 a second
+
+    async def go() -> float:
+        await limiter.acquire(100)
+        limiter.settle(100, 10)  # the answer used 10
+        start = time.perf_counter()
+        await limiter.acquire(90)
+        return time.perf_counter() - start
+
+    assert run(go()) < 0.05 and limiter.waited_s == 0.0
+
+
+def test_every_executor_of_a_process_shares_one_budget(tmp_path: Path) -> None:
+    """30 calls from two executors of one endpoint and model at 600 requests a minute (10 a second,
+    10 at once) take at least 2 s, where either executor's 15 alone would take 0.5 s."""
+
+    async def go() -> float:
+        async with StubServer() as server:
+            executors = [
+                OpenAIExecutor("stub", server.url, requests_per_minute=600, max_concurrent_calls=32) for _ in range(2)
+            ]
+            assert executors[0]._rate is executors[1]._rate
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(ex.complete(f"q{i}", CallInfo("Custom", ITEM, 0)) for ex in executors for i in range(15))
+            )
+            elapsed = time.perf_counter() - start
+            for ex in executors:
+                await ex.close()
+            assert server.requests == 30
+            return elapsed
+
+    elapsed = run(go())
+    assert 1.9 <= elapsed < 10.0, elapsed
+    limiter_for("http://elsewhere/v1|m", 600, None)
+    with pytest.raises(InputError, match="one endpoint, one budget"):
+        limiter_for("http://elsewhere/v1|m", 60, None)
+
+
+SCRIPT = """
+import asyncio, json, sys, time
+from pathlib import Path
+from spogw.harness.executors.rate_limit import RateLimiter
+limiter = RateLimiter("shared-key", requests_per_minute=600, path=Path(sys.argv[1]))
+async def go():
+    stamps = []
+    for _ in range(15):
+        await limiter.acquire()
+        stamps.append(time.time())
+    return stamps
+print(json.dumps(asyncio.run(go())))
+"""
+
+
+def test_processes_naming_one_file_share_one_budget(tmp_path: Path) -> None:
+    """Two processes, 15 acquisitions each, at 600 a minute through one file: 30 in all, so the last
+    comes at least 2 s after the first (alone, each would need 0.5 s)."""
+    path = tmp_path / "limits.sqlite"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    stamps = sorted(t for p in processes for t in json.loads(p.communicate(timeout=60)[0]))
+    assert len(stamps) == 30
+    assert stamps[-1] - stamps[0] >= 1.9, stamps[-1] - stamps[0]
+    for first, later in zip(stamps, stamps[20:], strict=False):  # 21 acquisitions: 10 at once, 11 at 10/s
+        assert later - first >= 1.1 - 0.05
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "sim", "requests_per_minute": 60}, "limit an endpoint"),
+        ({"name": "openai", "model": "m", "rate_limit_file": "x.sqlite"}, "set requests_per_minute"),
+        ({"name": "openai", "model": "m", "tokens_per_minute": 0}, "greater than 0"),
+    ],
+)
+def test_rate_limit_fields_are_checked(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExecutorConfig(**fields)  # type: ignore[arg-type]
