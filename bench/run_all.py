@@ -23,6 +23,7 @@ SCRIPTS = (
     "update_vs_trl.py",
     "executor_throughput.py",
     "collection_throughput.py",
+    "collection_pipeline.py",
     "sampling_throughput.py",
     "machine_limit.py",
     "update_memory.py",
