@@ -4,6 +4,7 @@ evaluation redoes exactly what is missing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -77,7 +78,7 @@ async def evaluate_generator(
         for chunk in _missing_chunks(split.evaluated, done):
             prompts = [generator.prompt(item.domain, item.question) for item in chunk]
             keys = [(seed, iteration, f"eval:{item.id}", 0) for item in chunk]
-            samples = generator.sample(prompts, keys, params)
+            samples = await asyncio.to_thread(generator.sample, prompts, keys, params)  # the loop keeps running
             sources = {item.id: extract_workflow(s.text) or "" for item, s in zip(chunk, samples, strict=True)}
             await _evaluate_chunk(sources, split, chunk, engine, target)
 

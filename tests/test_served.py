@@ -397,3 +397,38 @@ def test_a_run_with_the_served_generator_equals_the_in_process_run_at_iteration_
     assert SERVED_GAP in health
     gap = float(health.split("| spogw |")[1].split("|")[-2])
     assert 0.0 < gap < 1e-4, "the stand-in reports its sampler's log-probs: the gap is float rounding"
+
+
+def test_the_server_fields_reach_the_sampler(
+    trainer: Generator, standin: VLLMStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """server.max_concurrent_requests bounds the requests in flight; api_key_env is sent as a bearer
+    token (and a missing variable is named); adapter_dir is where adapters go; request_timeout_s ends
+    a request the server never answers."""
+    import socket
+
+    from spogw.harness.errors import InputError
+    from spogw.harness.policy.model import served_sampler
+
+    prompts = [trainer.prompt("math", GSM.items[0].question)] * 8
+    keys = [(0, 0, "q", k) for k in range(8)]
+    for bound in (2, 8):
+        standin.max_in_flight = 0
+        remote = _remote(trainer, standin.url, tmp_path, concurrency=bound)
+        remote.sample(prompts, keys, PARAMS)
+        assert standin.max_in_flight <= bound
+    assert standin.max_in_flight > 2, "8 requests at once when allowed"
+
+    server = {"request_timeout_s": 0.5, "max_retries": 0, "api_key_env": "GEN_KEY", "adapter_dir": str(tmp_path / "a")}
+    config = GeneratorConfig(name="hf", model="m", backend="vllm_server", base_url="http://x/v1", server=server)
+    with pytest.raises(InputError, match="GEN_KEY is not set"):
+        served_sampler(config, "m", None)
+    monkeypatch.setenv("GEN_KEY", "secret")
+    sampler = served_sampler(config, "m", tmp_path / "ignored")
+    assert sampler._http.headers["Authorization"] == "Bearer secret" and sampler.adapter_dir == tmp_path / "a"
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        sampler.base_url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        with pytest.raises(GeneratorUnavailable, match="ReadTimeout"):
+            sampler.complete("m", [1, 2], PARAMS, 0, ())

@@ -62,6 +62,9 @@ class VLLMStandIn:
     adapters: dict[str, str] = field(default_factory=dict)
     """Loaded adapter name -> folder."""
     completions: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    """The most completion requests the server was handling at once (checks a client's bound)."""
     batches: list[int] = field(default_factory=list)
     """The size of every batch drawn."""
     _runner: Any = None
@@ -173,8 +176,13 @@ class VLLMStandIn:
         assert self._queue is not None
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         seed = int(body["seed"]) if body.get("seed") is not None else int.from_bytes(os.urandom(7), "little")
-        await self._queue.put(_Request(model, prompt, seed, params, tuple(body.get("stop_token_ids") or ()), done))
-        choice = await done
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._queue.put(_Request(model, prompt, seed, params, tuple(body.get("stop_token_ids") or ()), done))
+            choice = await done
+        finally:
+            self.in_flight -= 1
         if not body.get("return_token_ids"):
             choice = {k: v for k, v in choice.items() if k not in ("token_ids", "prompt_token_ids")}
         if body.get("logprobs") is None:
