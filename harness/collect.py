@@ -48,14 +48,16 @@ generator draws 192 workflows 2.2x faster in batches of 64 than in one question'
 
 
 PIPELINE_DEPTH = 2
-"""Slices drawn and not yet written at once: 1 overlaps the drawing of the next slice with the
-execution of the current one; more lets a slow run of one slice overlap the next slice's runs.
-0: draw, execute and write each slice before drawing the next (no overlap)."""
+"""Slices that may still be executing while the next one is drawn (up to depth + 1 while the
+collection waits for the oldest): 1 overlaps the drawing of the next slice with the execution of the
+current one; more lets a slow run of one slice overlap the next slices' runs. 0: draw, execute and
+write each slice before drawing the next (no overlap)."""
 
 
-def questions_per_batch(num_samples: int) -> int:
-    """Questions whose samples are drawn in one batch: SEQUENCES_PER_BATCH // m, at least one."""
-    return max(1, SEQUENCES_PER_BATCH // num_samples)
+def questions_per_batch(num_samples: int, sequences: int = SEQUENCES_PER_BATCH) -> int:
+    """Questions whose samples are drawn in one batch: ``sequences`` // m, at least one (sequences:
+    Generator.sample_batch_sequences, SEQUENCES_PER_BATCH for an in-process generator)."""
+    return max(1, sequences // num_samples)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ async def _execute(
     old_logp: tuple[float, ...],
     served: bool = False,
 ) -> Rollout:
+    """``served``: record the gap between the server's log-probs and ``old_logp`` (only at T = 1:
+    vLLM reports log-probs of the raw logits by default, which equal ours at T = 1 only)."""
     code = extract_workflow(sample.text)
     common: dict[str, Any] = dict(
         experiment=spec.experiment,
@@ -204,8 +208,8 @@ async def collect_questions(
         disable=None if progress else True,
         leave=False,
     )
-    per_batch = questions_per_batch(spec.num_samples)
-    served = generator.served is not None
+    per_batch = questions_per_batch(spec.num_samples, generator.sample_batch_sequences)
+    served = generator.served is not None and params.temperature == 1.0
 
     async def draw(batch: Sequence[Item]) -> tuple[list[Any], list[str], list[Sample], list[Any]] | None:
         rows = [

@@ -230,7 +230,8 @@ class GeneratorConfig(StrictModel):
     def _server_fields_need_the_server(self) -> GeneratorConfig:
         if self.backend == "vllm_server" and not self.base_url:
             raise ValueError("backend 'vllm_server' needs base_url (e.g. http://localhost:8000/v1)")
-        if self.backend == "hf" and (self.base_url or self.server.model_fields_set):
+        # compared with the defaults, not with the fields given: a resolved config writes them all
+        if self.backend == "hf" and (self.base_url or self.server != ServerConfig()):
             raise ValueError("base_url and server apply to backend 'vllm_server' only; backend is 'hf'")
         return self
 

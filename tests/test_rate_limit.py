@@ -37,9 +37,31 @@ def test_buckets_by_hand() -> None:
     bucket = _Bucket(1.0, 10.0, 0.0)
     assert tokens._take(bucket, 5.0, 0.0) == 0.0 and tokens._take(bucket, 5.0, 0.0) == 0.0
     assert tokens._take(bucket, 5.0, 0.0) == pytest.approx(0.5)
-    big = _Bucket(1.0, 10.0, 0.0)  # a request larger than a second's worth waits for a full bucket only
-    assert tokens._take(big, 50.0, 0.0) == pytest.approx(4.0) and tokens._take(big, 50.0, 4.0) == 0.0
+    big = _Bucket(1.0, 10.0, 0.0)  # larger than a second's worth: goes on a full bucket, leaves a debt
+    assert tokens._take(big, 50.0, 0.0) == 0.0 and big.tokens == -40.0
+    assert tokens._take(big, 5.0, 0.0) == pytest.approx(4.5)  # the debt and the next cost, at 10 a second
     assert request_cost("x" * 400, 256) == 356
+
+
+def test_a_large_request_is_not_starved_by_small_ones() -> None:
+    """6,000 tokens a minute (100 a second); 40-token requests use half of it, one every 0.8 s; a
+    300-token request still goes within seconds, and over 60 s the tokens taken stay within the limit."""
+    limiter = RateLimiter("mixed", tokens_per_minute=6000)
+    bucket = _Bucket(1.0, 100.0, 0.0)
+    taken, big_at, big_next, small_next, now = 0.0, None, 0.0, 0.0, 0.0
+    while now < 60.0:
+        if now >= small_next:
+            wait = limiter._take(bucket, 40.0, now)
+            small_next = now + (0.8 if wait == 0.0 else wait)
+            taken += 40.0 if wait == 0.0 else 0.0
+        if big_at is None and now >= big_next:
+            wait = limiter._take(bucket, 300.0, now)
+            if wait == 0.0:
+                big_at, taken = now, taken + 300.0
+            big_next = now + wait
+        now = round(now + 0.01, 2)
+    assert big_at is not None and big_at < 5.0, big_at
+    assert taken <= 6000.0 + 100.0  # a minute's worth plus the full bucket it started with
 
 
 def test_unused_tokens_are_given_back() -> None:

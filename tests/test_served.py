@@ -85,7 +85,7 @@ def standin(spogw_cache: Path) -> Iterator[VLLMStandIn]:
 
 def _remote(trainer: Generator, url: str, adapter_dir: Path, **kwargs: Any) -> Generator:
     sampler = VLLMServerSampler(url, "tiny-test", adapter_dir, backoff_s=0.05, **kwargs)
-    return dataclasses.replace(trainer, served=sampler, sampling_backend="vllm_server")
+    return dataclasses.replace(trainer, served=sampler)
 
 
 def _collect(generator: Generator, items: list[Any], store: MemoryStore, iteration: int = 0) -> list[Rollout]:
@@ -232,9 +232,19 @@ def test_a_reused_name_an_unknown_adapter_and_a_folder_without_one_are_clear_err
     assert misnamed.served is not None
     misnamed.served.served_model = "Qwen/Qwen2.5-7B-Instruct"  # not the name the server serves
     with pytest.raises(
-        ServedAdapterError, match=r"HTTP 404: The model `Qwen/Qwen2.5-7B-Instruct` does not exist.*served_model"
+        ServedAdapterError, match=r"serves \['tiny-test'.*not 'Qwen/Qwen2.5-7B-Instruct': set generator"
     ):
         misnamed.sample([trainer.prompt("math", "1 + 1?")], [(0, 0, "q", 0)], PARAMS)
+    with pytest.raises(ServedAdapterError, match=r"HTTP 404: The model `Qwen/Qwen2.5-7B-Instruct` does not exist"):
+        misnamed.served.complete("Qwen/Qwen2.5-7B-Instruct", [1, 2], PARAMS, 0, ())
+    without_v1 = _remote(trainer, standin.url.removesuffix("/v1"), tmp_path)
+    with pytest.raises(ServedAdapterError, match=r"gave no model list .* base_url is the server's OpenAI root"):
+        without_v1.sample([trainer.prompt("math", "1 + 1?")], [(0, 0, "q", 0)], PARAMS)
+    # a load retried after its answer was lost: the server already has the fresh name, which is success
+    folder = save_adapter(trainer.model, tmp_path / "b", trainer.identity)
+    sampler.load_adapter("spogw-fresh", folder)
+    sampler.load_adapter("spogw-fresh", folder, fresh=True)
+    sampler.unload_adapter("spogw-fresh")
 
 
 def test_the_canary_fails_when_the_base_model_answers_for_the_adapter(trainer: Generator, tmp_path: Path) -> None:
@@ -255,12 +265,16 @@ def test_the_canary_fails_when_the_base_model_answers_for_the_adapter(trainer: G
 
 
 def test_canary_verdict_by_hand() -> None:
-    near_adapter = canary_verdict([-1.0, -2.0], [-1.01, -2.0], [-1.5, -2.5], "a")
+    near_adapter = canary_verdict([-1.0, -2.0], [-1.01, -2.0], [-1.5, -2.5], "a", noise=0.02)
     assert (near_adapter.to_adapter, near_adapter.to_base, near_adapter.adapter_vs_base) == pytest.approx(
         (0.01, 0.5, 0.5)
     )
-    assert near_adapter.passed
-    assert not canary_verdict([-1.5, -2.5], [-1.01, -2.0], [-1.5, -2.5], "a").passed
+    assert near_adapter.decided and near_adapter.passed
+    assert not canary_verdict([-1.5, -2.5], [-1.01, -2.0], [-1.5, -2.5], "a", noise=0.02).passed
+    # the adapter moves the canary by 0.05, the server's kernels by 0.024 (bf16): 0.05 < 3 x 0.024 + 1e-3,
+    # so the canary cannot decide, and a server answering with the base model is not blamed on noise
+    undecided = canary_verdict([-1.5, -2.5], [-1.05, -2.0], [-1.0, -2.0], "a", noise=0.024)
+    assert not undecided.decided and undecided.passed
     assert canary_verdict([-3.0], [-1.0], [-1.0 + 1e-4], "a").passed, "an adapter the canary cannot tell apart passes"
     with pytest.raises(ValueError, match="same non-zero number"):
         canary_verdict([], [], [], "a")
@@ -280,23 +294,24 @@ def test_adapter_digest_is_none_for_the_identity_and_follows_the_weights(trainer
 
 
 def test_a_server_killed_mid_collection_resumes_with_nothing_lost(trainer: Generator, tmp_path: Path) -> None:
-    """The stand-in as its own process exits after 12 completions (the third slice of 4 questions x 4
-    samples is being drawn); the collection stops with GeneratorUnavailable, keeping its whole slices.
-    A new server and the same collection again: the rollouts equal an uninterrupted in-process run."""
+    """The stand-in as its own process exits after 20 completions, while the third slice (2
+    questions x 4 samples: 8 requests in flight) is being drawn; the collection stops with
+    GeneratorUnavailable, keeping the whole slices it drew. A new server and the same collection
+    again: the rollouts equal an uninterrupted in-process run drawn in the same slices."""
     from spogw.harness import collect as collect_module
 
     items = list(GSM.items[10:16])
-    expected = _collect(trainer, items, MemoryStore())
     store = MemoryStore()
     original = collect_module.SEQUENCES_PER_BATCH
-    collect_module.SEQUENCES_PER_BATCH = 8  # slices of 2 questions x 4 samples
+    collect_module.SEQUENCES_PER_BATCH = 8  # the in-process run's slices: as the served run's below
     try:
+        expected = _collect(trainer, items, MemoryStore())
         with _standin_process(exit_after=20) as url, pytest.raises(GeneratorUnavailable):
-            _collect(_remote(trainer, url, tmp_path, max_retries=2), items, store)
+            _collect(_remote(trainer, url, tmp_path, max_retries=2, concurrency=8), items, store)
         kept = store.get("t", "spogw", 0, 0)
         assert 0 < len(kept) < 24 and len(kept) % 8 == 0, "whole slices were kept, and only those"
         with _standin_process() as url:
-            resumed = _collect(_remote(trainer, url, tmp_path), items, store)
+            resumed = _collect(_remote(trainer, url, tmp_path, concurrency=8), items, store)
     finally:
         collect_module.SEQUENCES_PER_BATCH = original
     _assert_same_rollouts(resumed, expected, trainer)
@@ -432,3 +447,13 @@ def test_the_server_fields_reach_the_sampler(
         sampler.base_url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
         with pytest.raises(GeneratorUnavailable, match="ReadTimeout"):
             sampler.complete("m", [1, 2], PARAMS, 0, ())
+
+
+def test_a_resolved_config_with_the_server_defaults_loads_again(tmp_path: Path) -> None:
+    """config.resolved.yaml writes every field, generator.server's defaults included: it must load."""
+    import yaml
+
+    config = load_experiment(REPO / "tests" / "data" / "runner_small.yaml")
+    path = tmp_path / "resolved.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert load_experiment(path).generator == config.generator

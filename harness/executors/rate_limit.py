@@ -9,11 +9,13 @@ one ``BEGIN IMMEDIATE`` transaction per acquisition, so processes on one machine
 lock the file; not over NFS) draw from the same budget.
 
 Each limit is a token bucket refilled continuously at limit / 60 per second, holding at most one
-second's worth (at least one request, or the largest single request's tokens): requests go out
-evenly instead of in a burst at the start of each minute, which is how providers enforce per-minute
-limits over shorter windows. A request's token cost is counted before it is sent, as OpenAI does:
-its prompt at 4 characters a token plus ``max_tokens``; the difference from the usage the answer
-reports is given back (`settle`).
+second's worth (at least one request): requests go out evenly instead of in a burst at the start of
+each minute, which is how providers enforce per-minute limits over shorter windows. A request is let
+through when the token bucket holds its cost or is full, and its whole cost is taken: a request
+larger than a second's worth leaves the bucket in debt, which later requests wait out, so large
+requests are never starved by small ones and the rate over time stays within the limit. A request's
+token cost is counted before it is sent, as OpenAI does: its prompt at 4 characters a token plus
+``max_tokens``; the difference from the usage the answer reports is given back (`settle`).
 """
 
 from __future__ import annotations
@@ -67,17 +69,20 @@ class RateLimiter:
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
-        return sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; no fsync per commit
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
-    def _capacity(self, cost: float) -> tuple[float, float]:
-        requests = max(1.0, (self.requests_per_minute or 0.0) / 60.0)
-        tokens = max(cost, (self.tokens_per_minute or 0.0) / 60.0)
-        return requests, tokens
+    def _capacity(self) -> tuple[float, float]:
+        """(requests, tokens) a full bucket holds: one second's worth, at least one request."""
+        return max(1.0, (self.requests_per_minute or 0.0) / 60.0), (self.tokens_per_minute or 0.0) / 60.0
 
     def _take(self, bucket: _Bucket, cost: float, now: float) -> float:
-        """Refill ``bucket`` to ``now``; take one request and ``cost`` tokens when both are there
-        (returns 0), else the seconds until they will be (and take nothing)."""
-        cap_requests, cap_tokens = self._capacity(cost)
+        """Refill ``bucket`` to ``now``; take one request and ``cost`` tokens when there are (or the
+        token bucket is full: a larger cost leaves it in debt) and return 0; else return the seconds
+        until there will be, and take nothing."""
+        cap_requests, cap_tokens = self._capacity()
         elapsed = max(0.0, now - bucket.updated)
         rpm, tpm = self.requests_per_minute, self.tokens_per_minute
         bucket.requests = cap_requests if rpm is None else min(cap_requests, bucket.requests + elapsed * rpm / 60.0)
@@ -86,8 +91,9 @@ class RateLimiter:
         wait = 0.0
         if rpm is not None and bucket.requests < 1.0:
             wait = max(wait, (1.0 - bucket.requests) * 60.0 / rpm)
-        if tpm is not None and bucket.tokens < cost:
-            wait = max(wait, (cost - bucket.tokens) * 60.0 / tpm)
+        needed = min(cost, cap_tokens)  # a request above a second's worth goes when the bucket is full
+        if tpm is not None and bucket.tokens < needed:
+            wait = max(wait, (needed - bucket.tokens) * 60.0 / tpm)
         if wait == 0.0:
             bucket.requests -= 1.0
             bucket.tokens -= cost
@@ -98,13 +104,13 @@ class RateLimiter:
         if self.path is None:
             with self._lock:
                 if self._bucket is None:
-                    self._bucket = _Bucket(*self._capacity(cost), now)
+                    self._bucket = _Bucket(*self._capacity(), now)
                 return self._take(self._bucket, cost, now)
         with contextlib.closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
             try:
                 row = db.execute("SELECT requests, tokens, updated FROM buckets WHERE key = ?", (self.key,)).fetchone()
-                bucket = _Bucket(*row) if row else _Bucket(*self._capacity(cost), now)
+                bucket = _Bucket(*row) if row else _Bucket(*self._capacity(), now)
                 wait = self._take(bucket, cost, now)
                 db.execute(
                     "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?)",
@@ -119,7 +125,8 @@ class RateLimiter:
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until one request of ``tokens`` tokens fits both limits, and count it."""
         while True:
-            wait = self._try(float(tokens))
+            # the shared file's transaction may wait on other processes: off the event loop
+            wait = self._try(float(tokens)) if self.path is None else await asyncio.to_thread(self._try, float(tokens))
             if wait == 0.0:
                 return
             self.waited_s += wait

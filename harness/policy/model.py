@@ -39,7 +39,6 @@ class Generator:
     """What the base model is (preset + recipe hash, or model id): recorded with every run."""
     prompt_style: PromptStyle = "full"
     max_prompt_tokens: int | None = None
-    sampling_backend: str = "hf"
     constraint: GrammarConstraint | None = None
     """Grammar-constrained decoding (generator.decoding); the trainer applies the same mask."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +59,14 @@ class Generator:
         import torch
 
         return self.served is None and next(self.model.parameters()).dtype == torch.float32
+
+    @property
+    def sample_batch_sequences(self) -> int:
+        """Sequences collection draws in one batch: what a served generator takes in flight
+        (generator.server.max_concurrent_requests), else harness.collect.SEQUENCES_PER_BATCH."""
+        from spogw.harness.collect import SEQUENCES_PER_BATCH
+
+        return self.served.concurrency if self.served is not None else SEQUENCES_PER_BATCH
 
     @property
     def prompt_format(self) -> str:
@@ -223,7 +230,6 @@ def load_generator(
         identity,
         style,  # type: ignore[arg-type]
         max_prompt,
-        config.backend,
         constraint,
         prompt_version=config.prompt_version,
         stop_ids=stop_token_ids(base, tokenizer),

@@ -49,10 +49,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CANARY_QUESTION = "A shop sells 3 pens for 2 dollars. How much do 12 pens cost?"
-CANARY_TOKENS = 8
+CANARY_TOKENS = 16
 INDISTINGUISHABLE = 1e-3
-"""Largest log-prob difference (nats) between the adapter and the base model on the canary below
-which the canary cannot tell them apart (an adapter that barely moved): it then passes, noted."""
+"""Log-prob difference (nats) between the adapter and the base model that no kernel noise explains."""
+NOISE_FACTOR = 3.0
+"""An adapter is told from the base model only where it moves the canary's log-probs by more than
+NOISE_FACTOR x the server's noise (its base model against the trainer's base model, measured once)
+plus INDISTINGUISHABLE; below that the canary cannot decide and passes, noted in served.jsonl."""
 
 
 class GeneratorUnavailable(ServiceUnavailable):
@@ -60,40 +63,54 @@ class GeneratorUnavailable(ServiceUnavailable):
     kept, and running the same command again resumes."""
 
 
-class ServedAdapterError(RuntimeError):
+class ServedAdapterError(ServiceUnavailable):
     """The server refused an adapter operation (a name already loaded, an adapter it cannot find or
-    read), or the canary found the base model answering for an adapter. The message names the
-    server, the adapter and what the server said."""
+    read, a model name it does not serve), answered what cannot be read, or the canary found the
+    base model answering for an adapter. The message names the server, the adapter and what the
+    server said; the CLI prints it without a traceback (exit 3)."""
+
+
+def _distance(a: Sequence[float], b: Sequence[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
 @dataclass(frozen=True)
 class CanaryResult:
     """The canary after a load: greedy tokens of a fixed prompt from the server under the new
-    name, and the largest log-prob distance (nats) of the server's values from the local model with
-    the adapter and from the local base model."""
+    name, and the largest log-prob distances (nats) of the server's values from the trainer's with
+    the adapter (``to_adapter``) and without it (``to_base``), between the trainer's two
+    (``adapter_vs_base``), and the server's noise floor (``noise``: its base model against the
+    trainer's, on the base model's own greedy tokens)."""
 
     adapter: str
     to_adapter: float
     to_base: float
     adapter_vs_base: float
+    noise: float
+
+    @property
+    def decided(self) -> bool:
+        """Whether the adapter moves the canary by more than the noise explains."""
+        return self.adapter_vs_base > NOISE_FACTOR * self.noise + INDISTINGUISHABLE
 
     @property
     def passed(self) -> bool:
-        return self.adapter_vs_base < INDISTINGUISHABLE or self.to_adapter < self.to_base
+        """The server's values are closer to the adapter's than to the base model's (or the canary
+        cannot decide)."""
+        return not self.decided or self.to_adapter < self.to_base
 
 
 def canary_verdict(
-    served: Sequence[float], with_adapter: Sequence[float], base: Sequence[float], name: str
+    served: Sequence[float], with_adapter: Sequence[float], base: Sequence[float], name: str, noise: float = 0.0
 ) -> CanaryResult:
-    """Which model answered: the served log-probs of the canary's tokens against the local
-    teacher-forced ones with the adapter and without it (T = 1, the raw log-probs vLLM reports)."""
+    """Which model answered: the served log-probs of the canary's tokens against the trainer's
+    teacher-forced ones with the adapter and without it (T = 1, the raw log-probs vLLM reports by
+    default). ValueError unless the three have the same non-zero length."""
     if not (len(served) == len(with_adapter) == len(base)) or not served:
         raise ValueError("the canary needs the same non-zero number of log-probs from each model")
-
-    def distance(a: Sequence[float], b: Sequence[float]) -> float:
-        return max(abs(x - y) for x, y in zip(a, b, strict=True))
-
-    return CanaryResult(name, distance(served, with_adapter), distance(served, base), distance(with_adapter, base))
+    return CanaryResult(
+        name, _distance(served, with_adapter), _distance(served, base), _distance(with_adapter, base), noise
+    )
 
 
 def adapter_digest(model: Any) -> str | None:
@@ -139,7 +156,13 @@ class _AdapterLost(Exception):
 
 
 class VLLMServerSampler:
-    """Samples the generator's workflows from a vLLM server (see the module docstring)."""
+    """Samples the generator's workflows from a vLLM server (see the module docstring).
+
+    ``base_url``: the server's OpenAI-compatible root (http://host:8000/v1); ``served_model``: the
+    base model's name there; ``adapter_dir``: where adapters are written (the server must read it);
+    ``timeout_s``: wall-clock limit of one request; ``max_retries``: retries of a request that failed
+    on the connection or with 429/5xx (backoff from ``backoff_s``, doubling, at most 30 s);
+    ``concurrency``: requests in flight at once (and the sequences collection draws per batch)."""
 
     exact_logprobs = False
 
@@ -170,9 +193,11 @@ class VLLMServerSampler:
         if api_key:
             self._http.headers["Authorization"] = f"Bearer {api_key}"
         self._lock = threading.Lock()
+        self._checked = False
         self._digest: str | None = None
         self._name: str | None = None
         """The name the current adapter is loaded under (None: the base model is served)."""
+        self._noise: float | None = None
         self.canaries: list[CanaryResult] = []
         self.reloads = 0
 
@@ -181,6 +206,9 @@ class VLLMServerSampler:
 
     # -- the HTTP calls, each with its retries ---------------------------------------------------
     def _post(self, path: str, body: dict[str, Any], adapter: str | None = None) -> Any:
+        """POST ``body`` to ``base_url/path``, retrying connection errors, timeouts, 429 and 5xx;
+        returns the first other response. A 404 when ``adapter`` is given raises _AdapterLost (the
+        server forgot that adapter); GeneratorUnavailable after the last retry."""
         import requests
 
         last = ""
@@ -203,10 +231,38 @@ class VLLMServerSampler:
             "Everything collected so far is kept: start the server and run the same command again to resume."
         )
 
-    def load_adapter(self, name: str, path: Path) -> None:
+    def check_server(self) -> None:
+        """``GET /v1/models`` once: the server answers and serves ``served_model`` (a base_url
+        without /v1, or another model name, fails here with the names the server has)."""
+        import requests
+
+        try:
+            response = self._http.get(f"{self.base_url}/models", timeout=min(self.timeout_s, 30.0))
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise GeneratorUnavailable(
+                f"generator server {self.base_url} did not answer GET /models ({type(err).__name__}: {err}). "
+                "Everything collected so far is kept: start the server and run the same command again to resume."
+            ) from None
+        try:
+            names = [str(card.get("id")) for card in response.json().get("data", [])]
+        except (ValueError, AttributeError) as err:
+            raise ServedAdapterError(
+                f"generator server {self.base_url}: GET /models gave no model list (HTTP {response.status_code}, "
+                f"{type(err).__name__}); base_url is the server's OpenAI root, e.g. http://localhost:8000/v1"
+            ) from None
+        if self.served_model not in names:
+            raise ServedAdapterError(
+                f"generator server {self.base_url} serves {names}, not {self.served_model!r}: set "
+                "generator.server.served_model to the base model's name there (vllm serve --served-model-name)"
+            )
+
+    def load_adapter(self, name: str, path: Path, fresh: bool = False) -> None:
         """``POST /v1/load_lora_adapter``; ServedAdapterError when the server refuses (400: the name is
-        already loaded, or the folder is not an adapter; 404: no adapter at ``path``)."""
+        already loaded, or the folder is not an adapter; 404: no adapter at ``path``). ``fresh``: the
+        name was made for this load, so "already loaded" means an earlier try of it succeeded."""
         response = self._post("load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+        if fresh and response.status_code == 400 and "already been loaded" in _error_message(response):
+            return  # a retry after an answer lost on the way (a timeout, a 5xx from a proxy)
         if response.status_code != 200:
             raise ServedAdapterError(
                 f"generator server {self.base_url} refused to load adapter {name!r} from {path} "
@@ -226,8 +282,9 @@ class VLLMServerSampler:
     def complete(
         self, model: str, prompt_ids: Sequence[int], params: SamplingParams, seed: int, stop_ids: Sequence[int]
     ) -> dict[str, Any]:
-        """One ``POST /v1/completions`` with a token-id prompt; the first choice. 404 for ``model``
-        raises _AdapterLost (for an adapter) or ServedAdapterError (for the base model)."""
+        """One ``POST /v1/completions`` with a token-id prompt; the first choice. A 404 for an
+        adapter raises _AdapterLost; any other refusal, or an answer without token ids, raises
+        ServedAdapterError."""
         body = {
             "model": model,
             "prompt": list(prompt_ids),
@@ -253,27 +310,41 @@ class VLLMServerSampler:
                 f"generator server {self.base_url} refused a completion of model {model!r} "
                 f"(HTTP {response.status_code}: {_error_message(response)}).{hint}"
             )
-        choice = response.json()["choices"][0]
+        try:
+            choice = dict(response.json()["choices"][0])
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise ServedAdapterError(
+                f"generator server {self.base_url} answered a completion that cannot be read ({type(err).__name__})"
+            ) from None
         if choice.get("token_ids") is None:
             raise ServedAdapterError(
                 f"generator server {self.base_url} returned no token_ids: it is not a vLLM server that "
                 "supports return_token_ids (vLLM >= 0.10.2)"
             )
-        return dict(choice)
+        return choice
 
     # -- the adapter the server serves -------------------------------------------------------
     def _serve(self, generator: Generator, digest: str) -> None:
+        """Save the trainable adapter, load it under a new name, check it with the canary (unloading
+        it again when the canary fails), then unload the adapter it replaces."""
         from spogw.harness.policy.checkpoints import save_adapter
 
         folder = self.adapter_dir / digest[:16]
         if not (folder / "adapter_config.json").is_file():
             save_adapter(generator.model, folder, generator.identity)
         name = f"spogw-{digest[:12]}-{secrets.token_hex(4)}"  # never reused (see module docstring)
-        self.load_adapter(name, folder.resolve())
-        result = self._canary(generator, name)
+        self.load_adapter(name, folder.resolve(), fresh=True)
+        try:
+            result = self._canary(generator, name)
+        except _AdapterLost:
+            raise ServedAdapterError(
+                f"generator server {self.base_url} lost adapter {name!r} right after loading it"
+            ) from None
         self.canaries.append(result)
-        self._record({"event": "load", "adapter": name, "path": str(folder), **asdict(result), "passed": result.passed})
+        entry = {"event": "load", "adapter": name, "path": str(folder), **asdict(result)}
+        self._record({**entry, "decided": result.decided, "passed": result.passed})
         if not result.passed:
+            self.unload_adapter(name)
             raise ServedAdapterError(
                 f"canary: generator server {self.base_url} answered for adapter {name!r} with log-probs "
                 f"{result.to_base:.3g} from the base model's and {result.to_adapter:.3g} from the adapter's: "
@@ -286,7 +357,12 @@ class VLLMServerSampler:
             except ServedAdapterError as err:  # a restarted server no longer has it: nothing to free
                 log.warning("%s", err)
 
-    def _canary(self, generator: Generator, name: str) -> CanaryResult:
+    def _greedy_logprobs(
+        self, generator: Generator, model_name: str, adapter: bool
+    ) -> tuple[list[float], list[float], list[float]]:
+        """The canary prompt's greedy completion under ``model_name`` on the server: its served
+        log-probs, and the trainer's teacher-forced ones with the adapter (when ``adapter``) and
+        without it, all at T = 1."""
         import torch
 
         from spogw.harness.policy.sampling import token_logprobs
@@ -294,7 +370,7 @@ class VLLMServerSampler:
         prompt = generator.prompt("math", CANARY_QUESTION)
         prompt_ids = encode_prompts(generator.tokenizer, [prompt], generator.max_prompt_tokens)[0]
         greedy = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=CANARY_TOKENS, stop=())
-        choice = self.complete(name, prompt_ids, greedy, 0, generator.stop_ids)
+        choice = self.complete(model_name, prompt_ids, greedy, 0, generator.stop_ids)
         served = [float(x) for x in choice["logprobs"]["token_logprobs"]]
         tokens = list(choice["token_ids"])
         model = generator.model
@@ -302,12 +378,20 @@ class VLLMServerSampler:
         model.eval()
         try:
             with torch.no_grad():
-                mine = token_logprobs(model, prompt_ids, tokens, 1.0).tolist()
+                mine = token_logprobs(model, prompt_ids, tokens, 1.0).tolist() if adapter else []
                 with model.disable_adapter():
                     base = token_logprobs(model, prompt_ids, tokens, 1.0).tolist()
         finally:
             model.train(was_training)
-        return canary_verdict(served, mine, base, name)
+        return served, mine, base
+
+    def _canary(self, generator: Generator, name: str) -> CanaryResult:
+        """`canary_verdict` for adapter ``name``, against the noise floor (measured on first use)."""
+        if self._noise is None:
+            served_base, _, local_base = self._greedy_logprobs(generator, self.served_model, adapter=False)
+            self._noise = _distance(served_base, local_base)
+        served, mine, base = self._greedy_logprobs(generator, name, adapter=True)
+        return canary_verdict(served, mine, base, name, self._noise)
 
     def _record(self, entry: dict[str, Any]) -> None:
         """One line per adapter event in ``adapter_dir/served.jsonl`` (what answered when)."""
@@ -319,6 +403,9 @@ class VLLMServerSampler:
         """The name to request: the base model for an identity adapter, else the current adapter's,
         loaded first when the weights changed (or reloaded when the server lost ``lost``)."""
         with self._lock:
+            if not self._checked:
+                self.check_server()
+                self._checked = True
             digest = adapter_digest(generator.model)
             if digest is None:
                 return self.served_model
@@ -335,7 +422,8 @@ class VLLMServerSampler:
     def sample(
         self, generator: Generator, prompts: Sequence[str], keys: Sequence[SampleKey], params: SamplingParams
     ) -> list[Sample]:
-        """One completion per (prompt, key), requested concurrently (``concurrency`` in flight)."""
+        """One completion per (prompt, key), requested concurrently (``concurrency`` in flight); the
+        first failure cancels the requests not yet sent and is raised."""
         if len(prompts) != len(keys):
             raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
         if not prompts:
@@ -367,5 +455,11 @@ class VLLMServerSampler:
                 finish=_finish(choice),
             )
 
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)))
+        try:
             return list(pool.map(one, range(len(prompts))))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the requests not yet sent are not sent
+            raise
+        finally:
+            pool.shutdown(wait=True)

@@ -7,8 +7,9 @@ generator is this server can be compared with an in-process run bitwise.
 
 - ``POST /v1/completions``: ``prompt`` as token ids, ``seed``, ``temperature``, ``top_p``,
   ``max_tokens``, ``stop``, ``stop_token_ids``, ``return_token_ids``, ``logprobs`` (the sampled
-  token's, under the sampling policy); an unknown ``model``: 404. Requests that arrive together
-  (within ``batch_wait_s``) are drawn in one batch, as vLLM batches them.
+  token's log_softmax(logits / T): vLLM's default, the raw log-probs, equal it at T = 1 only, which
+  is why collection records the served gap at T = 1 only); an unknown ``model``: 404. Requests that
+  arrive together (within ``batch_wait_s``) are drawn in one batch, as vLLM batches them.
 - ``POST /v1/load_lora_adapter`` ``{lora_name, lora_path}``: 400 "has already been loaded" for a
   loaded name, 404 "No adapter found" for a folder without an adapter.
 - ``POST /v1/unload_lora_adapter`` ``{lora_name}``: 404 "cannot be found" for an unknown name.
@@ -48,6 +49,9 @@ class _Request:
 
 @dataclass
 class VLLMStandIn:
+    """The stand-in server (see the module docstring): `start` it in a running event loop, read
+    `url`, `stop` it; the counters say what it did."""
+
     generator: Generator
     """The model it serves; its trainable adapter is ignored (the base model answers its name)."""
     served_model: str = "base"
@@ -108,7 +112,8 @@ class VLLMStandIn:
         await self.stop()
 
     def forget_adapters(self) -> None:
-        """What a restarted server knows of the adapters loaded before: nothing."""
+        """What a restarted server knows of the adapters loaded before: nothing. Call it while no
+        request is in flight (tests do, between requests)."""
         for name in list(self.adapters):
             self.generator.model.delete_adapter(name)
         self.adapters.clear()
@@ -139,19 +144,21 @@ class VLLMStandIn:
         if not (Path(path) / "adapter_config.json").is_file():
             return self._error(f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError", 404)
         async with self._model_lock:
+            if name in self.adapters:  # loaded by a request that arrived meanwhile
+                return self._error(f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput", 400)
             await asyncio.to_thread(self.generator.model.load_adapter, path, adapter_name=name, is_trainable=False)
-        self.adapters[name] = path
+            self.adapters[name] = path
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
     async def _unload(self, request: Any) -> Any:
         from aiohttp import web
 
         name = (await request.json()).get("lora_name")
-        if name not in self.adapters:
-            return self._error(f"The lora adapter '{name}' cannot be found.", "NotFoundError", 404)
         async with self._model_lock:
+            if name not in self.adapters:
+                return self._error(f"The lora adapter '{name}' cannot be found.", "NotFoundError", 404)
             self.generator.model.delete_adapter(name)
-        del self.adapters[name]
+            del self.adapters[name]
         return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def _completions(self, request: Any) -> Any:
