@@ -10,6 +10,7 @@ updates.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -214,6 +215,7 @@ async def run_method(
     (held-out evaluation of the policy of iteration k); ``on_iteration`` gets each summary before
     its checkpoint is written; ``on_phase(k, phase)`` names what starts. Summaries are returned for
     the iterations this call ran."""
+    from spogw.harness.distributed import current_ranks, on_main
     from spogw.harness.policy.checkpoints import load_training_state, save_adapter
 
     config = run.config
@@ -281,12 +283,13 @@ async def run_method(
         if on_iteration is not None:  # before the checkpoint: a kill between the two repeats the iteration
             on_iteration(summary)
         if run.checkpoints is not None and not last:
-            save_adapter(
-                generator.model,
-                run.checkpoints / f"iter{iteration + 1}",
-                generator.identity,
-                optimizer,
-                iteration=iteration + 1,
+            checkpoint = run.checkpoints / f"iter{iteration + 1}"
+            # written once (rank 0 of a data-parallel launch, harness/distributed.py), atomically
+            on_main(
+                functools.partial(
+                    save_adapter, generator.model, checkpoint, generator.identity, optimizer, iteration=iteration + 1
+                ),
+                current_ranks(),
             )
     return summaries
 

@@ -259,9 +259,10 @@ class SequenceCoefficients:
     def to(self, device: torch.device | str) -> SequenceCoefficients:
         return SequenceCoefficients(self.positive.to(device), self.negative.to(device), self.kl.to(device), self.rows)
 
-    def select(self, index: slice) -> SequenceCoefficients:
-        """The coefficients of the sequences ``index`` (a micro-batch): the loss is a sum over
-        sequences, so the micro-batches' losses add up to the whole one."""
+    def select(self, index: slice | torch.Tensor) -> SequenceCoefficients:
+        """The coefficients of the sequences ``index`` (a micro-batch, or one rank's share of it: a
+        slice or a (k,) index tensor): the loss is a sum over sequences, so the parts' losses add up
+        to the whole one."""
         return SequenceCoefficients(self.positive[index], self.negative[index], self.kl[index], self.rows)
 
 

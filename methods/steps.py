@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from spogw.harness.distributed import current_ranks, shard, sum_floats, sum_gradients
 from spogw.harness.registry import Registry
 from spogw.harness.rollouts import Rollout, RolloutKey
 from spogw.methods.losses import (
@@ -113,7 +114,8 @@ def group_step(
     all its questions are one list, forwarded in micro-batches of ``policy.micro_batch_sequences``
     (0: as many as the step's largest question has; gradients accumulate): the loss and gradient
     equal the one-pass step and the mean of the questions' own losses up to float rounding
-    (tests/test_training.py)."""
+    (tests/test_training.py). With several ranks (harness/distributed.py) each forwards its share
+    of the sequences and the gradients and metrics are summed across ranks."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     term = POLICY_TERMS.get(config.policy_term)
@@ -122,11 +124,14 @@ def group_step(
     tokens = 0
     active = [u for u in units if u.groups_kept > 0]
     rollouts, coefficients = step_coefficients(active, config)
+    ranks = current_ranks()
+    mine = shard(len(rollouts), ranks)
     # 0: at most one question's sequences per pass, the peak memory a step always had (a step of 4
     # questions x 16 samples at a 152k vocabulary would otherwise hold 4x the logits at once)
     size = policy.micro_batch_sequences or max((len(u.rollouts) for u in active), default=0)
-    for part in micro_batches(len(rollouts), size) if rollouts else []:
-        chunk = rollouts[part]
+    for part in micro_batches(len(mine), size) if mine else []:
+        index = mine[part]
+        chunk = [rollouts[i] for i in index]
         logp, mask = policy.completion_logprobs(chunk, temperature)
         width = logp.shape[1]
         old = _padded([r.old_logp for r in chunk], width).to(logp.device)
@@ -136,7 +141,7 @@ def group_step(
             old,
             ref,
             mask,
-            coefficients.select(part).to(logp.device),
+            coefficients.select(torch.tensor(index)).to(logp.device),
             config.beta,
             config.eps_low,
             config.eps_high,
@@ -149,11 +154,18 @@ def group_step(
         clipped += float(metrics["clipped_tokens"])
         active_tokens += float(metrics["active_tokens"])
         tokens += int(mask.sum())
+    parameters = list(policy.trainable_parameters())
+    if active:  # every rank has the same units, so every rank reduces or none does
+        sum_gradients(parameters, ranks)
+        sums = [totals["loss"], totals["policy_term"], totals["kl_term"], clipped, active_tokens, float(tokens)]
+        summed = sum_floats(sums, ranks, parameters[0].device if parameters else "cpu")
+        totals["loss"], totals["policy_term"], totals["kl_term"], clipped, active_tokens = summed[:5]
+        tokens = int(summed[5])
     for unit in active:
         totals["mean_abs_advantage"] += float(unit.advantages.abs().mean()) / len(active)
     totals["clip_fraction"] = clipped / max(active_tokens, 1.0)
     if active:
-        torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
     totals["updated"] = float(bool(active))  # a batch whose groups were all filtered changes nothing
     built = sum(u.groups_built for u in units)
@@ -175,16 +187,19 @@ def pair_step(
     the mean over ``pairs``; in micro-batches of ``policy.micro_batch_sequences`` // 2 pairs (each
     pair's two sequences together), whose losses add up to the mean. A micro-batch forwards each of
     its distinct sequences once (ScoreFlow draws pairs with replacement from a question's few
-    samples, so a step's 2 x 8 sides are often 5 sequences), in one pass."""
+    samples, so a step's 2 x 8 sides are often 5 sequences), in one pass. With several ranks
+    (harness/distributed.py) each computes its share of the pairs and the gradients are summed."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     total_loss, margins, tokens = 0.0, [], 0
     loss_fn = PAIR_LOSSES.get(config.loss)
     sequences = policy.micro_batch_sequences
     pairs_per_pass = max(1, sequences // 2) if sequences else 0
-    for part in micro_batches(len(pairs), pairs_per_pass):
-        chosen = [p.chosen for p in pairs[part]]
-        rejected = [p.rejected for p in pairs[part]]
+    ranks = current_ranks()
+    mine = shard(len(pairs), ranks)
+    for part in micro_batches(len(mine), pairs_per_pass) if mine else []:
+        chosen = [pairs[i].chosen for i in mine[part]]
+        rejected = [pairs[i].rejected for i in mine[part]]
         distinct = list({r.key: r for r in chosen + rejected}.values())
         position = {r.key: index for index, r in enumerate(distinct)}
         logp, mask = policy.completion_logprobs(distinct, temperature)
@@ -200,11 +215,17 @@ def pair_step(
         total_loss += loss.item()
         margins.append(((sum_c - ref_c) - (sum_r - ref_r)).detach())
         tokens += int(mask.sum())
-    torch.nn.utils.clip_grad_norm_(list(policy.trainable_parameters()), config.max_grad_norm)
+    parameters = list(policy.trainable_parameters())
+    sum_gradients(parameters, ranks)
+    margin = torch.cat(margins) if margins else torch.zeros(0)
+    device = parameters[0].device if parameters else "cpu"
+    total_loss, margin_sum, tokens_sum = sum_floats([total_loss, float(margin.sum()), float(tokens)], ranks, device)
+    tokens = int(tokens_sum)
+    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
     optimizer.step()
     return {
         "loss": total_loss,
-        "reward_margin": float(torch.cat(margins).mean()),
+        "reward_margin": margin_sum / len(pairs),
         "pairs": float(len(pairs)),
         "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
     }
