@@ -142,31 +142,42 @@ class Tracker:
             # whatever folder the process started in.
             local = not self.uri.startswith(("http://", "https://", "databricks"))
             artifacts = (run_dir.resolve() / "mlartifacts").as_uri() if local else None
-            self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifacts)
+            try:
+                self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifacts)
+            except Exception:  # another process (a worker) created it first: use that one
+                experiment = self.client.get_experiment_by_name(experiment_name)
+                if experiment is None:
+                    raise
+                self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
 
-    def _save_ids(self) -> None:
-        atomic_write_text(self._ids_path, json.dumps(self._ids, indent=2))
-
     def _run(self, key: str, name: str, tags: dict[str, str], parent: str | None = None) -> str | None:
+        """The run recorded under ``key`` in tracking.json (set RUNNING again), or a new one. The
+        lookup and the record happen under a file lock on a fresh read of tracking.json: cells of one
+        run folder that start at once from several processes (workers) each record their run, and
+        none is lost or made twice."""
         if self.client is None:
             return None
-        run_id = self._ids.get("runs", {}).get(key)
-        if run_id is not None:
-            try:
-                self.client.get_run(run_id)
-                self.client.update_run(run_id, status="RUNNING")
-                return str(run_id)
-            except Exception:  # the tracking store was replaced: start a new run
-                pass
-        all_tags = {"mlflow.runName": name, **tags}
-        if parent is not None:
-            all_tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
-        self._ids.setdefault("runs", {})[key] = run.info.run_id
-        self._save_ids()
-        return str(run.info.run_id)
+        from filelock import FileLock
+
+        with FileLock(str(self._ids_path) + ".lock"):
+            self._ids = json.loads(self._ids_path.read_text()) if self._ids_path.is_file() else {}
+            run_id = self._ids.get("runs", {}).get(key)
+            if run_id is not None:
+                try:
+                    self.client.get_run(run_id)
+                    self.client.update_run(run_id, status="RUNNING")
+                    return str(run_id)
+                except Exception:  # the tracking store was replaced: start a new run
+                    pass
+            all_tags = {"mlflow.runName": name, **tags}
+            if parent is not None:
+                all_tags["mlflow.parentRunId"] = parent
+            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+            self._ids.setdefault("runs", {})[key] = run.info.run_id
+            atomic_write_text(self._ids_path, json.dumps(self._ids, indent=2))
+            return str(run.info.run_id)
 
     @property
     def parent_id(self) -> str | None:
