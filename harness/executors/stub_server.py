@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spogw.harness.errors import InputError
+from spogw.harness.local_server import LocalServer
 
 FAULTS = ("429", "500", "garbage", "truncated", "hang", "slowloris", "reset")
 
 
 @dataclass
-class StubServer:
+class StubServer(LocalServer):
     latency_s: float = 0.0
     fault_rate: float = 0.0
     faults: tuple[str, ...] = FAULTS
@@ -47,38 +48,16 @@ class StubServer:
     """The most requests the server was handling at once (checks a client's concurrency bound)."""
     _runner: Any = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    async def start(self) -> StubServer:
-        from aiohttp import web
-
+    def _started(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
             raise InputError(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
         self._rng = random.Random(self.seed)
-        app = web.Application()
+
+    def _routes(self, app: Any) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> StubServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _chat(self, request: Any) -> Any:
         self.requests += 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spogw.harness.local_server import LocalServer
 from spogw.harness.policy.sampling import SamplingParams, sample_ids
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class _Request:
 
 
 @dataclass
-class VLLMStandIn:
+class VLLMStandIn(LocalServer):
     """The stand-in server (see the module docstring): `start` it in a running event loop, read
     `url`, `stop` it; the counters say what it did."""
 
@@ -75,41 +76,21 @@ class VLLMStandIn:
     _queue: asyncio.Queue[_Request] | None = None
     _batcher: asyncio.Task[None] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    async def start(self) -> VLLMStandIn:
-        from aiohttp import web
-
+    def _started(self) -> None:
         self._queue = asyncio.Queue()
         self._model_lock = asyncio.Lock()
         self._batcher = asyncio.create_task(self._batch_loop())
-        app = web.Application()
+
+    def _routes(self, app: Any) -> None:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/load_lora_adapter", self._load)
         app.router.add_post("/v1/unload_lora_adapter", self._unload)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
 
-    async def stop(self) -> None:
+    def _stopping(self) -> None:
         if self._batcher is not None:
             self._batcher.cancel()
             self._batcher = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> VLLMStandIn:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def forget_adapters(self) -> None:
         """What a restarted server knows of the adapters loaded before: nothing. Call it while no
