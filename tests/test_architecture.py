@@ -142,6 +142,7 @@ def test_the_layers_are_one_way() -> None:
         "spogw.harness.rollouts",
         "spogw.harness.catalog",
         "spogw.harness.errors",
+        "spogw.harness.distributed",  # the steps' data-parallel primitives: torch only, no harness state
     }, methods_to_harness
 
 

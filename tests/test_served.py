@@ -23,14 +23,13 @@ from spogw.harness.benchmarks import load_benchmark
 from spogw.harness.collect import CollectSpec, collect_questions
 from spogw.harness.config import ConfigError, GeneratorConfig, load_experiment
 from spogw.harness.executors.sim import SimExecutor
+from spogw.harness.policy.canary import adapter_digest, canary_verdict
 from spogw.harness.policy.model import Generator, attach_lora, decoding_mode
 from spogw.harness.policy.sampling import SamplingParams
 from spogw.harness.policy.served import (
     GeneratorUnavailable,
     ServedAdapterError,
     VLLMServerSampler,
-    adapter_digest,
-    canary_verdict,
 )
 from spogw.harness.policy.standin import VLLMStandIn
 from spogw.harness.rollouts import MemoryStore, Rollout

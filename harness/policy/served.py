@@ -16,19 +16,13 @@ kernel) are returned in ``Sample.logprobs`` only as a diagnostic: collection rec
 log-probs with the trainer's teacher-forced pass (`exact_logprobs` is False) and records the
 largest difference in the rollouts (the report's Run health section).
 
-Failures: connection errors, timeouts, 429 and 5xx are retried with exponential backoff
-(``max_retries``); a 404 for the served adapter (a restarted server forgot it) reloads the adapter
-under a new name and retries. After the last retry `GeneratorUnavailable` stops the run; what was
-collected is stored, and running the same command again resumes.
-
-Protocol reference: vLLM's ``vllm/entrypoints/openai/serving_models.py`` (load/unload and their
-status codes) and its completions API (``return_token_ids``, ``include_stop_str_in_output``,
-``stop_token_ids``: extra parameters of vLLM, not of OpenAI).
+Failures are retried (`VLLMServerSampler._post`); a restarted server's lost adapter is reloaded.
+Protocol: vLLM's ``vllm/entrypoints/openai/serving_models.py`` (load/unload, their status codes)
+and its completions API (``return_token_ids``, ``include_stop_str_in_output``, ``stop_token_ids``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
@@ -36,26 +30,25 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from spogw.harness.errors import ServiceUnavailable
+from spogw.harness.policy.canary import (
+    CANARY_QUESTION,
+    CANARY_TOKENS,
+    CanaryResult,
+    adapter_digest,
+    canary_verdict,
+    distance,
+)
 from spogw.harness.policy.sampling import Sample, SampleKey, SamplingParams, encode_prompts, key_seed
 
 if TYPE_CHECKING:
     from spogw.harness.policy.model import Generator
 
 log = logging.getLogger(__name__)
-
-CANARY_QUESTION = "A shop sells 3 pens for 2 dollars. How much do 12 pens cost?"
-CANARY_TOKENS = 16
-INDISTINGUISHABLE = 1e-3
-"""Log-prob difference (nats) between the adapter and the base model that no kernel noise explains."""
-NOISE_FACTOR = 3.0
-"""An adapter is told from the base model only where it moves the canary's log-probs by more than
-NOISE_FACTOR x the server's noise (its base model against the trainer's base model, measured once)
-plus INDISTINGUISHABLE; below that the canary cannot decide and passes, noted in served.jsonl."""
 
 
 class GeneratorUnavailable(ServiceUnavailable):
@@ -68,66 +61,6 @@ class ServedAdapterError(ServiceUnavailable):
     read, a model name it does not serve), answered what cannot be read, or the canary found the
     base model answering for an adapter. The message names the server, the adapter and what the
     server said; the CLI prints it without a traceback (exit 3)."""
-
-
-def _distance(a: Sequence[float], b: Sequence[float]) -> float:
-    return max(abs(x - y) for x, y in zip(a, b, strict=True))
-
-
-@dataclass(frozen=True)
-class CanaryResult:
-    """The canary after a load: greedy tokens of a fixed prompt from the server under the new
-    name, and the largest log-prob distances (nats) of the server's values from the trainer's with
-    the adapter (``to_adapter``) and without it (``to_base``), between the trainer's two
-    (``adapter_vs_base``), and the server's noise floor (``noise``: its base model against the
-    trainer's, on the base model's own greedy tokens)."""
-
-    adapter: str
-    to_adapter: float
-    to_base: float
-    adapter_vs_base: float
-    noise: float
-
-    @property
-    def decided(self) -> bool:
-        """Whether the adapter moves the canary by more than the noise explains."""
-        return self.adapter_vs_base > NOISE_FACTOR * self.noise + INDISTINGUISHABLE
-
-    @property
-    def passed(self) -> bool:
-        """The server's values are closer to the adapter's than to the base model's (or the canary
-        cannot decide)."""
-        return not self.decided or self.to_adapter < self.to_base
-
-
-def canary_verdict(
-    served: Sequence[float], with_adapter: Sequence[float], base: Sequence[float], name: str, noise: float = 0.0
-) -> CanaryResult:
-    """Which model answered: the served log-probs of the canary's tokens against the trainer's
-    teacher-forced ones with the adapter and without it (T = 1, the raw log-probs vLLM reports by
-    default). ValueError unless the three have the same non-zero length."""
-    if not (len(served) == len(with_adapter) == len(base)) or not served:
-        raise ValueError("the canary needs the same non-zero number of log-probs from each model")
-    return CanaryResult(
-        name, _distance(served, with_adapter), _distance(served, base), _distance(with_adapter, base), noise
-    )
-
-
-def adapter_digest(model: Any) -> str | None:
-    """sha256 of the trainable adapter's weights (name, dtype, shape, bytes, in name order); None
-    when every LoRA B matrix is zero: the adapter is the identity and the base model is served."""
-    import torch
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(model, adapter_name="default")
-    if all(not torch.any(t) for k, t in state.items() if "lora_B" in k):
-        return None
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _error_message(response: Any) -> str:
@@ -389,7 +322,7 @@ class VLLMServerSampler:
         """`canary_verdict` for adapter ``name``, against the noise floor (measured on first use)."""
         if self._noise is None:
             served_base, _, local_base = self._greedy_logprobs(generator, self.served_model, adapter=False)
-            self._noise = _distance(served_base, local_base)
+            self._noise = distance(served_base, local_base)
         served, mine, base = self._greedy_logprobs(generator, name, adapter=True)
         return canary_verdict(served, mine, base, name, self._noise)
 
