@@ -292,8 +292,24 @@ def _seeds(text: str | None) -> list[int] | None:
         raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1") from None
 
 
+def _refuse_a_launcher(command: str) -> None:
+    """Under `accelerate launch` / torchrun every process would run the whole experiment: collect,
+    pay for executor calls and write the same run folder. Only the update step is data-parallel yet."""
+    from spogw.harness.distributed import launched
+    from spogw.harness.errors import InputError
+
+    if launched():
+        raise InputError(
+            f"spogw {command} was started by a launcher (WORLD_SIZE > 1): every process would run the whole "
+            "experiment. Run it as one process; data-parallel update steps (harness/distributed.py) are not yet "
+            "wired into the runner (docs/gpu.md)."
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     from spogw.harness.config import load_experiment
+
+    _refuse_a_launcher("run")
     from spogw.harness.plan import load_splits, plan_experiment, select_methods, select_seeds
     from spogw.harness.run_folder import default_run_dir
     from spogw.harness.runner import run_experiment
@@ -347,6 +363,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from spogw.harness.sweeps.config import load_sweep
     from spogw.harness.sweeps.study import rerun_best, run_sweep
     from spogw.reports.report import finish_report
+
+    _refuse_a_launcher("sweep")
     from spogw.reports.sweep import write_sweep_report
 
     sweep = load_sweep(args.sweep, args.set)

@@ -31,7 +31,7 @@ class Ranks:
 
     @property
     def main(self) -> bool:
-        """Whether this process writes what is written once (adapters, the store, tracking)."""
+        """Whether this process writes what is written once (the checkpoints of harness/train.py)."""
         return self.rank == 0
 
 
@@ -44,15 +44,21 @@ def current_ranks() -> Ranks:
     return Ranks()
 
 
-def init_from_environment() -> Ranks:
+def launched() -> bool:
+    """Whether a launcher started this process as one of several (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_environment(cpu: bool | None = None) -> Ranks:
     """Join the process group a launcher described (WORLD_SIZE > 1), through accelerate's
-    PartialState: NCCL on GPUs, gloo on CPUs. Without a launcher: rank 0 of 1, nothing started."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    PartialState: NCCL on GPUs, gloo on CPUs (``cpu``: force gloo, for a model kept on the CPU;
+    default: the CPU when there is no GPU). Without a launcher: rank 0 of 1, nothing started."""
+    if launched():
         import torch.distributed as dist
         from accelerate import PartialState
 
         if not dist.is_initialized():
-            PartialState(cpu=not torch.cuda.is_available())
+            PartialState(cpu=not torch.cuda.is_available() if cpu is None else cpu)
     return current_ranks()
 
 
@@ -73,14 +79,39 @@ def all_reduce_sum(tensors: Iterable[torch.Tensor], ranks: Ranks) -> None:
 
 
 def sum_gradients(parameters: Sequence[torch.nn.Parameter], ranks: Ranks) -> None:
-    """Sum the trainable parameters' gradients across ranks (a rank with no share of the step has
-    none: it contributes zeros)."""
-    if ranks.world == 1:
+    """Sum the trainable parameters' gradients across ranks, in one flat all-reduce. A rank with no
+    share of a parameter's gradient contributes zeros; a parameter no rank has a gradient for keeps
+    none (AdamW then skips it, as in one process)."""
+    if ranks.world == 1 or not parameters:
         return
-    for parameter in parameters:
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-    all_reduce_sum([p.grad for p in parameters if p.grad is not None], ranks)
+    device = parameters[0].device
+    present = torch.tensor([float(p.grad is not None) for p in parameters], device=device)
+    all_reduce_sum([present], ranks)
+    counts = present.tolist()
+    kept = [p for p, count in zip(parameters, counts, strict=True) if count > 0]
+    for parameter, count in zip(parameters, counts, strict=True):
+        if count == 0:
+            parameter.grad = None
+    if not kept:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in kept])
+    all_reduce_sum([flat], ranks)
+    offset = 0
+    for parameter in kept:
+        size = parameter.numel()
+        parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
+        offset += size
+
+
+def max_float(value: float, ranks: Ranks, device: torch.device | str = "cpu") -> float:
+    """The largest of the ranks' values (a step's wall time: the step ends when its slowest rank does)."""
+    if ranks.world == 1:
+        return value
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
 
 
 def sum_floats(values: Sequence[float], ranks: Ranks, device: torch.device | str = "cpu") -> list[float]:

@@ -144,7 +144,7 @@ class Tracker:
             artifacts = (run_dir.resolve() / "mlartifacts").as_uri() if local else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifacts)
-            except Exception:  # another process (a worker) created it first: use that one
+            except Exception:  # MlflowException RESOURCE_ALREADY_EXISTS: another process created it first
                 experiment = self.client.get_experiment_by_name(experiment_name)
                 if experiment is None:
                     raise
@@ -159,9 +159,16 @@ class Tracker:
         none is lost or made twice."""
         if self.client is None:
             return None
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
-        with FileLock(str(self._ids_path) + ".lock"):
+        lock = FileLock(str(self._ids_path) + ".lock", timeout=600)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TrackingUnavailable(
+                f"{self._ids_path}: another process held its lock for 10 minutes (a tracking server that hangs?)"
+            ) from None
+        try:
             self._ids = json.loads(self._ids_path.read_text()) if self._ids_path.is_file() else {}
             run_id = self._ids.get("runs", {}).get(key)
             if run_id is not None:
@@ -178,6 +185,8 @@ class Tracker:
             self._ids.setdefault("runs", {})[key] = run.info.run_id
             atomic_write_text(self._ids_path, json.dumps(self._ids, indent=2))
             return str(run.info.run_id)
+        finally:
+            lock.release()
 
     @property
     def parent_id(self) -> str | None:

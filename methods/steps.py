@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from spogw.harness.distributed import current_ranks, shard, sum_floats, sum_gradients
+from spogw.harness.distributed import current_ranks, max_float, shard, sum_floats, sum_gradients
 from spogw.harness.registry import Registry
 from spogw.harness.rollouts import Rollout, RolloutKey
 from spogw.methods.losses import (
@@ -170,7 +170,9 @@ def group_step(
     totals["updated"] = float(bool(active))  # a batch whose groups were all filtered changes nothing
     built = sum(u.groups_built for u in units)
     totals["groups_kept_fraction"] = sum(u.groups_kept for u in units) / built if built else 0.0
-    totals["tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+    # the step's tokens on every rank over the slowest rank's time: the same number on each rank
+    elapsed = max_float(time.perf_counter() - start, ranks, parameters[0].device if parameters else "cpu")
+    totals["tokens_per_s"] = tokens / max(elapsed, 1e-9)
     return totals
 
 
@@ -223,11 +225,12 @@ def pair_step(
     tokens = int(tokens_sum)
     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
     optimizer.step()
+    elapsed = max_float(time.perf_counter() - start, ranks, device)  # the slowest rank's: the same on every rank
     return {
         "loss": total_loss,
         "reward_margin": margin_sum / len(pairs),
         "pairs": float(len(pairs)),
-        "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
+        "tokens_per_s": tokens / max(elapsed, 1e-9),
     }
 
 

@@ -1,7 +1,7 @@
 """One update step of the small test generator, run by each rank of a launcher (torchrun or
 `accelerate launch`): tests/test_distributed.py runs it with 1 and with 2 gloo ranks and compares.
 
-    torchrun --nproc_per_node 2 tests/distributed_step.py OUT_DIR groups|pairs
+    torchrun --nproc_per_node 2 tests/distributed_step.py OUT_DIR groups|pairs [MICRO_BATCH_SEQUENCES]
 
 Every rank builds the same inputs (the same weights, samples drawn with the same keys, the same
 scores); rank 0 writes the step's metrics, the summed gradient and the adapter (atomically)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 
-def main(out: Path, kind: str) -> None:
+def main(out: Path, kind: str, micro_batch: int) -> None:
     from transformers import AutoModelForCausalLM
 
     from spogw.harness.config import GeneratorConfig, LoraConfig
@@ -28,7 +28,7 @@ def main(out: Path, kind: str) -> None:
     from spogw.methods.config import GRPOConfig, PairConfig
     from spogw.methods.steps import UPDATES, build_units, unit_rollouts
 
-    ranks = init_from_environment()
+    ranks = init_from_environment(cpu=True)  # gloo: the model stays on the CPU, also on a GPU machine
     torch.set_num_threads(1)
     directory = tiny.build(tiny.TEST_RECIPE, progress=False)
     base = AutoModelForCausalLM.from_pretrained(directory)
@@ -74,4 +74,4 @@ def main(out: Path, kind: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -15,14 +15,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _step(out: Path, kind: str, ranks: int) -> dict[str, float]:
+def _step(out: Path, kind: str, ranks: int, micro_batch: int = 0) -> dict[str, float]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     out.mkdir(parents=True)
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={port}"]
     result = subprocess.run(
-        [*command, "tests/distributed_step.py", str(out), kind], cwd=REPO, capture_output=True, text=True, timeout=600
+        [*command, "tests/distributed_step.py", str(out), kind, str(micro_batch)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics: dict[str, float] = json.loads((out / "metrics.json").read_text())
@@ -30,23 +34,37 @@ def _step(out: Path, kind: str, ranks: int) -> dict[str, float]:
     return metrics
 
 
-@pytest.mark.parametrize("kind", ["groups", "pairs"])
-def test_two_ranks_take_the_one_rank_step(spogw_cache: Path, tmp_path: Path, kind: str) -> None:
+@pytest.fixture(scope="module")
+def one_rank(spogw_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The one-rank step of each kind, run once for every comparison with it."""
+    out = tmp_path_factory.mktemp("one-rank")
+    for kind in ("groups", "pairs"):
+        _step(out / kind, kind, 1)
+    return {kind: out / kind for kind in ("groups", "pairs")}
+
+
+@pytest.mark.parametrize(
+    ("kind", "ranks", "micro_batch"),
+    [("groups", 2, 0), ("pairs", 2, 0), ("groups", 3, 2)],  # 3 ranks: uneven shares, in micro-batches of 2
+)
+def test_several_ranks_take_the_one_rank_step(
+    one_rank: dict[str, Path], tmp_path: Path, kind: str, ranks: int, micro_batch: int
+) -> None:
     from safetensors.torch import load_file
 
-    one = _step(tmp_path / "one", kind, 1)
-    two = _step(tmp_path / "two", kind, 2)
+    one = json.loads((one_rank[kind] / "metrics.json").read_text())
+    two = _step(tmp_path / "two", kind, ranks, micro_batch)
     assert two["loss"] == pytest.approx(one["loss"], abs=1e-6) and one["loss"] != 0.0
     for metric in ("policy_term", "kl_term", "clip_fraction", "reward_margin", "pairs"):
         if metric in one:
             assert two[metric] == pytest.approx(one[metric], abs=1e-6), metric
     gradient_one, gradient_two = (
-        torch.load(tmp_path / "one" / "gradient.pt"),
+        torch.load(one_rank[kind] / "gradient.pt"),
         torch.load(tmp_path / "two" / "gradient.pt"),
     )
     assert gradient_one.abs().max() > 1e-3, "the step has a gradient to compare"
     assert (gradient_one - gradient_two).abs().max() <= 1e-6
-    adapter_one = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    adapter_one = load_file(one_rank[kind] / "adapter" / "adapter_model.safetensors")
     adapter_two = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     assert adapter_one.keys() == adapter_two.keys()
     assert max(float((adapter_one[k] - adapter_two[k]).abs().max()) for k in adapter_one) <= 1e-6
@@ -61,3 +79,17 @@ def test_one_process_is_rank_zero_of_one() -> None:
     assert shard(5, Ranks(1, 2)) == [1, 3] and shard(5, Ranks(0, 2)) == [0, 2, 4]
     assert sum_floats([1.5, 2.0], Ranks()) == [1.5, 2.0]
     assert on_main(lambda: 7, Ranks()) == 7
+
+
+def test_spogw_run_under_a_launcher_is_refused(tmp_path: Path) -> None:
+    """Only the update step is data-parallel yet: a whole run per rank would collect and pay twice."""
+    env = {**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "spogw.harness.cli", "run", "tests/data/runner_small.yaml", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "started by a launcher (WORLD_SIZE > 1)" in result.stderr, result.stderr
