@@ -40,7 +40,6 @@ class StubSampler:
     latency_s: float
     served: None = None
     exact_sampler_logprobs: bool = True
-    sample_batch_sequences: int = 64
 
     def prompt(self, domain: str, question: str) -> str:
         return question

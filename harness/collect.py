@@ -54,9 +54,15 @@ current one; more lets a slow run of one slice overlap the next slices' runs. 0:
 write each slice before drawing the next (no overlap)."""
 
 
+def batch_sequences(generator: Generator) -> int:
+    """Sequences drawn in one batch: what a served generator takes in flight
+    (generator.server.max_concurrent_requests), else SEQUENCES_PER_BATCH."""
+    return generator.served.concurrency if generator.served is not None else SEQUENCES_PER_BATCH
+
+
 def questions_per_batch(num_samples: int, sequences: int = SEQUENCES_PER_BATCH) -> int:
     """Questions whose samples are drawn in one batch: ``sequences`` // m, at least one (sequences:
-    Generator.sample_batch_sequences, SEQUENCES_PER_BATCH for an in-process generator)."""
+    `batch_sequences` of the generator)."""
     return max(1, sequences // num_samples)
 
 
@@ -208,7 +214,7 @@ async def collect_questions(
         disable=None if progress else True,
         leave=False,
     )
-    per_batch = questions_per_batch(spec.num_samples, generator.sample_batch_sequences)
+    per_batch = questions_per_batch(spec.num_samples, batch_sequences(generator))
     served = generator.served is not None and params.temperature == 1.0
 
     async def draw(batch: Sequence[Item]) -> tuple[list[Any], list[str], list[Sample], list[Any]] | None:

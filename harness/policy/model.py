@@ -61,14 +61,6 @@ class Generator:
         return self.served is None and next(self.model.parameters()).dtype == torch.float32
 
     @property
-    def sample_batch_sequences(self) -> int:
-        """Sequences collection draws in one batch: what a served generator takes in flight
-        (generator.server.max_concurrent_requests), else harness.collect.SEQUENCES_PER_BATCH."""
-        from spogw.harness.collect import SEQUENCES_PER_BATCH
-
-        return self.served.concurrency if self.served is not None else SEQUENCES_PER_BATCH
-
-    @property
     def prompt_format(self) -> str:
         return template_id(self.prompt_style, self.prompt_version)
 
