@@ -27,6 +27,8 @@ EXIT_BAD_INPUT = 2
 EXIT_SERVICE_DOWN = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+LOCAL_RAY = "local"
+"""``--ray`` without an address: a Ray instance started on this machine for the run."""
 
 
 class UsageError(Exception):
@@ -330,10 +332,22 @@ def _run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config.name)
     try:
-        run_experiment(
-            config, run_dir, methods=methods, seeds=seeds, force_new=args.force_new, progress=not args.quiet,
-            finish=finish_report,
-        )  # fmt: skip
+        if args.ray is not None:
+            from spogw.harness.cluster import RayOptions, run_on_ray
+
+            options = RayOptions(
+                address=None if args.ray == LOCAL_RAY else args.ray,
+                workers=args.ray_workers,
+                cpus_per_cell=args.cpus_per_cell,
+                gpus_per_cell=args.gpus_per_cell,
+                max_retries=args.cell_retries,
+            )
+            run_on_ray(config, run_dir, options, methods, seeds, args.force_new, not args.quiet, finish_report)
+        else:
+            run_experiment(
+                config, run_dir, methods=methods, seeds=seeds, force_new=args.force_new, progress=not args.quiet,
+                finish=finish_report,
+            )  # fmt: skip
     except ExecutorUnavailable as err:
         raise ExecutorUnavailable(
             f"{err}\nEverything finished before it is kept in {run_dir}; run the same command again to resume "
@@ -404,11 +418,14 @@ def _run_folder_config(run_dir: Path) -> ExperimentConfig:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from spogw.harness import cells
     from spogw.harness.tracking import Tracker
     from spogw.reports.report import log_report, write_report
 
     run_dir = Path(args.run_dir)
     config = _run_folder_config(run_dir)
+    if cells.shard_cells(run_dir):
+        cells.merge(run_dir)  # the cells' latest rows (a killed run's last merge may be missing)
     report = write_report(run_dir, config)
     tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
     log_report(report, tracker, tracker.parent_id)
@@ -565,6 +582,31 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads of this process (default: half the cores)"
     )
+    cluster = runner.add_argument_group("cells on Ray (the [cluster] extra; docs/cluster.md)")
+    cluster.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells as Ray tasks: on a local Ray instance, or on the cluster at ADDRESS (auto, HOST:6379)",
+    )
+    cluster.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        help="CPUs of the local Ray instance (cells at once; default: all)",
+    )
+    cluster.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs a cell asks Ray for (default 1)")
+    cluster.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        help="GPUs a cell asks Ray for (default: 1 if the cluster has GPUs)",
+    )
+    cluster.add_argument(
+        "--cell-retries", type=int, default=2, help="runs again of a cell whose worker died (default 2)"
+    )
     runner.set_defaults(func=_run)
 
     sweeper = commands.add_parser("sweep", help="run (or join) an Optuna sweep over an experiment's settings")
@@ -639,7 +681,7 @@ def _stdout_reader_gone() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spogw.harness import console
-    from spogw.harness.errors import InputError, ServiceUnavailable, operational_failure
+    from spogw.harness.errors import EXIT_FAILURE, CellsFailed, InputError, ServiceUnavailable, operational_failure
     from spogw.harness.registry import RegistryError
 
     console.configure(quiet=bool(getattr(args, "quiet", False)))
@@ -658,6 +700,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServiceUnavailable as err:
         print(f"spogw: stopped: {err}", file=sys.stderr)
         return EXIT_SERVICE_DOWN
+    except CellsFailed as err:
+        print(f"spogw: stopped: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         resume = "; run the same command to resume" if args.command in RESUMABLE else ""
         print(f"\nspogw: interrupted{resume}", file=sys.stderr)

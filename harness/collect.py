@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -192,15 +192,16 @@ async def collect_questions(
     params: SamplingParams,
     store: RolloutStore,
     progress: bool = False,
-    shared_with: Sequence[str] = (),
+    shared_with: Mapping[str, RolloutStore] | None = None,
     depth: int = PIPELINE_DEPTH,
 ) -> list[Rollout]:
     """Collect the missing (question, sample) pairs of ``items``; return all of the iteration's rollouts
     for these questions, from the store.
 
-    ``shared_with``: methods whose rollouts of this seed and iteration are this method's by
-    construction (harness.plan.collection_twins: iteration 0 of offline twins); the ones they hold
-    are copied (`copy_twin_rollouts`) instead of being sampled and executed again. ``depth``: see
+    ``shared_with``: method -> the store holding its rows (a twin cell's shard), for the methods
+    whose rollouts of this seed and iteration are this method's by construction
+    (harness.plan.collection_twins: iteration 0 of offline twins); the ones they hold are copied
+    (`copy_twin_rollouts`) instead of being sampled and executed again. ``depth``: see
     `PIPELINE_DEPTH`."""
     from tqdm.auto import tqdm
 
@@ -270,17 +271,20 @@ async def collect_questions(
     return [r for r in store.get(spec.experiment, spec.method, spec.seed, spec.iteration) if r.query_id in wanted]
 
 
-def copy_twin_rollouts(store: RolloutStore, spec: CollectSpec, query_ids: Sequence[str], twins: Sequence[str]) -> int:
-    """Copy into ``spec.method`` the rollouts of ``query_ids`` (samples 0 .. m - 1) that a twin holds
-    and it lacks, under its own method name; returns how many. An infra_error row is not copied (it
-    says nothing about the workflow: it is collected again)."""
+def copy_twin_rollouts(
+    store: RolloutStore, spec: CollectSpec, query_ids: Sequence[str], twins: Mapping[str, RolloutStore]
+) -> int:
+    """Copy into ``spec.method`` the rollouts of ``query_ids`` (samples 0 .. m - 1) that a twin
+    (method -> the store holding its rows) holds and it lacks, under its own method name; returns
+    how many. An infra_error row is not copied (it says nothing about the workflow: it is collected
+    again)."""
     import dataclasses
 
     wanted = set(query_ids)
     have = store.keys(spec.experiment, spec.method, spec.seed, spec.iteration)
     copied: list[Rollout] = []
-    for twin in twins:
-        for rollout in store.get(spec.experiment, twin, spec.seed, spec.iteration):
+    for twin, holder in twins.items():
+        for rollout in holder.get(spec.experiment, twin, spec.seed, spec.iteration):
             if rollout.query_id not in wanted or rollout.sample_idx >= spec.num_samples:
                 continue
             if rollout.status == RunStatus.INFRA_ERROR.value:

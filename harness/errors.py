@@ -40,6 +40,12 @@ class ServiceUnavailable(RuntimeError):
     prints it without a traceback and exits 3; running the same command again resumes."""
 
 
+class CellsFailed(RuntimeError):
+    """Some cells of an experiment run on Ray failed after their retries; the others are done and
+    kept (harness/cluster.py). The CLI prints it without a traceback and exits 1; running the same
+    command again resumes the failed cells."""
+
+
 class InputError(ValueError):
     """Bad input: a file, field or value the user gave (named in the message). The CLI prints it
     without a traceback and exits 2. A ValueError subclass, so pydantic validators may raise it."""

@@ -5,7 +5,7 @@ evaluation redoes exactly what is missing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,13 +57,16 @@ async def evaluate_generator(
     engine: WorkflowEngine,
     target: EvalTarget,
     params: Any,
-    shared_with: Sequence[str] = (),
+    shared_with: Mapping[str, SQLiteStore] | None = None,
 ) -> None:
     """One workflow sampled per test item (key (seed, iteration, 'eval:'+item, 0)), run ``repeats`` times.
 
-    ``shared_with``: labels whose evaluation at this iteration is identical by construction (the
-    untrained generator at iteration 0: the same model, keys and executor seed for every method);
-    when one of them has every row, they are copied instead of recomputed."""
+    ``shared_with``: label -> the store holding its rows (a twin cell's shard, or this store), for
+    the labels whose evaluation at this iteration is identical by construction (the untrained
+    generator at iteration 0: the same model, keys and executor seed for every method); when one of
+    them has every row of a benchmark, its rows are copied instead of recomputed."""
+    import dataclasses
+
     from spogw.harness.workflows.extract import extract_workflow
 
     store, seed, iteration = target.store, target.seed, target.iteration
@@ -71,9 +74,10 @@ async def evaluate_generator(
         name = split.benchmark.name
         done = store.eval_done(target.label, seed, iteration, name, target.transfer)
         wanted = {item.id for item in split.evaluated}
-        for donor in shared_with:
-            if not wanted <= done and store.eval_done(donor, seed, iteration, name) == wanted:
-                store.copy_eval(donor, target.label, seed, iteration, name)
+        for donor, holder in (shared_with or {}).items():
+            if not wanted <= done and holder.eval_done(donor, seed, iteration, name) == wanted:
+                rows = holder.eval_rows(donor, seed, iteration, benchmark=name)
+                store.put_eval([dataclasses.replace(row, method=target.label) for row in rows])
                 done = store.eval_done(target.label, seed, iteration, name)
         for chunk in _missing_chunks(split.evaluated, done):
             prompts = [generator.prompt(item.domain, item.question) for item in chunk]

@@ -143,10 +143,14 @@ def _write_parquet_atomic(frame: Any, path: Path) -> None:
 
 
 def export(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    """Both tables of ``<run_dir>/rollouts.sqlite`` as parquet files (for pandas, polars, DuckDB)."""
+    """The tables of ``<run_dir>/rollouts.sqlite`` as parquet files (for pandas, polars, DuckDB),
+    every cell's shard merged into it first (a run killed before its last merge included)."""
+    from spogw.harness import cells
     from spogw.harness.store import TABLES, SQLiteStore
 
     database = run_dir / "rollouts.sqlite"
+    if cells.shard_cells(run_dir):
+        cells.merge(run_dir)
     if not database.is_file():
         raise FileNotFoundError(f"{run_dir}: no rollouts.sqlite (is this a run folder?)")
     out_dir = out_dir or run_dir

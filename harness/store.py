@@ -183,8 +183,21 @@ def check_database(db: sqlite3.Connection, path: Path) -> None:
 class SQLiteStore:
     """A durable RolloutStore plus the evaluation rows of one run folder."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        """Open (and create, migrate) the store at ``path``; ``read_only``: open an existing store
+        that another process may be writing (a twin cell's shard, harness/cells.py), change nothing.
+        Raises StoreCorrupted when SQLite cannot read it, FileNotFoundError (read_only) when absent."""
         self.path = Path(path)
+        self._rollout_columns = [f.name for f in fields(Rollout)]
+        self._eval_columns = [f.name for f in fields(EvalRow)]
+        self._iteration_columns = [f.name for f in fields(IterationRow)]
+        self._step_columns = [f.name for f in fields(StepRow)]
+        self._group_columns = [f.name for f in fields(GroupRow)]
+        if read_only:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"{self.path}: no such store")
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=60.0)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, one per batch.
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
@@ -195,17 +208,12 @@ class SQLiteStore:
             raise
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a killed process
-        self._rollout_columns = [f.name for f in fields(Rollout)]
-        self._eval_columns = [f.name for f in fields(EvalRow)]
-        self._iteration_columns = [f.name for f in fields(IterationRow)]
         self._db.execute(_create_table("rollouts", self._rollout_columns, _ROLLOUT_TYPES, ROLLOUT_KEY))
         self._add_missing_columns("rollouts", self._rollout_columns, _ROLLOUT_TYPES)
         self._migrate_eval_items()
         self._db.execute(_create_table("eval_items", self._eval_columns, _EVAL_TYPES, EVAL_KEY))
         self._add_missing_columns("eval_items", self._eval_columns, _EVAL_TYPES)
         self._db.execute(_create_table("iterations", self._iteration_columns, _ITERATION_TYPES, ITERATION_KEY))
-        self._step_columns = [f.name for f in fields(StepRow)]
-        self._group_columns = [f.name for f in fields(GroupRow)]
         self._db.execute(_create_table("steps", self._step_columns, _STEP_TYPES, STEP_KEY))
         self._db.execute(_create_table("groups", self._group_columns, _GROUP_TYPES, GROUP_KEY))
 
@@ -318,32 +326,19 @@ class SQLiteStore:
         )
         return {item for (item,) in cursor}
 
-    def copy_eval(self, source: str, target: str, seed: int, iteration: int, benchmark: str) -> int:
-        """Copy ``source``'s evaluation rows (by its own executor) to method ``target`` (same seed,
-        iteration, benchmark); returns the rows copied. For evaluations that cannot differ between
-        methods."""
-        names = [c for c in self._eval_columns if c != "method"]
-        listed = ", ".join(f'"{c}"' for c in names)
-        self._db.execute("BEGIN IMMEDIATE")
-        cursor = self._db.execute(
-            f'INSERT OR IGNORE INTO eval_items ("method", {listed}) SELECT ?, {listed} FROM eval_items '
-            "WHERE method=? AND seed=? AND iteration=? AND benchmark=? AND transfer=''",
-            (target, source, seed, iteration, benchmark),
-        )
-        self._db.execute("COMMIT")
-        return cursor.rowcount
-
     def eval_rows(
         self,
         method: str | None = None,
         seed: int | None = None,
         iteration: int | None = None,
         transfer: str | None = "",
+        benchmark: str | None = None,
     ) -> list[EvalRow]:
-        """Evaluation rows, optionally of one method (and seed, and iteration), in key order; by
-        default those of the method's own executor (``transfer=None``: every executor's)."""
+        """Evaluation rows, optionally of one method (and seed, iteration, benchmark), in key order;
+        by default those of the method's own executor (``transfer=None``: every executor's)."""
         names = ", ".join(f'"{c}"' for c in self._eval_columns)
-        wanted = (("method", method), ("seed", seed), ("iteration", iteration), ("transfer", transfer))
+        wanted: list[tuple[str, object]] = [("method", method), ("seed", seed), ("iteration", iteration)]
+        wanted += [("transfer", transfer), ("benchmark", benchmark)]
         filters = [(c, v) for c, v in wanted if v is not None]
         where = ("WHERE " + " AND ".join(f"{c}=?" for c, _ in filters)) if filters else ""
         cursor = self._db.execute(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -63,9 +63,10 @@ class TrainingRun:
     """Collect once more after the last update (the trained policy's training score)."""
     evaluated_iterations: frozenset[int] | None = None
     """The iterations whose policy the ``evaluate`` hook of `run_method` evaluates (None: every one)."""
-    untrained_twins: tuple[str, ...] = ()
-    """Labels whose iteration-0 rollouts (same seed) are this run's by construction
-    (harness.plan.collection_twins): copied from the store where they are there."""
+    untrained_twins: Mapping[str, RolloutStore] = field(default_factory=dict)
+    """Label -> the store holding its rows (a twin cell's shard), for the labels whose iteration-0
+    rollouts (same seed) are this run's by construction (harness.plan.collection_twins): copied
+    from there where they are there."""
 
 
 @dataclass
@@ -240,10 +241,10 @@ async def run_method(
                 previous = save_adapter(generator.model, Path(folder) / "previous", generator.identity)
                 generator.load_reference(previous)
 
-        twins = run.untrained_twins if iteration == 0 else ()
+        twins = run.untrained_twins if iteration == 0 else {}
 
         async def collect(
-            task: Task, items: Sequence[Item], spec: CollectSpec = spec, twins: tuple[str, ...] = twins
+            task: Task, items: Sequence[Item], spec: CollectSpec = spec, twins: Mapping[str, RolloutStore] = twins
         ) -> list[Rollout]:
             return await collect_questions(
                 generator, engine, task.benchmark, items, spec, run.params, store, progress, shared_with=twins

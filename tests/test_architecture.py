@@ -12,7 +12,13 @@ from tests.conftest import REPO
 PACKAGES = ("harness", "methods", "reports")
 COMPOSITION_ROOTS = {"spogw.harness", "spogw.harness.cli"}
 """The public API (harness.run) and the CLI: the only harness modules that may import the reports."""
-ORCHESTRATION = {"spogw.harness.runner", "spogw.harness.train", "spogw.harness.cli", "spogw.harness.sweeps.study"}
+ORCHESTRATION = {
+    "spogw.harness.runner",
+    "spogw.harness.cluster",
+    "spogw.harness.train",
+    "spogw.harness.cli",
+    "spogw.harness.sweeps.study",
+}
 """What the reports must never import (they read run folders, never drive runs)."""
 LONG_MODULE_LINES = 400
 

@@ -260,7 +260,7 @@ def test_learning_signal_warnings_name_the_method_and_the_cause() -> None:
 
 
 def test_the_console_notice_names_the_first_cause() -> None:
-    from spogw.harness.runner import no_update_notice
+    from spogw.harness.cell_work import no_update_notice
     from spogw.harness.train import IterationSummary
 
     failed = IterationSummary(0, 0.0, 8, [], valid=0, score_spread=False)

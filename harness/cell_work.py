@@ -1,0 +1,254 @@
+"""One cell's work (a (method, seed) of an experiment): a static workflow's evaluation, or a trained
+method's iterations of collect -> train -> evaluate, with the held-out evaluations, the executor
+transfers and their MLflow metrics. harness/runner.py (one process) and harness/cluster.py (Ray
+tasks) call it through `harness.runner.run_cell`, which gives it the cell's store shard."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spogw.harness import plan
+from spogw.harness.config import ExecutorConfig, ExperimentConfig, MethodSpec
+from spogw.harness.console import RunProgress, say
+from spogw.harness.heldout import EvalTarget, evaluate_generator, evaluate_static
+from spogw.harness.plan import BenchmarkSplit, phase_counts
+from spogw.harness.run_folder import record_generator
+
+if TYPE_CHECKING:
+    from spogw.harness.policy.sampling import SamplingParams
+    from spogw.harness.store import SQLiteStore
+    from spogw.harness.tracking import Tracker
+    from spogw.harness.workflows.engine import WorkflowEngine
+
+EvaluationHook = Callable[[str, int, int, dict[str, float]], None]
+"""(method label, seed, iteration, metrics of that evaluation) -> None."""
+
+
+@dataclass
+class ExperimentContext:
+    """What every cell of an experiment shares (not a store: each cell writes its own shard)."""
+
+    config: ExperimentConfig
+    run_dir: Path
+    splits: list[BenchmarkSplit]
+    tracker: Tracker
+    parent_run: str | None
+    progress: RunProgress
+    on_evaluated: EvaluationHook | None = None
+    """Called with (label, seed, iteration, metrics) after each evaluation by the method's own executor."""
+    bars: bool = True
+    """Progress bars inside phases (drawn only on a terminal); False with --quiet."""
+    notice: Callable[[str], None] = field(default=say)
+    """Says something the user must know now (a run that cannot learn): stderr and run.log."""
+
+    @functools.cached_property
+    def untrained_twins(self) -> dict[str, tuple[str, ...]]:
+        """Per trained method, the trained methods whose iteration-0 evaluation (the untrained
+        generator) is its own: the same executor and sampling (rows are copied, not recomputed)."""
+        return plan.untrained_twins(self.config)
+
+    @functools.cached_property
+    def collection_twins(self) -> dict[str, tuple[str, ...]]:
+        """Per trained method, the twins whose iteration-0 rollouts are its own
+        (harness.plan.collection_twins): copied from the store, not collected again."""
+        return plan.collection_twins(self.config)
+
+
+def no_update_notice(label: str, seed: int, summary: Any) -> str:
+    """The console line for an iteration that made no update: there was nothing to learn from."""
+    if summary.valid == 0:
+        why = f"none of its {summary.rollouts} sampled workflows ran to an answer"
+    elif not summary.score_spread:
+        why = "every question's sampled workflows scored the same (every advantage is 0, no pair exists)"
+    else:
+        why = "no group or pair survived curation, so no update was made"
+    return f"NO LEARNING SIGNAL: {label} seed {seed} iteration {summary.iteration}: {why}"
+
+
+def _engine(executor: ExecutorConfig, seed: int) -> WorkflowEngine:
+    from spogw.harness.executors import executor_from_config
+    from spogw.harness.workflows.engine import WorkflowEngine
+
+    return WorkflowEngine(
+        executor_from_config(executor, seed),
+        concurrency=executor.concurrency,
+        timeout_s=executor.workflow_timeout_s,
+        max_calls=executor.max_calls_per_run,
+        grounding=executor.answer_grounding,
+    )
+
+
+def _log_eval(
+    context: ExperimentContext,
+    store: SQLiteStore,
+    run_id: str | None,
+    label: str,
+    seed: int,
+    iteration: int,
+    transfer: str = "",
+) -> dict[str, float]:
+    from spogw.harness.scores import iteration_metrics
+
+    rows = store.eval_rows(label, seed, iteration, transfer)
+    metrics = iteration_metrics(rows)
+    prefix = f"transfer.{transfer}." if transfer else ""
+    context.tracker.log_metrics(run_id, {prefix + key: value for key, value in metrics.items()}, iteration)
+    if context.on_evaluated is not None and not transfer:
+        context.on_evaluated(label, seed, iteration, metrics)
+    return metrics
+
+
+def _sampling_params(config: ExperimentConfig, spec: MethodSpec) -> SamplingParams:
+    from spogw.harness.policy.sampling import SamplingParams
+
+    sampling = config.sampling_for(spec)
+    return SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, tuple(sampling.stop))
+
+
+async def _evaluate_transfers(
+    context: ExperimentContext,
+    store: SQLiteStore,
+    spec: MethodSpec,
+    seed: int,
+    iteration: int,
+    run_id: str | None,
+    evaluate: Callable[[WorkflowEngine, EvalTarget], Awaitable[None]],
+) -> None:
+    """The final workflows of ``spec``, unchanged, run by every evaluation.transfer executor other
+    than its own (executor transfer, open question 1)."""
+    own = context.config.executor_for(spec)
+    for name, executor in context.config.transfer_executors().items():
+        if executor == own:
+            continue
+        counts = phase_counts(context.splits, context.config, "evaluate")
+        context.progress.phase(spec.display_label, seed, f"transfer to {name}", counts=counts)
+        target = EvalTarget(
+            store, context.config.name, spec.display_label, seed, iteration, context.config.evaluation.repeats, name
+        )
+        engine = _engine(executor, seed)
+        try:
+            await evaluate(engine, target)
+        finally:
+            await engine.close()
+        _log_eval(context, store, run_id, spec.display_label, seed, iteration, name)
+
+
+async def run_static(
+    context: ExperimentContext, store: SQLiteStore, spec: MethodSpec, method: Any, seed: int, run_id: str | None
+) -> None:
+    from spogw.methods.static import workflow_source
+
+    _, source = workflow_source(method.workflow)
+    engine = _engine(context.config.executor_for(spec), seed)
+    try:
+        context.progress.phase(
+            spec.display_label, seed, "evaluate", counts=phase_counts(context.splits, context.config, "evaluate")
+        )
+        target = EvalTarget(store, context.config.name, spec.display_label, seed, 0, context.config.evaluation.repeats)
+        await evaluate_static(source, context.splits, engine, target)
+    finally:
+        await engine.close()
+    _log_eval(context, store, run_id, spec.display_label, seed, 0)
+
+    async def evaluate(other: WorkflowEngine, transfer: EvalTarget) -> None:
+        await evaluate_static(source, context.splits, other, transfer)
+
+    await _evaluate_transfers(context, store, spec, seed, 0, run_id, evaluate)
+
+
+async def run_trainable(
+    context: ExperimentContext,
+    store: SQLiteStore,
+    twins: dict[str, SQLiteStore],
+    spec: MethodSpec,
+    method: Any,
+    seed: int,
+    run_id: str | None,
+) -> None:
+    """``twins``: label -> the store holding that twin cell's rows (harness/cells.py)."""
+    from spogw.harness.policy.model import load_generator
+    from spogw.harness.store import IterationRow
+    from spogw.harness.train import IterationSummary, Task, TrainingRun, group_rows, run_method, step_rows
+
+    config = context.config
+    label = spec.display_label
+    generator = load_generator(config.generator, progress=False, adapter_dir=context.run_dir / "served_adapters")
+    record_generator(context.run_dir, generator, config.generator)
+    params = _sampling_params(config, spec)
+    engine = _engine(config.executor_for(spec), seed)
+    checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+    async def evaluate(iteration: int) -> None:
+        target = EvalTarget(store, config.name, label, seed, iteration, config.evaluation.repeats)
+        shared = {t: twins[t] for t in context.untrained_twins.get(label, ()) if t in twins} if iteration == 0 else {}
+        await evaluate_generator(generator, context.splits, engine, target, params, shared_with=shared)
+        _log_eval(context, store, run_id, label, seed, iteration)
+
+    def on_iteration(summary: IterationSummary) -> None:
+        metrics = {
+            "train_score": summary.train_score,
+            "rollouts": summary.rollouts,
+            "collect_s": summary.collect_s,
+            "train_s": summary.train_s,
+        }
+        context.tracker.log_metrics(run_id, metrics, summary.iteration)
+        first_step = store.steps_before(label, seed, summary.iteration)
+        steps = step_rows(label, seed, summary, first_step)
+        row = IterationRow(
+            label,
+            seed,
+            summary.iteration,
+            summary.train_score,
+            summary.rollouts,
+            summary.collect_s,
+            summary.train_s,
+            summary.updates,
+        )
+        store.put_iteration(row, steps, group_rows(label, seed, summary))
+        if summary.iteration < config.iterations and not (summary.updates and summary.score_spread):
+            context.notice(no_update_notice(label, seed, summary))
+        for step_row, step in zip(steps, summary.steps, strict=True):  # the x axis: optimizer steps so far
+            context.tracker.log_metrics(run_id, {f"step.{k}": v for k, v in step.items()}, step_row.step)
+
+    run = TrainingRun(
+        experiment=config.name,
+        label=label,
+        config=method,
+        tasks=[Task(s.benchmark, s.train) for s in context.splits],
+        seed=seed,
+        iterations=config.iterations,
+        repeats=config.evaluation.repeats,
+        params=params,
+        checkpoints=checkpoints,
+        final_collection=config.evaluation.collect_final,
+        evaluated_iterations=None if config.evaluation.every_iteration else frozenset({0, config.iterations}),
+        untrained_twins={t: twins[t] for t in context.collection_twins.get(label, ()) if t in twins},
+    )
+    try:
+        await run_method(
+            generator,
+            engine,
+            store,
+            run,
+            evaluate=evaluate,
+            on_iteration=on_iteration,
+            on_phase=lambda iteration, phase: context.progress.phase(
+                label, seed, phase, iteration, config.iterations, phase_counts(context.splits, config, phase, method)
+            ),
+            progress=context.bars,
+        )
+    finally:
+        await engine.close()
+
+    async def evaluate_final(other: WorkflowEngine, transfer: EvalTarget) -> None:
+        await evaluate_generator(generator, context.splits, other, transfer, params)
+
+    await _evaluate_transfers(context, store, spec, seed, config.iterations, run_id, evaluate_final)
+    final = checkpoints / f"iter{config.iterations}"
+    if final.is_dir():
+        context.tracker.log_artifact(run_id, final, "adapter")
