@@ -29,6 +29,7 @@ SCRIPTS = (
     "update_memory.py",
     "calibration.py",
     "quickstart_time.py",
+    "cluster.py",
 )
 
 

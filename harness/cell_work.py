@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from spogw.harness.policy.sampling import SamplingParams
     from spogw.harness.store import SQLiteStore
     from spogw.harness.tracking import Tracker
+    from spogw.harness.train import TrainingRun
     from spogw.harness.workflows.engine import WorkflowEngine
 
 EvaluationHook = Callable[[str, int, int, dict[str, float]], None]
@@ -44,6 +45,8 @@ class ExperimentContext:
     """Progress bars inside phases (drawn only on a terminal); False with --quiet."""
     notice: Callable[[str], None] = field(default=say)
     """Says something the user must know now (a run that cannot learn): stderr and run.log."""
+    launch_token: str | None = None
+    """Under `accelerate launch` / torchrun: this launch's token (harness/launch.py); None: one process."""
 
     @functools.cached_property
     def untrained_twins(self) -> dict[str, tuple[str, ...]]:
@@ -172,7 +175,7 @@ async def run_trainable(
     """``twins``: label -> the store holding that twin cell's rows (harness/cells.py)."""
     from spogw.harness.policy.model import load_generator
     from spogw.harness.store import IterationRow
-    from spogw.harness.train import IterationSummary, Task, TrainingRun, group_rows, run_method, step_rows
+    from spogw.harness.train import IterationSummary, group_rows, run_method, step_rows
 
     config = context.config
     label = spec.display_label
@@ -180,8 +183,6 @@ async def run_trainable(
     record_generator(context.run_dir, generator, config.generator)
     params = _sampling_params(config, spec)
     engine = _engine(config.executor_for(spec), seed)
-    checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
-    checkpoints.mkdir(parents=True, exist_ok=True)
 
     async def evaluate(iteration: int) -> None:
         target = EvalTarget(store, config.name, label, seed, iteration, config.evaluation.repeats)
@@ -215,20 +216,7 @@ async def run_trainable(
         for step_row, step in zip(steps, summary.steps, strict=True):  # the x axis: optimizer steps so far
             context.tracker.log_metrics(run_id, {f"step.{k}": v for k, v in step.items()}, step_row.step)
 
-    run = TrainingRun(
-        experiment=config.name,
-        label=label,
-        config=method,
-        tasks=[Task(s.benchmark, s.train) for s in context.splits],
-        seed=seed,
-        iterations=config.iterations,
-        repeats=config.evaluation.repeats,
-        params=params,
-        checkpoints=checkpoints,
-        final_collection=config.evaluation.collect_final,
-        evaluated_iterations=None if config.evaluation.every_iteration else frozenset({0, config.iterations}),
-        untrained_twins={t: twins[t] for t in context.collection_twins.get(label, ()) if t in twins},
-    )
+    run = training_run(context, spec, method, seed, twins)
     try:
         await run_method(
             generator,
@@ -243,12 +231,69 @@ async def run_trainable(
             progress=context.bars,
         )
     finally:
+        if run.sync is not None:
+            run.sync.ended()  # the other ranks stop waiting for collections
         await engine.close()
 
     async def evaluate_final(other: WorkflowEngine, transfer: EvalTarget) -> None:
         await evaluate_generator(generator, context.splits, other, transfer, params)
 
     await _evaluate_transfers(context, store, spec, seed, config.iterations, run_id, evaluate_final)
-    final = checkpoints / f"iter{config.iterations}"
-    if final.is_dir():
+    final = run.checkpoints / f"iter{config.iterations}" if run.checkpoints is not None else None
+    if final is not None and final.is_dir():
         context.tracker.log_artifact(run_id, final, "adapter")
+
+
+def training_run(
+    context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, twins: dict[str, SQLiteStore]
+) -> TrainingRun:
+    """The cell's TrainingRun (every rank of a launch builds the same one; rank 0's syncs)."""
+    from spogw.harness.cells import Cell
+    from spogw.harness.distributed import current_ranks
+    from spogw.harness.launch import CollectionSync
+    from spogw.harness.train import Task, TrainingRun
+
+    config, label = context.config, spec.display_label
+    checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    sync = None
+    if context.launch_token is not None:
+        sync = CollectionSync(Cell(label, seed).folder(context.run_dir), context.launch_token, current_ranks())
+    return TrainingRun(
+        experiment=config.name,
+        label=label,
+        config=method,
+        tasks=[Task(s.benchmark, s.train) for s in context.splits],
+        seed=seed,
+        iterations=config.iterations,
+        repeats=config.evaluation.repeats,
+        params=_sampling_params(config, spec),
+        checkpoints=checkpoints,
+        final_collection=config.evaluation.collect_final,
+        evaluated_iterations=None if config.evaluation.every_iteration else frozenset({0, config.iterations}),
+        untrained_twins={t: twins[t] for t in context.collection_twins.get(label, ()) if t in twins},
+        sync=sync,
+    )
+
+
+async def follow_trainable(context: ExperimentContext, spec: MethodSpec, method: Any, seed: int) -> None:
+    """A rank other than 0 of a launch (harness/launch.py): the cell's update steps with rank 0,
+    on the rollouts rank 0 collects into the cell's shard (read-only here); nothing written."""
+    import asyncio
+
+    from spogw.harness.cells import Cell
+    from spogw.harness.launch import LaunchEnded
+    from spogw.harness.policy.model import load_generator
+    from spogw.harness.store import SQLiteStore
+    from spogw.harness.train import run_method
+
+    generator = load_generator(context.config.generator, progress=False)
+    run = training_run(context, spec, method, seed, {})
+    shard = Cell(spec.display_label, seed).shard(context.run_dir)
+    while not shard.is_file():  # rank 0 creates it when it opens the cell
+        await asyncio.sleep(0.5)
+    with SQLiteStore(shard, read_only=True) as store:
+        try:
+            await run_method(generator, None, store, run)
+        except LaunchEnded:
+            return

@@ -295,29 +295,72 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 def _refuse_a_launcher(command: str) -> None:
-    """Under `accelerate launch` / torchrun every process would run the whole experiment: collect,
-    pay for executor calls and write the same run folder. Only the update step is data-parallel yet."""
+    """Under `accelerate launch` / torchrun every process would run the whole sweep: collect, pay
+    for executor calls and write the same folders. A launch trains one cell (`spogw run`)."""
     from spogw.harness.distributed import launched
     from spogw.harness.errors import InputError
 
     if launched():
         raise InputError(
             f"spogw {command} was started by a launcher (WORLD_SIZE > 1): every process would run the whole "
-            "experiment. Run it as one process; data-parallel update steps (harness/distributed.py) are not yet "
-            "wired into the runner (docs/gpu.md)."
+            f"{command}. Run it as one process; a launch trains one cell of `spogw run` (docs/gpu.md)."
         )
+
+
+def _launched_cell(args: argparse.Namespace, config: ExperimentConfig) -> int | None:
+    """Under `accelerate launch` / torchrun (WORLD_SIZE > 1): one trained cell on every rank
+    (harness/launch.py): rank 0 runs it as `spogw run` would, the others join its update steps.
+    None without a launcher. Raises InputError unless --methods and --seeds name one trained cell."""
+    from spogw.harness.distributed import init_from_environment, launched
+    from spogw.harness.launch import launch_token
+    from spogw.harness.plan import select_methods, select_seeds
+    from spogw.methods.static import StaticConfig
+
+    if not launched():
+        return None
+    from spogw.harness.config import method_config
+    from spogw.harness.errors import InputError
+
+    cells = [(s, k) for s in select_methods(config, _methods(args)) for k in select_seeds(config, _seeds(args.seeds))]
+    trained = len(cells) == 1 and not isinstance(method_config(cells[0][0]), StaticConfig)
+    if args.ray is not None or args.dry_run or not trained:
+        raise InputError(
+            f"spogw run was started by a launcher (WORLD_SIZE={os.environ.get('WORLD_SIZE')}): a launch trains one "
+            f"cell on its ranks; give --methods and --seeds that select one trained cell (selected: {len(cells)}"
+            f"{', with --ray' if args.ray is not None else ''}{', with --dry-run' if args.dry_run else ''}). "
+            "Many cells at once: spogw run --ray (docs/cluster.md)."
+        )
+    ranks = init_from_environment()
+    token = launch_token(ranks)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if ranks.main:
+        from spogw.harness.runner import run_experiment
+        from spogw.reports.report import finish_report
+
+        run_experiment(config, run_dir, methods=_methods(args), seeds=_seeds(args.seeds), force_new=args.force_new,
+                       progress=not args.quiet, finish=finish_report, launch_token=token)  # fmt: skip
+        return 0
+    from spogw.harness.runner import follow_cell
+
+    follow_cell(config, run_dir, cells[0][0], cells[0][1], token)
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> list[str] | None:
+    return [m for m in args.methods.split(",") if m] if args.methods else None
 
 
 def _run(args: argparse.Namespace) -> int:
     from spogw.harness.config import load_experiment
-
-    _refuse_a_launcher("run")
     from spogw.harness.plan import load_splits, plan_experiment, select_methods, select_seeds
     from spogw.harness.run_folder import default_run_dir
     from spogw.harness.runner import run_experiment
 
     config = load_experiment(args.experiment, args.set)
-    methods = [m for m in args.methods.split(",") if m] if args.methods else None
+    launched = _launched_cell(args, config)
+    if launched is not None:
+        return launched
+    methods = _methods(args)
     seeds = _seeds(args.seeds)
     if args.dry_run:
         splits = load_splits(config)

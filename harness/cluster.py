@@ -97,7 +97,7 @@ def cell_task(
     tracker = Tracker(folder, config.tracking.experiment_name or config.name, config.tracking.uri)
     context = ExperimentContext(config, folder, load_splits(config), tracker, parent_run, progress, bars=False)
     try:
-        run_cell(context, spec, seed)
+        run_cell(context, spec, seed, merge=False)
     finally:
         progress.close()
     return {"label": label, "seed": seed, "pid": os.getpid(), "node": socket.gethostname()}
@@ -186,7 +186,7 @@ def run_on_ray(
 
 def _wait_for_cells(ray: Any, refs: dict[tuple[str, int], Any], context: Any, run_dir: Path) -> list[str]:
     """Report each cell as it ends; returns 'cell: why' for each failed one."""
-    from spogw.harness.cells import Cell
+    from spogw.harness.cells import Cell, merge
 
     cells = {ref: cell for cell, ref in refs.items()}
     pending = list(cells)
@@ -194,6 +194,7 @@ def _wait_for_cells(ray: Any, refs: dict[tuple[str, int], Any], context: Any, ru
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         label, seed = cells[ready[0]]
+        merge(run_dir, [Cell(label, seed)])  # done or failed: its rows join the union (only here: one writer)
         try:
             ray.get(ready[0])
         except ray.exceptions.RayError as err:

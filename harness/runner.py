@@ -48,8 +48,8 @@ from spogw.harness.run_folder import (
 if TYPE_CHECKING:
     from spogw.harness.tracking import Tracker
 
-__all__ = ["EvaluationHook", "ExperimentContext", "Finisher", "finish_experiment", "open_experiment", "run_cell",
-           "run_experiment"]  # fmt: skip
+__all__ = ["EvaluationHook", "ExperimentContext", "Finisher", "finish_experiment", "follow_cell", "open_experiment",
+           "run_cell", "run_experiment"]  # fmt: skip
 
 Finisher = Callable[[Path, ExperimentConfig, "Tracker", "str | None"], object]
 """(run folder, experiment, tracker, parent MLflow run id) -> None: runs once every cell is done."""
@@ -67,6 +67,7 @@ def run_experiment(
     tracking_params: dict[str, Any] | None = None,
     on_evaluated: EvaluationHook | None = None,
     finish: Finisher | None = None,
+    launch_token: str | None = None,
 ) -> Path:
     """Run (or resume) every method x seed of ``config`` in ``run_dir``; returns the run folder.
 
@@ -77,12 +78,13 @@ def run_experiment(
     ``tracking_parent``: an MLflow run to nest the experiment's parent run under (a sweep's), with
     extra ``tracking_tags`` and ``tracking_params``. ``on_evaluated(label, seed, iteration, metrics)``
     is called after each held-out evaluation by the method's own executor; an exception it raises
-    (a sweep's pruning) stops the run, and its MLflow runs are marked KILLED."""
+    (a sweep's pruning) stops the run, and its MLflow runs are marked KILLED. ``launch_token``: rank 0
+    of `accelerate launch` / torchrun, the launch's token (harness/launch.py)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
     with run_folder_lock(run_dir):  # one process per run folder: a second one is told who holds it
         return _run_cells(
             config, run_dir, methods, seeds, force_new, progress, tracking_parent, tracking_tags, tracking_params,
-            on_evaluated, finish,
+            on_evaluated, finish, launch_token,
         )  # fmt: skip
 
 
@@ -98,12 +100,14 @@ def _run_cells(
     tracking_params: dict[str, Any] | None,
     on_evaluated: EvaluationHook | None,
     finish: Finisher | None,
+    launch_token: str | None,
 ) -> Path:
     """The one-process run: every cell in turn, in this process (harness/cluster.py runs them as Ray
     tasks with the same `run_cell`)."""
     todo = [(spec, seed) for spec in select_methods(config, methods) for seed in select_seeds(config, seeds)]
     context = open_experiment(config, run_dir, len(todo), force_new, progress, tracking_parent, tracking_tags,
                               tracking_params, on_evaluated)  # fmt: skip
+    context.launch_token = launch_token
     try:
         for spec, seed in todo:
             if done_marker(run_dir, spec.display_label, seed).exists():
@@ -134,11 +138,14 @@ def open_experiment(
 ) -> ExperimentContext:
     """Check the experiment's data and tracking server, prepare the run folder and start (or find)
     the experiment's parent MLflow run: what runs once, before any of its ``cells``."""
+    from spogw.harness.cells import UNION
+    from spogw.harness.store import SQLiteStore
     from spogw.harness.tracking import Tracker, require_server, tracking_uri
 
     splits = load_splits(config)
     require_server(tracking_uri(config.tracking.uri, run_dir))  # a dead server fails now, not after minutes
     prepare_run_dir(config, run_dir, force_new)
+    SQLiteStore(run_dir / UNION).close()  # a damaged union is refused now, before any cell's work
     tracker = Tracker(run_dir, config.tracking.experiment_name or config.name, config.tracking.uri)
     parent = tracker.start_parent(
         config.name,
@@ -159,9 +166,10 @@ def _identity(config: ExperimentConfig) -> dict[str, str]:
     }
 
 
-def run_cell(context: ExperimentContext, spec: MethodSpec, seed: int) -> None:
+def run_cell(context: ExperimentContext, spec: MethodSpec, seed: int, merge: bool = True) -> None:
     """Run (or resume) one cell in this process: its shard written under the cell's lock, its nested
-    MLflow run, its done marker; its shard is merged into the run folder's union however it stops."""
+    MLflow run, its done marker. ``merge``: its shard is merged into the run folder's union however
+    it stops (a Ray task leaves that to the driver: one host writes the union, also on NFS)."""
     from spogw.harness import cells
     from spogw.methods.static import StaticConfig
 
@@ -201,7 +209,8 @@ def run_cell(context: ExperimentContext, spec: MethodSpec, seed: int) -> None:
         finally:
             cells.close_all(twins)
             store.close()
-            cells.merge(run_dir, [cell])
+            if merge:
+                cells.merge(run_dir, [cell])
 
 
 def finish_experiment(context: ExperimentContext, finish: Finisher | None) -> None:
@@ -219,3 +228,19 @@ def finish_experiment(context: ExperimentContext, finish: Finisher | None) -> No
     if finish is not None:
         finish(run_dir, context.config, context.tracker, context.parent_run)
     context.tracker.finish(context.parent_run)
+
+
+def follow_cell(config: ExperimentConfig, run_dir: Path | None, spec: MethodSpec, seed: int, token: str) -> None:
+    """A rank other than 0 of `accelerate launch` / torchrun (harness/launch.py): join the update
+    steps of the cell rank 0 runs; nothing written, nothing tracked. A cell already done: nothing."""
+    from spogw.harness.cell_work import follow_trainable
+    from spogw.harness.tracking import Tracker
+
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
+    if done_marker(run_dir, spec.display_label, seed).exists():
+        return  # rank 0 skips it too
+    tracker = Tracker(run_dir, config.name, config.tracking.uri, enabled=False)
+    progress = RunProgress(config.name, 1, None, enabled=False)
+    context = ExperimentContext(config, run_dir, load_splits(config), tracker, None, progress, bars=False)
+    context.launch_token = token
+    asyncio.run(follow_trainable(context, spec, method_config(spec), seed))

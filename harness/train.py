@@ -10,6 +10,7 @@ updates.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import tempfile
 import time
@@ -30,6 +31,7 @@ from spogw.methods.units import GroupUnit, Unit
 
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.launch import CollectionSync
     from spogw.harness.policy.model import Generator
     from spogw.harness.policy.sampling import SamplingParams
     from spogw.harness.workflows.engine import WorkflowEngine
@@ -67,6 +69,10 @@ class TrainingRun:
     """Label -> the store holding its rows (a twin cell's shard), for the labels whose iteration-0
     rollouts (same seed) are this run's by construction (harness.plan.collection_twins): copied
     from there where they are there."""
+    sync: CollectionSync | None = None
+    """Under a launcher (harness/launch.py): rank 0 publishes each collection through it; another
+    rank collects nothing and reads rank 0's rollouts from ``store`` once published, and stops
+    after its last update. None: one process."""
 
 
 @dataclass
@@ -197,7 +203,7 @@ def make_optimizer(generator: Generator, config: MethodConfig) -> torch.optim.Op
 
 async def run_method(
     generator: Generator,
-    engine: WorkflowEngine,
+    engine: WorkflowEngine | None,
     store: RolloutStore,
     run: TrainingRun,
     *,
@@ -225,6 +231,7 @@ async def run_method(
     if saved is not None:
         load_training_state(generator.model, optimizer, saved, generator.identity)
     schedule = SCHEDULES[getattr(config, "schedule", "offline")]
+    following = run.sync is not None and not run.sync.ranks.main  # a rank other than 0 of a launch
     summaries = []
     for iteration in range(start_iteration, run.iterations + 1):
         if evaluate is not None and (run.evaluated_iterations is None or iteration in run.evaluated_iterations):
@@ -232,7 +239,7 @@ async def run_method(
                 on_phase(iteration, "evaluate")
             await evaluate(iteration)
         last = iteration == run.iterations
-        if last and not run.final_collection:
+        if last and (following or not run.final_collection):
             break
         spec = CollectSpec(run.experiment, run.label, run.seed, iteration, config.num_samples, run.repeats)
         torch.manual_seed(iteration_seed(run.seed, iteration))
@@ -246,9 +253,19 @@ async def run_method(
         async def collect(
             task: Task, items: Sequence[Item], spec: CollectSpec = spec, twins: Mapping[str, RolloutStore] = twins
         ) -> list[Rollout]:
-            return await collect_questions(
+            if following and run.sync is not None:  # rank 0's rollouts, once they are in the store
+                await asyncio.to_thread(run.sync.wait)
+                wanted = {item.id for item in items}
+                rows = store.get(spec.experiment, spec.method, spec.seed, spec.iteration)
+                return [r for r in rows if r.query_id in wanted]
+            if engine is None:
+                raise ValueError("run_method: an engine is needed to collect (only a follower of a launch has none)")
+            rollouts = await collect_questions(
                 generator, engine, task.benchmark, items, spec, run.params, store, progress, shared_with=twins
             )
+            if run.sync is not None:
+                run.sync.published()
+            return rollouts
 
         def update(
             rollouts: Sequence[Rollout], iteration: int = iteration

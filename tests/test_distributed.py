@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SPOGW = [sys.executable, "-m", "spogw.harness.cli"]
 
 
 def _step(out: Path, kind: str, ranks: int, micro_batch: int = 0) -> dict[str, float]:
@@ -81,15 +83,69 @@ def test_one_process_is_rank_zero_of_one() -> None:
     assert on_main(lambda: 7, Ranks()) == 7
 
 
-def test_spogw_run_under_a_launcher_is_refused(tmp_path: Path) -> None:
-    """Only the update step is data-parallel yet: a whole run per rank would collect and pay twice."""
-    env = {**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "spogw.harness.cli", "run", "tests/data/runner_small.yaml", "--dry-run"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "started by a launcher (WORLD_SIZE > 1)" in result.stderr, result.stderr
+def test_a_launch_must_select_one_trained_cell_and_sweeps_are_refused(tmp_path: Path) -> None:
+    """Every rank of a launch runs the command: without one trained cell, they would each run the
+    whole experiment (collect, pay for the executor, write the folder): exit 2, nothing touched."""
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"}
+    for extra in ([], ["--methods", "cot", "--seeds", "0"], ["--methods", "spogw", "--seeds", "0", "--ray"]):
+        result = subprocess.run(
+            [*SPOGW, "run", "tests/data/runner_small.yaml", "--run-dir", str(tmp_path / "run"), *extra],
+            cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2 and "a launch trains one cell" in result.stderr, (extra, result.stderr)
+    assert not (tmp_path / "run").exists()
+    result = subprocess.run([*SPOGW, "sweep", "experiments/sweep_spogw.yaml", "--run-dir", str(tmp_path / "sweep")],
+                            cwd=REPO, capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "started by a launcher" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 -m spogw.harness.cli run ... --methods spogw --seeds 0`: rank 0
+    collects, evaluates and writes; both ranks train. LoRA dropout off (the ranks would draw other
+    masks than one process: equal in distribution, not in value). The collected and evaluated rows
+    equal the one-process run's; the losses and the adapters within 1e-6."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from spogw.harness.store import SQLiteStore
+    from tests.chaos import run_tables
+
+    settings = ["--set", "generator.lora.dropout=0.0", "--methods", "spogw", "--seeds", "0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = subprocess.run([*SPOGW, "run", "tests/data/runner_small.yaml", "--run-dir", str(one), "--quiet",
+                             *settings], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    result = subprocess.run([*launcher, "-m", "spogw.harness.cli", "run", "tests/data/runner_small.yaml",
+                             "--run-dir", str(two), "--quiet", *settings],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    tables = {name: run_tables(folder) for name, folder in (("one", one), ("two", two))}
+    for table in ("eval_items", "groups"):
+        assert tables["two"][table] == tables["one"][table], table
+    with SQLiteStore(one / "rollouts.sqlite") as alone, SQLiteStore(two / "rollouts.sqlite") as shared:
+        for iteration in (0, 1, 2):  # the workflows sampled by the adapters (within 1e-6) are the same
+            rows = [store.get("runner_small", "spogw", 0, iteration) for store in (alone, shared)]
+            assert len(rows[0]) == len(rows[1]) and (rows[0] or iteration == 2)  # 2: a final collection, if any
+            for a, b in zip(*rows, strict=True):
+                assert dataclasses.replace(a, old_logp=(), wall_s=0.0) == dataclasses.replace(
+                    b, old_logp=(), wall_s=0.0
+                )
+                assert b.old_logp == pytest.approx(a.old_logp, abs=1e-5)  # exact at iteration 0
+                assert iteration > 0 or a.old_logp == b.old_logp
+    steps = [[json.loads(row[4]) for row in tables[name]["steps"]] for name in ("one", "two")]
+    assert len(steps[0]) == len(steps[1]) > 0
+    for alone, shared in zip(*steps, strict=True):
+        assert shared == pytest.approx(alone, abs=1e-6)
+    for iteration in (1, 2):
+        saved = Path("checkpoints", "spogw", "seed0", f"iter{iteration}", "adapter_model.safetensors")
+        adapters = [load_file(folder / saved) for folder in (one, two)]
+        assert adapters[0].keys() == adapters[1].keys()
+        difference = max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0])
+        print(f"iteration {iteration}: adapter max difference {difference:.2e}")
+        assert difference < 1e-6

@@ -416,7 +416,7 @@ def test_iteration_zero_twins_share_rollouts_that_equal_collecting_them(small_ge
 
     items = list(GSM.items[5:8])
 
-    def gather(method: str, m: int, store: MemoryStore, shared: tuple[str, ...] = ()) -> list[Rollout]:
+    def gather(method: str, m: int, store: MemoryStore, shared: dict[str, MemoryStore] | None = None) -> list[Rollout]:
         async def go() -> list[Rollout]:
             engine = WorkflowEngine(SimExecutor("medium"), concurrency=2, timeout_s=30)
             try:
@@ -444,7 +444,7 @@ def test_iteration_zero_twins_share_rollouts_that_equal_collecting_them(small_ge
         "sample",
         lambda prompts, keys, params: sampled.append(len(prompts)) or real_sample(prompts, keys, params),
     )
-    twin = gather("grpo_kl", 5, store, shared=("spogw",))
+    twin = gather("grpo_kl", 5, store, shared={"spogw": store})
     assert sampled == [len(items) + 1], "only the donor's infra_error row and the samples it lacks are drawn"
     assert len(twin) == 5 * len(items) and {r.method for r in twin} == {"grpo_kl"}
     alone = gather("dpo", 5, MemoryStore())
@@ -455,7 +455,7 @@ def test_iteration_zero_twins_share_rollouts_that_equal_collecting_them(small_ge
         assert shared.old_logp == pytest.approx(own.old_logp, abs=1e-5)
     assert (
         collect_module.copy_twin_rollouts(
-            store, CollectSpec("t", "grpo_kl", 0, 0, 5, 2), [i.id for i in items], ("spogw",)
+            store, CollectSpec("t", "grpo_kl", 0, 0, 5, 2), [i.id for i in items], {"spogw": store}
         )
         == 0
     )
