@@ -278,7 +278,8 @@ def training_run(
 
 async def follow_trainable(context: ExperimentContext, spec: MethodSpec, method: Any, seed: int) -> None:
     """A rank other than 0 of a launch (harness/launch.py): the cell's update steps with rank 0,
-    on the rollouts rank 0 collects into the cell's shard (read-only here); nothing written."""
+    on the rollouts rank 0 collects into the cell's shard (read here, never written). Returns when
+    rank 0 ends the cell (also at once when it was done before this launch)."""
     import asyncio
 
     from spogw.harness.cells import Cell
@@ -287,13 +288,12 @@ async def follow_trainable(context: ExperimentContext, spec: MethodSpec, method:
     from spogw.harness.store import SQLiteStore
     from spogw.harness.train import run_method
 
-    generator = load_generator(context.config.generator, progress=False)
     run = training_run(context, spec, method, seed, {})
-    shard = Cell(spec.display_label, seed).shard(context.run_dir)
-    while not shard.is_file():  # rank 0 creates it when it opens the cell
-        await asyncio.sleep(0.5)
-    with SQLiteStore(shard, read_only=True) as store:
-        try:
+    assert run.sync is not None, "a follower has its launch's token"
+    try:
+        await asyncio.to_thread(run.sync.wait_start)  # rank 0 opened the cell: its shard exists
+        generator = load_generator(context.config.generator, progress=False)
+        with SQLiteStore(Cell(spec.display_label, seed).shard(context.run_dir), read_only=True) as store:
             await run_method(generator, None, store, run)
-        except LaunchEnded:
-            return
+    except LaunchEnded:
+        return

@@ -31,7 +31,7 @@ from pathlib import Path
 from spogw.harness import failpoints
 from spogw.harness.atomic import atomic_write_text
 from spogw.harness.console import progress_log
-from spogw.harness.store import TABLES, SQLiteStore
+from spogw.harness.store import TABLES, SQLiteStore, sqlite_uri
 
 CELLS = "cells"
 SHARD = "rollouts.sqlite"
@@ -68,12 +68,15 @@ def open_shard(run_dir: Path, cell: Cell) -> SQLiteStore:
     if not identity.is_file():
         atomic_write_text(identity, json.dumps({"label": cell.label, "seed": cell.seed}) + "\n")
     path = cell.shard(run_dir)
-    fresh = not path.exists()
-    store = SQLiteStore(path)
     union = run_dir / UNION
-    if fresh and union.is_file():
-        _copy_cell(store.path, union, cell)
-    return store
+    if not path.exists() and union.is_file():
+        # seeded under another name, then renamed: a kill before the rename leaves no shard (the
+        # next open seeds again), never an empty shard whose merge would erase the cell's old rows
+        seeding = folder / f".{SHARD}.seeding-{os.getpid()}"
+        SQLiteStore(seeding).close()
+        _copy_cell(seeding, union, cell)
+        os.replace(seeding, path)
+    return SQLiteStore(path)
 
 
 def twin_shards(run_dir: Path, labels: Sequence[str], seed: int) -> dict[str, SQLiteStore]:
@@ -146,18 +149,12 @@ def merge(run_dir: Path, cells: Sequence[Cell] | None = None) -> Path:
     return union
 
 
-def _uri(path: Path, mode: str) -> str:
-    from urllib.parse import quote
-
-    return f"file:{quote(str(path.resolve()))}?mode={mode}"
-
-
 def _copy_cell(target: Path, source: Path, cell: Cell) -> None:
     """Replace ``cell``'s rows in the store at ``target`` by its rows in ``source`` (the columns
     both have), in one transaction: a shard into the union, or an old union into a new shard."""
-    connection = sqlite3.connect(_uri(target, "rw"), uri=True, isolation_level=None, timeout=60.0)
+    connection = sqlite3.connect(sqlite_uri(target, "rw"), uri=True, isolation_level=None, timeout=60.0)
     with contextlib.closing(connection) as db:
-        db.execute("ATTACH DATABASE ? AS source", (_uri(source, "ro"),))
+        db.execute("ATTACH DATABASE ? AS source", (sqlite_uri(source),))
         db.execute("BEGIN IMMEDIATE")
         try:
             for table in TABLES:

@@ -357,6 +357,11 @@ def _run(args: argparse.Namespace) -> int:
     from spogw.harness.runner import run_experiment
 
     config = load_experiment(args.experiment, args.set)
+    ray_flags = {"--ray-workers": args.ray_workers, "--cpus-per-cell": args.cpus_per_cell,
+                 "--gpus-per-cell": args.gpus_per_cell, "--cell-retries": args.cell_retries}  # fmt: skip
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if args.ray is None and given:
+        raise UsageError(f"{', '.join(given)}: only with --ray (the cells as Ray tasks); this run is one process")
     launched = _launched_cell(args, config)
     if launched is not None:
         return launched
@@ -378,12 +383,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.ray is not None:
             from spogw.harness.cluster import RayOptions, run_on_ray
 
+            defaults = RayOptions()
             options = RayOptions(
                 address=None if args.ray == LOCAL_RAY else args.ray,
                 workers=args.ray_workers,
-                cpus_per_cell=args.cpus_per_cell,
+                cpus_per_cell=defaults.cpus_per_cell if args.cpus_per_cell is None else args.cpus_per_cell,
                 gpus_per_cell=args.gpus_per_cell,
-                max_retries=args.cell_retries,
+                max_retries=defaults.max_retries if args.cell_retries is None else args.cell_retries,
             )
             run_on_ray(config, run_dir, options, methods, seeds, args.force_new, not args.quiet, finish_report)
         else:
@@ -640,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPUs of the local Ray instance (cells at once; default: all)",
     )
-    cluster.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs a cell asks Ray for (default 1)")
+    cluster.add_argument("--cpus-per-cell", type=float, default=None, help="CPUs a cell asks Ray for (default 1)")
     cluster.add_argument(
         "--gpus-per-cell",
         type=float,
@@ -648,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs a cell asks Ray for (default: 1 if the cluster has GPUs)",
     )
     cluster.add_argument(
-        "--cell-retries", type=int, default=2, help="runs again of a cell whose worker died (default 2)"
+        "--cell-retries", type=int, default=None, help="runs again of a cell whose worker died (default 2)"
     )
     runner.set_defaults(func=_run)
 

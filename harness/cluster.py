@@ -8,12 +8,16 @@ has GPUs: the cell trains its generator there), so Ray runs as many cells at onc
 holds. The run folder must be on storage every node sees (NFS, a shared volume): each cell writes
 its own store shard there (harness/cells.py).
 
-- A cell waits for the cells it copies iteration-0 rows from (its untrained twins earlier in the
-  run's order, harness/plan.py), so every cell reads exactly what it reads in the one-process run:
-  the tables are the same.
+- A cell is submitted once the cells it copies iteration-0 rows from (its untrained twins earlier
+  in the run's order, harness/plan.py) have ended, so every cell reads exactly what it reads in the
+  one-process run: the tables are the same. The driver decides this, so a waiting cell holds no
+  worker, and a failed twin does not fail it (it then computes the rows it would have copied).
 - A worker that dies (kill -9, out of memory, a lost node) has its cell retried up to
-  ``max_retries`` times; the retry resumes from the cell's shard and checkpoints. An exception
-  inside a cell (a bug, a dead endpoint) is not retried: it would fail again.
+  ``max_retries`` times (Ray's memory monitor's kills too, on a local instance); the retry resumes
+  from the cell's shard and checkpoints. An exception inside a cell (a bug, a dead endpoint) is not
+  retried: it would fail again.
+- Options that cannot work are refused before any work (exit 2), a cluster that does not answer
+  too (exit 3).
 - Each finished cell is reported as it ends (progress bar, run.log); failed cells are reported
   together once the others are done (`CellsFailed`, exit 1), their tracebacks written to
   ``cells/<name>/failure.txt``.
@@ -25,9 +29,10 @@ Ray is the ``[cluster]`` extra, imported only here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,8 @@ from spogw.harness.config import ExperimentConfig, MethodSpec
 from spogw.harness.errors import CellsFailed, InputError
 from spogw.harness.plan import select_methods, select_seeds
 from spogw.harness.run_folder import done_marker, run_folder_lock
-from spogw.harness.runner import Finisher, finish_experiment, open_experiment, run_cell
+from spogw.harness.runner import Finisher, experiment_session, finish_experiment, open_experiment, run_cell
+from spogw.harness.torch_threads import ENV as THREADS_ENV
 
 
 @dataclass(frozen=True)
@@ -74,19 +80,21 @@ def cell_task(
     parent_run: str | None,
     cwd: str,
     threads: int,
-    *after: object,
+    quiet: bool,
 ) -> dict[str, Any]:
     """One cell, in a Ray worker: the experiment rebuilt from its resolved fields, `run_cell` run.
-    ``after``: the results of the cells it waits for (Ray passes them once they are done)."""
+    Its phase lines go to run.log and to the worker's stderr, which Ray shows on the driver's
+    console (``quiet``: notices only)."""
     import socket
 
+    from spogw.harness import console
     from spogw.harness.console import RunProgress
     from spogw.harness.plan import load_splits
     from spogw.harness.runner import ExperimentContext
     from spogw.harness.torch_threads import ENV
     from spogw.harness.tracking import Tracker
 
-    del after  # an ordering constraint only
+    console.configure(quiet=quiet)  # third-party warnings silenced as in `spogw run`
     if Path(cwd).is_dir():  # relative data paths in the experiment are the driver's
         os.chdir(cwd)
     os.environ[ENV] = str(threads)
@@ -126,75 +134,122 @@ def run_on_ray(
 ) -> Path:
     """Run (or resume) every method x seed of ``config`` in ``run_dir`` as Ray tasks; the same
     tables and report as `harness.runner.run_experiment`. Raises CellsFailed when cells failed
-    (the others are done and kept), InputError when Ray is not installed or an option is wrong."""
-    from spogw.harness.torch_threads import ENV
-
+    (the others are done and kept), InputError when Ray is not installed or an option cannot work
+    (checked against the cluster's resources before any work), ServiceUnavailable when the
+    cluster at ``options.address`` does not answer."""
     ray = _import_ray()
+    _check_options(options)
+    run_dir = Path(run_dir).resolve()
+    todo = [(spec, seed) for spec in select_methods(config, methods) for seed in select_seeds(config, seeds)]
+    with run_folder_lock(run_dir), _ray_session(ray, options):
+        gpus = _check_resources(ray, options)
+        context = open_experiment(config, run_dir, len(todo), force_new, progress)
+        with experiment_session(context):
+            # torch threads: the driver's --threads, else the cell's own CPUs (not the node's cores)
+            threads = int(os.environ.get(THREADS_ENV) or max(1, int(options.cpus_per_cell)))
+            task = ray.remote(cell_task).options(
+                num_cpus=options.cpus_per_cell, num_gpus=gpus, max_retries=options.max_retries, retry_exceptions=False
+            )
+            arguments = (config.model_dump(mode="json"), str(run_dir))
+            extra = (context.parent_run, os.getcwd(), threads, not progress)
+            cells = [(spec.display_label, seed) for spec, seed in todo]
+            waits = _waits_for(todo, context)
+            failures = _schedule(ray, cells, waits, lambda cell: task.remote(*arguments, *cell, *extra), context)
+            if failures:
+                raise CellsFailed(
+                    f"{len(failures)} cells failed (the others are done and kept):\n  "
+                    + "\n  ".join(failures)
+                    + "\nTracebacks: cells/<cell>/failure.txt. Run the same command again to resume them."
+                )
+            finish_experiment(context, finish)
+    return run_dir
+
+
+def _check_options(options: RayOptions) -> None:
+    """Values that cannot work, named by their flag (before Ray starts)."""
     if options.address is not None and options.workers is not None:
         raise InputError(
             f"--ray-workers {options.workers}: it sets the CPUs of a local Ray instance; the cluster at "
             f"{options.address} has its own (start its nodes with `ray start --num-cpus`)"
         )
+    if options.workers is not None and options.workers < 1:
+        raise InputError(f"--ray-workers {options.workers}: give 1 or more")
+    if options.cpus_per_cell <= 0:
+        raise InputError(f"--cpus-per-cell {options.cpus_per_cell:g}: give a positive number")
+    if options.gpus_per_cell is not None and options.gpus_per_cell < 0:
+        raise InputError(f"--gpus-per-cell {options.gpus_per_cell:g}: give 0 or more")
     if options.max_retries < 0:
         raise InputError(f"--cell-retries {options.max_retries}: give 0 or more")
-    run_dir = Path(run_dir).resolve()
-    todo = [(spec, seed) for spec in select_methods(config, methods) for seed in select_seeds(config, seeds)]
-    with run_folder_lock(run_dir):
-        context = open_experiment(config, run_dir, len(todo), force_new, progress)
-        try:
-            if options.address is None:
-                ray.init(num_cpus=options.workers, include_dashboard=False, log_to_driver=True)
-            else:
-                ray.init(address=options.address, log_to_driver=True)
-            gpus = options.gpus_per_cell
-            if gpus is None:
-                gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-            # torch threads: the driver's --threads, else the cell's own CPUs (not the node's cores)
-            threads = int(os.environ.get(ENV) or max(1, int(options.cpus_per_cell)))
-            task = ray.remote(cell_task).options(
-                num_cpus=options.cpus_per_cell, num_gpus=gpus, max_retries=options.max_retries, retry_exceptions=False
+
+
+def _check_resources(ray: Any, options: RayOptions) -> float:
+    """The GPUs a cell asks for; InputError when no node of the cluster could ever hold a cell
+    (Ray would leave the task pending forever)."""
+    total = ray.cluster_resources()
+    gpus = options.gpus_per_cell
+    if gpus is None:
+        gpus = 1.0 if total.get("GPU", 0) > 0 else 0.0
+    for flag, wanted, kind in (("--cpus-per-cell", options.cpus_per_cell, "CPU"), ("--gpus-per-cell", gpus, "GPU")):
+        most = max((node["Resources"].get(kind, 0) for node in ray.nodes() if node.get("Alive")), default=0)
+        if wanted > most:
+            raise InputError(
+                f"{flag} {wanted:g}: no node of the Ray cluster has that many {kind}s (the largest has {most:g}; "
+                f"the cluster {total.get(kind, 0):g} in all)"
             )
-            config_json = config.model_dump(mode="json")
-            refs: dict[tuple[str, int], Any] = {}
-            waits = _waits_for(todo, context)
-            for spec, seed in todo:
-                cell = (spec.display_label, seed)
-                if done_marker(run_dir, *cell).exists():
-                    context.progress.skipped()
-                    continue
-                after = [refs[other] for other in waits[cell] if other in refs]
-                refs[cell] = task.remote(
-                    config_json, str(run_dir), *cell, context.parent_run, os.getcwd(), threads, *after
-                )
-            failures = _wait_for_cells(ray, refs, context, run_dir)
-            if failures:
-                raise CellsFailed(
-                    f"{len(failures)} of {len(refs)} cells failed (the others are done and kept):\n  "
-                    + "\n  ".join(failures)
-                    + "\nTracebacks: cells/<cell>/failure.txt. Run the same command again to resume them."
-                )
-            finish_experiment(context, finish)
-        except BaseException:
-            context.tracker.finish(context.parent_run, "KILLED")
-            raise
-        finally:
-            context.progress.close()
-            if ray.is_initialized():
-                ray.shutdown()
-    return run_dir
+    return gpus
 
 
-def _wait_for_cells(ray: Any, refs: dict[tuple[str, int], Any], context: Any, run_dir: Path) -> list[str]:
-    """Report each cell as it ends; returns 'cell: why' for each failed one."""
+@contextlib.contextmanager
+def _ray_session(ray: Any, options: RayOptions) -> Iterator[None]:
+    """Ray started (a local instance) or joined (a cluster) for the run, and left at its end. A dead
+    worker's task is retried ``options.max_retries`` times, also when Ray's memory monitor killed it
+    (a local instance; on a cluster, set RAY_task_oom_retries when starting its nodes)."""
+    from spogw.harness.errors import ServiceUnavailable
+
+    if options.address is None:
+        system = {"task_oom_retries": options.max_retries}
+        ray.init(num_cpus=options.workers, include_dashboard=False, log_to_driver=True, _system_config=system)
+    else:
+        try:
+            ray.init(address=options.address, log_to_driver=True)
+        except (ConnectionError, TimeoutError) as err:
+            raise ServiceUnavailable(f"--ray {options.address}: no Ray cluster answers there ({err})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _schedule(
+    ray: Any,
+    cells: Sequence[tuple[str, int]],
+    waits: dict[tuple[str, int], list[tuple[str, int]]],
+    submit: Callable[[tuple[str, int]], Any],
+    context: Any,
+) -> list[str]:
+    """Submit each cell that is not done once the cells it waits for have ended (done or failed:
+    its rows are the same either way, it copies fewer of them), report each as it ends, merge its
+    shard into the union (here only: one writer); returns 'cell: why' for each failed one."""
     from spogw.harness.cells import Cell, merge
 
-    cells = {ref: cell for cell, ref in refs.items()}
-    pending = list(cells)
-    failures = []
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        label, seed = cells[ready[0]]
-        merge(run_dir, [Cell(label, seed)])  # done or failed: its rows join the union (only here: one writer)
+    run_dir = context.run_dir
+    queue = []
+    for cell in cells:
+        if done_marker(run_dir, *cell).exists():
+            context.progress.skipped()
+        else:
+            queue.append(cell)
+    ended: set[tuple[str, int]] = {cell for cell in cells if cell not in queue}
+    running: dict[Any, tuple[str, int]] = {}
+    failures: list[str] = []
+    while queue or running:
+        for cell in [c for c in queue if all(w in ended for w in waits[c])]:
+            queue.remove(cell)
+            running[submit(cell)] = cell
+        ready, _ = ray.wait(list(running), num_returns=1)
+        label, seed = cell = running.pop(ready[0])
+        ended.add(cell)
+        merge(run_dir, [Cell(label, seed)])  # done or failed: its rows join the union
         try:
             ray.get(ready[0])
         except ray.exceptions.RayError as err:

@@ -26,7 +26,8 @@ the simulator by its call), so a resumed run writes the same rows an uninterrupt
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,10 +47,11 @@ from spogw.harness.run_folder import (
 )
 
 if TYPE_CHECKING:
+    from spogw.harness.launch import CollectionSync
     from spogw.harness.tracking import Tracker
 
-__all__ = ["EvaluationHook", "ExperimentContext", "Finisher", "finish_experiment", "follow_cell", "open_experiment",
-           "run_cell", "run_experiment"]  # fmt: skip
+__all__ = ["EvaluationHook", "ExperimentContext", "Finisher", "experiment_session", "finish_experiment", "follow_cell",
+           "open_experiment", "run_cell", "run_experiment"]  # fmt: skip
 
 Finisher = Callable[[Path, ExperimentConfig, "Tracker", "str | None"], object]
 """(run folder, experiment, tracker, parent MLflow run id) -> None: runs once every cell is done."""
@@ -108,21 +110,30 @@ def _run_cells(
     context = open_experiment(config, run_dir, len(todo), force_new, progress, tracking_parent, tracking_tags,
                               tracking_params, on_evaluated)  # fmt: skip
     context.launch_token = launch_token
-    try:
+    with experiment_session(context):
         for spec, seed in todo:
             if done_marker(run_dir, spec.display_label, seed).exists():
                 context.progress.skipped()
+                if launch_token is not None:  # the other ranks of the launch stop waiting for it
+                    _cell_sync(context, spec, seed).ended()
                 continue
             run_cell(context, spec, seed)
             context.progress.finished(spec.display_label, seed)
         finish_experiment(context, finish)
+    return run_dir
+
+
+@contextlib.contextmanager
+def experiment_session(context: ExperimentContext) -> Iterator[None]:
+    """Around a driver's work on its cells: a stopped run (an error, a sweep's pruning, Ctrl-C) must
+    not stay RUNNING in MLflow (re-running resumes it), and the progress bar and run.log close."""
+    try:
+        yield
     except BaseException:
-        # a stopped run (error, pruning, Ctrl-C) must not stay RUNNING in MLflow; re-running resumes it
         context.tracker.finish(context.parent_run, "KILLED")
         raise
     finally:
         context.progress.close()
-    return run_dir
 
 
 def open_experiment(
@@ -178,6 +189,8 @@ def run_cell(context: ExperimentContext, spec: MethodSpec, seed: int, merge: boo
     method = method_config(spec)
     run_id: str | None = None
     with cells.cell_lock(run_dir, cell):
+        if done_marker(run_dir, cell.label, seed).exists():
+            return  # a retried task whose first run finished (killed after its marker)
         store = cells.open_shard(run_dir, cell)
         labels = {*context.untrained_twins.get(cell.label, ()), *context.collection_twins.get(cell.label, ())}
         twins = cells.twin_shards(run_dir, sorted(labels), seed)
@@ -230,15 +243,23 @@ def finish_experiment(context: ExperimentContext, finish: Finisher | None) -> No
     context.tracker.finish(context.parent_run)
 
 
+def _cell_sync(context: ExperimentContext, spec: MethodSpec, seed: int) -> CollectionSync:
+    from spogw.harness.cells import Cell
+    from spogw.harness.distributed import current_ranks
+    from spogw.harness.launch import CollectionSync
+
+    assert context.launch_token is not None
+    return CollectionSync(Cell(spec.display_label, seed).folder(context.run_dir), context.launch_token, current_ranks())
+
+
 def follow_cell(config: ExperimentConfig, run_dir: Path | None, spec: MethodSpec, seed: int, token: str) -> None:
     """A rank other than 0 of `accelerate launch` / torchrun (harness/launch.py): join the update
-    steps of the cell rank 0 runs; nothing written, nothing tracked. A cell already done: nothing."""
+    steps of the cell rank 0 runs; nothing tracked. Rank 0 decides everything (where the cell
+    starts, or that it was done already) and says so through the cell's sync files."""
     from spogw.harness.cell_work import follow_trainable
     from spogw.harness.tracking import Tracker
 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
-    if done_marker(run_dir, spec.display_label, seed).exists():
-        return  # rank 0 skips it too
     tracker = Tracker(run_dir, config.name, config.tracking.uri, enabled=False)
     progress = RunProgress(config.name, 1, None, enabled=False)
     context = ExperimentContext(config, run_dir, load_splits(config), tracker, None, progress, bars=False)

@@ -196,7 +196,12 @@ class SQLiteStore:
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no such store")
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=60.0)
+            self._db = sqlite3.connect(sqlite_uri(self.path), uri=True, isolation_level=None, timeout=60.0)
+            try:
+                check_database(self._db, self.path)
+            except StoreCorrupted:
+                self._db.close()
+                raise
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, one per batch.
@@ -373,6 +378,13 @@ class SQLiteStore:
         return pd.read_sql_query(f"SELECT * FROM {name}", self._db)
 
 
+def sqlite_uri(path: Path, mode: str = "ro") -> str:
+    """SQLite's URI of ``path`` (quoted: a folder name may hold '?' or '#'), in ``mode``."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.resolve()))}?mode={mode}"
+
+
 @contextmanager
 def connect_read_only(run_dir: str | Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection to a run folder's store (the run may still be writing to it), closed
@@ -381,7 +393,7 @@ def connect_read_only(run_dir: str | Path) -> Iterator[sqlite3.Connection]:
     path = Path(run_dir) / "rollouts.sqlite"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: {path} does not exist")
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with closing(sqlite3.connect(sqlite_uri(path), uri=True)) as db:
         check_database(db, path)
         yield db
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -227,11 +228,17 @@ async def run_method(
 
     config = run.config
     optimizer = make_optimizer(generator, config)
-    start_iteration, saved = latest_checkpoint(run.checkpoints, run.iterations)
+    following = run.sync is not None and not run.sync.ranks.main  # a rank other than 0 of a launch
+    if following and run.sync is not None:  # rank 0 says where the cell starts (harness/launch.py)
+        start_iteration = await asyncio.to_thread(run.sync.wait_start)
+        saved = run.checkpoints / f"iter{start_iteration}" if start_iteration and run.checkpoints else None
+    else:
+        start_iteration, saved = latest_checkpoint(run.checkpoints, run.iterations)
     if saved is not None:
         load_training_state(generator.model, optimizer, saved, generator.identity)
+    if run.sync is not None and not following:
+        run.sync.started(start_iteration)
     schedule = SCHEDULES[getattr(config, "schedule", "offline")]
-    following = run.sync is not None and not run.sync.ranks.main  # a rank other than 0 of a launch
     summaries = []
     for iteration in range(start_iteration, run.iterations + 1):
         if evaluate is not None and (run.evaluated_iterations is None or iteration in run.evaluated_iterations):
@@ -249,12 +256,18 @@ async def run_method(
                 generator.load_reference(previous)
 
         twins = run.untrained_twins if iteration == 0 else {}
+        batches = itertools.count()  # the iteration's collections, in the schedule's order on every rank
 
         async def collect(
-            task: Task, items: Sequence[Item], spec: CollectSpec = spec, twins: Mapping[str, RolloutStore] = twins
+            task: Task,
+            items: Sequence[Item],
+            spec: CollectSpec = spec,
+            twins: Mapping[str, RolloutStore] = twins,
+            batches: Iterator[int] = batches,
         ) -> list[Rollout]:
+            batch = next(batches)
             if following and run.sync is not None:  # rank 0's rollouts, once they are in the store
-                await asyncio.to_thread(run.sync.wait)
+                await asyncio.to_thread(run.sync.wait, spec.iteration, batch)
                 wanted = {item.id for item in items}
                 rows = store.get(spec.experiment, spec.method, spec.seed, spec.iteration)
                 return [r for r in rows if r.query_id in wanted]
@@ -264,7 +277,7 @@ async def run_method(
                 generator, engine, task.benchmark, items, spec, run.params, store, progress, shared_with=twins
             )
             if run.sync is not None:
-                run.sync.published()
+                run.sync.published(spec.iteration, batch)
             return rollouts
 
         def update(

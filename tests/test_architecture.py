@@ -15,6 +15,8 @@ COMPOSITION_ROOTS = {"spogw.harness", "spogw.harness.cli"}
 ORCHESTRATION = {
     "spogw.harness.runner",
     "spogw.harness.cluster",
+    "spogw.harness.cell_work",
+    "spogw.harness.launch",
     "spogw.harness.train",
     "spogw.harness.cli",
     "spogw.harness.sweeps.study",

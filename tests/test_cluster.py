@@ -158,8 +158,9 @@ def apart_from_timings(markdown: str) -> str:
     return "\n".join(lines)
 
 
-def _tracked(run_dir: Path) -> dict[str, dict[str, float]]:
-    """Per nested MLflow run (its name), its metrics' last values, timings left out."""
+def _tracked(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Per nested MLflow run (its name), each metric's whole history as (step, value), timings left
+    out (a point logged twice shows)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
@@ -169,7 +170,11 @@ def _tracked(run_dir: Path) -> dict[str, dict[str, float]]:
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     return {
-        r.info.run_name: {k: v for k, v in r.data.metrics.items() if not k.endswith(TIMINGS)}
+        r.info.run_name: {
+            key: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, key))
+            for key in r.data.metrics
+            if not key.endswith(TIMINGS)
+        }
         for r in runs
         if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
     }
@@ -183,6 +188,9 @@ def test_two_ray_workers_write_the_tables_and_report_of_the_one_process_run(
     assert run_tables(tmp_path / "run") == run_tables(one_process)
     report = apart_from_timings((tmp_path / "run" / "report.md").read_text())
     assert report == apart_from_timings((one_process / "report.md").read_text())
+    with SQLiteStore(tmp_path / "run" / "rollouts.sqlite") as union:  # the twin copied, as in one process:
+        copied = [[r.wall_s for r in union.get("cluster_small", m, 0, 0)] for m in ("spogw", "score_dpo")]
+    assert copied[0] and copied[0] == copied[1], "score_dpo's iteration-0 rollouts are spogw's rows, copied"
     tracked = _tracked(tmp_path / "run")
     assert sorted(tracked) == ["cot-seed0", "score_dpo-seed0", "spogw-seed0"], "one nested run per cell"
     assert tracked == _tracked(one_process), "every metric logged, as the one-process run logs it"
@@ -193,31 +201,25 @@ def test_two_ray_workers_write_the_tables_and_report_of_the_one_process_run(
 def test_a_worker_killed_mid_cell_is_retried_and_a_killed_driver_resumes(
     one_process: Path, tmp_path: Path, ray_temp: Path
 ) -> None:
-    """The chaos drill in distributed mode: SIGKILL of the worker running spogw once its shard has
-    rows (Ray reruns the cell, which resumes from its shard and checkpoints), then SIGKILL of the
-    driver of a second run once a cell is done (the same command finishes it); both end with the
-    tables of the uninterrupted one-process run."""
-    worker_run = tmp_path / "worker"
-    process = _start(worker_run, ray_temp)
+    """The chaos drill in distributed mode, in one run: SIGKILL of the worker running spogw once its
+    shard has rows (Ray runs the cell again, resuming from its shard and checkpoints), then, once
+    that retry runs and a cell is done, SIGKILL of the driver; the same command finishes the run
+    with the tables of the uninterrupted one-process run, without running a done cell again."""
+    run_dir = tmp_path / "run"
+    process = _start(run_dir, ray_temp)
     cell = cells.Cell("spogw", 0)
-    mid_cell = lambda: _has_rollouts(cell.shard(worker_run)) and not (worker_run / "done" / cell.name).exists()  # noqa: E731
-    killed = _kill_when(mid_cell, lambda: _holder(worker_run, cell))
-    code, output = _finish(process)
-    assert code == 0, output[-3000:]
-    assert killed != _holder(worker_run, cell), "a new worker ran the cell again"
-    assert run_tables(worker_run) == run_tables(one_process)
-
-    driver_run = tmp_path / "driver"
-    process = _start(driver_run, ray_temp)
-    _kill_when(lambda: any((driver_run / "done").glob("*")), lambda: process.pid)
+    mid_cell = lambda: _has_rollouts(cell.shard(run_dir)) and not (run_dir / "done" / cell.name).exists()  # noqa: E731
+    killed = _kill_when(mid_cell, lambda: _holder(run_dir, cell))
+    retried = lambda: _holder(run_dir, cell) != killed and any((run_dir / "done").glob("*"))  # noqa: E731
+    _kill_when(retried, lambda: process.pid)
     process.wait(60)
-    assert not (driver_run / "report.md").exists()
-    done = {path.name: _holder(driver_run, _cell(path.name)) for path in (driver_run / "done").iterdir()}
-    code, output = _finish(_start(driver_run, ray_temp))
+    assert not (run_dir / "report.md").exists()
+    done = {path.name: _holder(run_dir, _cell(path.name)) for path in (run_dir / "done").iterdir()}
+    code, output = _finish(_start(run_dir, ray_temp))
     assert code == 0, output[-3000:]
-    assert run_tables(driver_run) == run_tables(one_process)
-    assert {name: _holder(driver_run, _cell(name)) for name in done} == done, "a cell done is not run again"
-    assert (driver_run / "report.md").is_file()
+    assert run_tables(run_dir) == run_tables(one_process)
+    assert {name: _holder(run_dir, _cell(name)) for name in done} == done, "a cell done is not run again"
+    assert (run_dir / "report.md").is_file()
 
 
 def _cell(name: str) -> cells.Cell:
@@ -252,10 +254,21 @@ def _kill_when(ready: Callable[[], bool], pid: Callable[[], int]) -> int:
     return target
 
 
-def test_ray_options_that_cannot_work_are_named_with_exit_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*SPOGW, "run", str(CLUSTER), "--run-dir", str(tmp_path / "r"), "--ray", "auto", "--ray-workers", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2 and "--ray-workers 2" in result.stderr and "local Ray instance" in result.stderr
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ray", "auto", "--ray-workers", "2"], "--ray-workers 2: it sets the CPUs of a local Ray instance"),
+        (["--ray-workers", "2"], "--ray-workers: only with --ray"),
+        (["--ray", "--ray-workers", "0"], "--ray-workers 0: give 1 or more"),
+        (["--ray", "--ray-workers", "1", "--cpus-per-cell", "2"], "--cpus-per-cell 2: no node of the Ray cluster"),
+    ],
+)
+def test_ray_options_that_cannot_work_are_named_with_exit_2(
+    tmp_path: Path, ray_temp: Path, flags: list[str], message: str
+) -> None:
+    """Refused before any work (a task asking more than any node has would wait forever)."""
+    env = {**os.environ, "RAY_TMPDIR": str(ray_temp), "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run([*SPOGW, "run", str(CLUSTER), "--run-dir", str(tmp_path / "r"), *flags], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "r").exists(), "nothing was touched"

@@ -112,7 +112,15 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
     from spogw.harness.store import SQLiteStore
     from tests.chaos import run_tables
 
-    settings = ["--set", "generator.lora.dropout=0.0", "--methods", "spogw", "--seeds", "0"]
+    settings = [
+        "--set",
+        "generator.lora.dropout=0.0",
+        "--set",
+        "iterations=1",
+        "--set",
+        "evaluation.collect_final=true",
+    ]
+    settings += ["--methods", "spogw", "--seeds", "0"]  # one update iteration; the final collection by its adapter
     one, two = tmp_path / "one", tmp_path / "two"
     result = subprocess.run([*SPOGW, "run", "tests/data/runner_small.yaml", "--run-dir", str(one), "--quiet",
                              *settings], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -129,9 +137,9 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
     for table in ("eval_items", "groups"):
         assert tables["two"][table] == tables["one"][table], table
     with SQLiteStore(one / "rollouts.sqlite") as alone, SQLiteStore(two / "rollouts.sqlite") as shared:
-        for iteration in (0, 1, 2):  # the workflows sampled by the adapters (within 1e-6) are the same
+        for iteration in (0, 1):  # the workflows sampled by the adapters (within 1e-6) are the same
             rows = [store.get("runner_small", "spogw", 0, iteration) for store in (alone, shared)]
-            assert len(rows[0]) == len(rows[1]) and (rows[0] or iteration == 2)  # 2: a final collection, if any
+            assert len(rows[0]) == len(rows[1]) > 0
             for a, b in zip(*rows, strict=True):
                 assert dataclasses.replace(a, old_logp=(), wall_s=0.0) == dataclasses.replace(
                     b, old_logp=(), wall_s=0.0
@@ -142,7 +150,7 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
     assert len(steps[0]) == len(steps[1]) > 0
     for alone, shared in zip(*steps, strict=True):
         assert shared == pytest.approx(alone, abs=1e-6)
-    for iteration in (1, 2):
+    for iteration in (1,):
         saved = Path("checkpoints", "spogw", "seed0", f"iter{iteration}", "adapter_model.safetensors")
         adapters = [load_file(folder / saved) for folder in (one, two)]
         assert adapters[0].keys() == adapters[1].keys()

@@ -70,7 +70,9 @@ def test_three_spogw_iterations_raise_the_training_score_on_two_of_three_seeds(s
     torch.set_num_threads(2)  # the documented learning check ran with two threads (float sums depend on it)
     try:
         improved = 0
-        for seed in (0, 1, 2):
+        for done, seed in enumerate((0, 1, 2)):
+            if improved >= 2 or improved + (3 - done) < 2:
+                break  # the verdict on "2 of 3" is decided: the third seed runs only when the first two split
             scores, ok = spogw_train_scores(seed)
             assert len(scores) == 4, "iterations 0..3 (the last is the final collection)"
             print(
