@@ -210,6 +210,7 @@ def _ray_session(ray: Any, options: RayOptions) -> Iterator[None]:
         system = {"task_oom_retries": options.max_retries}
         ray.init(num_cpus=options.workers, include_dashboard=False, log_to_driver=True, _system_config=system)
     else:
+        _probe(options.address)
         try:
             ray.init(address=options.address, log_to_driver=True)
         except (ConnectionError, TimeoutError) as err:
@@ -218,6 +219,30 @@ def _ray_session(ray: Any, options: RayOptions) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(address: str) -> None:
+    """A HOST:PORT address that accepts no connection within PROBE_TIMEOUT_S: ServiceUnavailable.
+    Why: ray.init retries an unreachable GCS for minutes in silence (measured: still waiting after
+    200 s for 127.0.0.1:9). ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    from spogw.harness.errors import ServiceUnavailable
+
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise ServiceUnavailable(
+            f"--ray {address}: no Ray cluster answers there ({err}); start it (ray start --head --port {port}) "
+            "or leave out the address to start a local instance"
+        ) from None
 
 
 def _schedule(

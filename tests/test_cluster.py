@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -271,4 +272,15 @@ def test_ray_options_that_cannot_work_are_named_with_exit_2(
     result = subprocess.run([*SPOGW, "run", str(CLUSTER), "--run-dir", str(tmp_path / "r"), *flags], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "r").exists(), "nothing was touched"
+
+
+def test_a_cluster_address_where_nothing_answers_stops_with_exit_3(tmp_path: Path) -> None:
+    """Before any work: ray.init alone would retry in silence for minutes (measured: over 200 s)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [*SPOGW, "run", str(CLUSTER), "--run-dir", str(tmp_path / "r"), "--ray", f"127.0.0.1:{port}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3 and f"--ray 127.0.0.1:{port}: no Ray cluster answers there" in result.stderr
     assert not (tmp_path / "r").exists(), "nothing was touched"
