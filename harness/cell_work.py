@@ -19,6 +19,7 @@ from spogw.harness.plan import BenchmarkSplit, phase_counts
 from spogw.harness.run_folder import record_generator
 
 if TYPE_CHECKING:
+    from spogw.harness.launch import CollectionSync
     from spogw.harness.policy.sampling import SamplingParams
     from spogw.harness.store import SQLiteStore
     from spogw.harness.tracking import Tracker
@@ -244,21 +245,28 @@ async def run_trainable(
         context.tracker.log_artifact(run_id, final, "adapter")
 
 
+def cell_sync(context: ExperimentContext, label: str, seed: int) -> CollectionSync | None:
+    """What rank 0 of a launch announces to the other ranks about this cell (harness/launch.py);
+    None in one process."""
+    from spogw.harness.cells import Cell
+    from spogw.harness.distributed import current_ranks
+    from spogw.harness.launch import CollectionSync
+
+    if context.launch_token is None:
+        return None
+    return CollectionSync(Cell(label, seed).folder(context.run_dir), context.launch_token, current_ranks())
+
+
 def training_run(
     context: ExperimentContext, spec: MethodSpec, method: Any, seed: int, twins: dict[str, SQLiteStore]
 ) -> TrainingRun:
     """The cell's TrainingRun (every rank of a launch builds the same one; rank 0's syncs)."""
-    from spogw.harness.cells import Cell
-    from spogw.harness.distributed import current_ranks
-    from spogw.harness.launch import CollectionSync
     from spogw.harness.train import Task, TrainingRun
 
     config, label = context.config, spec.display_label
     checkpoints = context.run_dir / "checkpoints" / label / f"seed{seed}"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    sync = None
-    if context.launch_token is not None:
-        sync = CollectionSync(Cell(label, seed).folder(context.run_dir), context.launch_token, current_ranks())
+    sync = cell_sync(context, label, seed)
     return TrainingRun(
         experiment=config.name,
         label=label,

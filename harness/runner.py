@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spogw.harness import failpoints
-from spogw.harness.cell_work import EvaluationHook, ExperimentContext, run_static, run_trainable
+from spogw.harness.cell_work import EvaluationHook, ExperimentContext, cell_sync, run_static, run_trainable
 from spogw.harness.config import ExperimentConfig, MethodSpec, executor_identity, method_config
 from spogw.harness.console import RunProgress
 from spogw.harness.plan import load_splits, select_methods, select_seeds
@@ -47,7 +47,6 @@ from spogw.harness.run_folder import (
 )
 
 if TYPE_CHECKING:
-    from spogw.harness.launch import CollectionSync
     from spogw.harness.tracking import Tracker
 
 __all__ = ["EvaluationHook", "ExperimentContext", "Finisher", "experiment_session", "finish_experiment", "follow_cell",
@@ -83,43 +82,22 @@ def run_experiment(
     (a sweep's pruning) stops the run, and its MLflow runs are marked KILLED. ``launch_token``: rank 0
     of `accelerate launch` / torchrun, the launch's token (harness/launch.py)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config.name)
-    with run_folder_lock(run_dir):  # one process per run folder: a second one is told who holds it
-        return _run_cells(
-            config, run_dir, methods, seeds, force_new, progress, tracking_parent, tracking_tags, tracking_params,
-            on_evaluated, finish, launch_token,
-        )  # fmt: skip
-
-
-def _run_cells(
-    config: ExperimentConfig,
-    run_dir: Path,
-    methods: Sequence[str] | None,
-    seeds: Sequence[int] | None,
-    force_new: bool,
-    progress: bool,
-    tracking_parent: str | None,
-    tracking_tags: dict[str, str] | None,
-    tracking_params: dict[str, Any] | None,
-    on_evaluated: EvaluationHook | None,
-    finish: Finisher | None,
-    launch_token: str | None,
-) -> Path:
-    """The one-process run: every cell in turn, in this process (harness/cluster.py runs them as Ray
-    tasks with the same `run_cell`)."""
     todo = [(spec, seed) for spec in select_methods(config, methods) for seed in select_seeds(config, seeds)]
-    context = open_experiment(config, run_dir, len(todo), force_new, progress, tracking_parent, tracking_tags,
-                              tracking_params, on_evaluated)  # fmt: skip
-    context.launch_token = launch_token
-    with experiment_session(context):
-        for spec, seed in todo:
-            if done_marker(run_dir, spec.display_label, seed).exists():
-                context.progress.skipped()
-                if launch_token is not None:  # the other ranks of the launch stop waiting for it
-                    _cell_sync(context, spec, seed).ended()
-                continue
-            run_cell(context, spec, seed)
-            context.progress.finished(spec.display_label, seed)
-        finish_experiment(context, finish)
+    with run_folder_lock(run_dir):  # one process per run folder: a second one is told who holds it
+        context = open_experiment(config, run_dir, len(todo), force_new, progress, tracking_parent, tracking_tags,
+                                  tracking_params, on_evaluated)  # fmt: skip
+        context.launch_token = launch_token
+        with experiment_session(context):  # every cell in turn here; harness/cluster.py: as Ray tasks
+            for spec, seed in todo:
+                if done_marker(run_dir, spec.display_label, seed).exists():
+                    context.progress.skipped()
+                    sync = cell_sync(context, spec.display_label, seed)
+                    if sync is not None:  # the other ranks of a launch stop waiting for it
+                        sync.ended()
+                    continue
+                run_cell(context, spec, seed)
+                context.progress.finished(spec.display_label, seed)
+            finish_experiment(context, finish)
     return run_dir
 
 
@@ -241,15 +219,6 @@ def finish_experiment(context: ExperimentContext, finish: Finisher | None) -> No
     if finish is not None:
         finish(run_dir, context.config, context.tracker, context.parent_run)
     context.tracker.finish(context.parent_run)
-
-
-def _cell_sync(context: ExperimentContext, spec: MethodSpec, seed: int) -> CollectionSync:
-    from spogw.harness.cells import Cell
-    from spogw.harness.distributed import current_ranks
-    from spogw.harness.launch import CollectionSync
-
-    assert context.launch_token is not None
-    return CollectionSync(Cell(spec.display_label, seed).folder(context.run_dir), context.launch_token, current_ranks())
 
 
 def follow_cell(config: ExperimentConfig, run_dir: Path | None, spec: MethodSpec, seed: int, token: str) -> None:
