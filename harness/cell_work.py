@@ -164,6 +164,61 @@ async def run_static(
     await _evaluate_transfers(context, store, spec, seed, 0, run_id, evaluate)
 
 
+async def run_search_cell(
+    context: ExperimentContext, store: SQLiteStore, spec: MethodSpec, method: Any, seed: int, run_id: str | None
+) -> None:
+    """A search method (methods/aflow.py): per benchmark, the search on its search split (resumed from
+    the shard's search_rounds), then the chosen workflow evaluated on the test split like a static
+    one (iteration 0), and by every transfer executor."""
+    from spogw.harness.optimizers import optimizer_from_config
+    from spogw.harness.search import SearchKey, run_search
+    from spogw.methods.static import workflow_source
+
+    config, label = context.config, spec.display_label
+    _, seed_code = workflow_source(method.seed_workflow)
+    engine = _engine(config.executor_for(spec), seed)
+    optimizer = optimizer_from_config(config.optimizer, seed)
+    chosen: dict[str, str] = {}
+    try:
+        for split in context.splits:
+            name = split.benchmark.name
+            items = split.search_items(method)
+            counts = f"{len(items)} items x {method.validation_repeats} repeats, up to {method.rounds} rounds"
+            context.progress.phase(label, seed, f"search {name}", counts=counts)
+
+            def on_round(row: Any, name: str = name) -> None:
+                metrics = {f"search.{name}.score": row.score} if row.score is not None else {}
+                metrics[f"search.{name}.proposals"] = float(row.attempt + 1)
+                context.tracker.log_metrics(run_id, metrics, row.round)
+                what = f"score {row.score:.3f}" if row.score is not None else f"{row.status}: {row.reason}"
+                context.progress.note(f"{label} seed {seed} {name} search round {row.round}.{row.attempt}: {what}")
+
+            key = SearchKey(config.name, label, seed)
+            result = await run_search(
+                seed_code, split.benchmark, items, engine, optimizer, store, key, method, on_round
+            )
+            chosen[name] = result.code
+            context.tracker.log_metrics(run_id, {f"search.{name}.best": result.score}, result.best)
+            context.progress.note(
+                f"{label} seed {seed} {name}: round {result.best} chosen (search score {result.score:.3f}, "
+                f"{len(result.rows)} proposals, stopped by {result.stopped})"
+            )
+        context.progress.phase(label, seed, "evaluate", counts=phase_counts(context.splits, config, "evaluate"))
+        target = EvalTarget(store, config.name, label, seed, 0, config.evaluation.repeats)
+        for split in context.splits:
+            await evaluate_static(chosen[split.benchmark.name], [split], engine, target)
+    finally:
+        await optimizer.close()
+        await engine.close()
+    _log_eval(context, store, run_id, label, seed, 0)
+
+    async def evaluate(other: WorkflowEngine, transfer: EvalTarget) -> None:
+        for split in context.splits:
+            await evaluate_static(chosen[split.benchmark.name], [split], other, transfer)
+
+    await _evaluate_transfers(context, store, spec, seed, 0, run_id, evaluate)
+
+
 async def run_trainable(
     context: ExperimentContext,
     store: SQLiteStore,

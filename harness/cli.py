@@ -314,7 +314,7 @@ def _launched_cell(args: argparse.Namespace, config: ExperimentConfig) -> int | 
     from spogw.harness.distributed import init_from_environment, launched
     from spogw.harness.launch import launch_token
     from spogw.harness.plan import select_methods, select_seeds
-    from spogw.methods.static import StaticConfig
+    from spogw.methods.config import method_kind
 
     if not launched():
         return None
@@ -322,7 +322,7 @@ def _launched_cell(args: argparse.Namespace, config: ExperimentConfig) -> int | 
     from spogw.harness.errors import InputError
 
     cells = [(s, k) for s in select_methods(config, _methods(args)) for k in select_seeds(config, _seeds(args.seeds))]
-    trained = len(cells) == 1 and not isinstance(method_config(cells[0][0]), StaticConfig)
+    trained = len(cells) == 1 and method_kind(method_config(cells[0][0])) == "trained"
     if args.ray is not None or args.dry_run or not trained:
         raise InputError(
             f"spogw run was started by a launcher (WORLD_SIZE={os.environ.get('WORLD_SIZE')}): a launch trains one "

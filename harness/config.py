@@ -326,6 +326,52 @@ class ExecutorConfig(StrictModel):
         return self
 
 
+class OptimizerConfig(StrictModel):
+    """The optimizer of a search method (methods/aflow.py, harness/optimizers.py)."""
+
+    name: str = "sim"
+    """sim: the SIMULATED optimizer (CPU testbed, docs/simulator.md); else an executor backend
+    (`spogw list executors`: openai, hf) asked with the optimizer prompt."""
+    model: str | None = None
+    """Model name sent to the endpoint (openai), or the model id / local folder to load (hf)."""
+    base_url: str | None = None
+    """Endpoint of an OpenAI-compatible server (openai)."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Optimizer sampling temperature (AFlow samples its optimizer at 1)."""
+    max_tokens: int = Field(2048, gt=0)
+    """Longest optimizer reply (the whole child workflow)."""
+    call_timeout_s: float = Field(300.0, gt=0)
+    """Wall-clock limit of one optimizer call."""
+    max_retries: int = Field(5, ge=0)
+    """Retries of a failed optimizer call (with backoff)."""
+    cache: bool = True
+    """Keep every reply on disk, like the executor's: a resumed search gets the same proposals."""
+    prompt_version: Literal["v1"] = "v1"
+    """The optimizer prompt, harness/optimizer_templates/optimize.<version>.txt (recorded with the run)."""
+    bias: float = Field(10.0, ge=0.0)
+    """SIMULATED optimizer only: weight exp(bias x mean gain) of an edit kind that helped before."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return value if value == "sim" else _registered("executors", value)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> OptimizerConfig:
+        if self.name != "sim":
+            self.as_executor()  # the executor backend's own checks (a model, a base_url), named as optimizer fields
+        return self
+
+    def as_executor(self) -> ExecutorConfig:
+        """The executor config an LLM optimizer calls through (ValueError naming the field)."""
+        fields = {"name": self.name, "model": self.model, "base_url": self.base_url, "api_key_env": self.api_key_env,
+                  "temperature": self.temperature, "max_tokens": self.max_tokens, "call_timeout_s": self.call_timeout_s,
+                  "max_retries": self.max_retries, "cache": self.cache, "profile": None}  # fmt: skip
+        return _validated(ExecutorConfig, ExecutorConfig(), fields, "optimizer")
+
+
 class MethodSpec(StrictModel):
     name: str
     """Registered method (`spogw list methods`)."""
@@ -455,6 +501,8 @@ class ExperimentConfig(StrictModel):
     """Every method runs once per seed (sampling, LoRA dropout and the simulator follow it)."""
     iterations: int = Field(3, ge=0)
     """Rounds of collect -> train (0: evaluate the untrained generator only)."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    """The optimizer of search methods (aflow); unused by the others."""
     evaluation: EvaluationConfig = EvaluationConfig()
     """Held-out evaluation (and the executions per workflow in collection)."""
     tracking: TrackingConfig = TrackingConfig()
@@ -512,8 +560,14 @@ class ExperimentConfig(StrictModel):
 
     def simulation(self) -> Simulation:
         """Which of this experiment's results the simulated executor produces."""
+        from spogw.methods.config import method_kind
+
+        def simulated(spec: MethodSpec) -> bool:
+            searched = self.optimizer.name == "sim" and method_kind(method_config(spec)) == "search"
+            return self.executor_for(spec).name == "sim" or searched  # a SIMULATED optimizer chose its workflow
+
         return Simulation(
-            {spec.display_label: self.executor_for(spec).name == "sim" for spec in self.methods},
+            {spec.display_label: simulated(spec) for spec in self.methods},
             {name: executor.name == "sim" for name, executor in self.transfer_executors().items()},
         )
 
@@ -525,7 +579,8 @@ class Simulation:
     executors), and read by the MLflow tags, the report's banner, its tables and its figures."""
 
     methods: dict[str, bool]
-    """Method label -> whether the executor it trains and is evaluated with is the simulator."""
+    """Method label -> whether the executor it trains and is evaluated with is the simulator (or,
+    for a search method, whether its optimizer is the SIMULATED one)."""
     transfers: dict[str, bool]
     """evaluation.transfer name -> whether that executor is the simulator."""
 
@@ -567,6 +622,13 @@ def method_config(spec: MethodSpec) -> Any:
     from spogw.harness.catalog import registries
 
     return _resolve(registries()["methods"].entry(spec.name).metadata["config"]).model_validate(spec.overrides)
+
+
+def optimizer_identity(optimizer: OptimizerConfig) -> str:
+    """How reports name a search's optimizer: `sim (SIMULATED)` or `<backend>:<model>, prompt optimize.<v>`."""
+    if optimizer.name == "sim":
+        return f"sim (SIMULATED, bias {optimizer.bias:g})"
+    return f"{optimizer.name}:{optimizer.model}, prompt optimize.{optimizer.prompt_version}"
 
 
 def executor_identity(executor: ExecutorConfig) -> str:

@@ -36,13 +36,15 @@ from typing import Any
 ENV = "SPOGW_FAILPOINTS"
 TRACE_ENV = "SPOGW_FAILPOINT_TRACE"
 
-PHASES = ("starting", "collection", "training", "evaluation", "report")
+PHASES = ("starting", "collection", "training", "search", "evaluation", "report")
 
 
 def phase_of(site: str) -> str:
     """Which part of a run a site belongs to (the kill test's coverage is counted per phase)."""
     if site == "store.rollouts":
         return "collection"
+    if site == "store.search_rounds":
+        return "search"
     if site.startswith(("train.", "checkpoint.")) or site in ("store.iterations", "store.steps", "store.groups"):
         return "training"
     if site in ("store.eval_items", "run.method_done"):

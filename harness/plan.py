@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from spogw.harness.config import ConfigError, ExecutorConfig, ExperimentConfig, MethodSpec, method_config
 from spogw.harness.errors import InputError
+from spogw.methods.config import method_kind
 
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Benchmark, Item
@@ -24,6 +25,14 @@ class BenchmarkSplit:
     """The questions methods collect on and train with."""
     evaluated: Sequence[Item]
     """The held-out questions of evaluation.split (the test split unless a sweep scores on validation)."""
+    validation: Sequence[Item] = ()
+    """The validation split (empty when split.validation_fraction is 0): what a search scores on."""
+
+    def search_items(self, method: Any) -> Sequence[Item]:
+        """The items a search method (methods/aflow.py) scores its workflows on: its ``split``,
+        at most ``search_limit`` of them."""
+        items = self.validation if method.split == "validation" else self.train
+        return items[: method.search_limit]
 
 
 def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
@@ -44,8 +53,20 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
             raise ConfigError(
                 f"benchmarks.{index}: {spec.name} has no {config.evaluation.split} items after the split and test_limit"
             )
-        splits.append(BenchmarkSplit(benchmark, train, evaluated))
-    trained = [spec.display_label for spec in config.methods if not hasattr(method_config(spec), "workflow")]
+        validation = list(benchmark.split("validation", *fractions)) if spec.split.validation_fraction > 0 else []
+        splits.append(BenchmarkSplit(benchmark, train, evaluated, validation))
+    for index, method_spec in enumerate(config.methods):
+        method = method_config(method_spec)
+        if method_kind(method) != "search":
+            continue
+        empty = [f"benchmarks.{i} {s.benchmark.name}" for i, s in enumerate(splits) if not s.search_items(method)]
+        if empty:
+            remedy = "set split.validation_fraction > 0" if method.split == "validation" else "give it training items"
+            raise ConfigError(
+                f"methods.{index} ({method_spec.display_label}): the search scores workflows on the {method.split} "
+                f"split, which is empty for {', '.join(empty)}: {remedy}, or set methods.{index}.overrides.split"
+            )
+    trained = [spec.display_label for spec in config.methods if method_kind(method_config(spec)) == "trained"]
     if trained and config.iterations > 0 and not any(split.train for split in splits):
         sizes = ", ".join(
             f"benchmarks.{i} {s.benchmark.name}: {len(s.benchmark.items)} items, test_fraction {b.split.test_fraction}"
@@ -210,6 +231,24 @@ def plan_experiment(
                     PlannedRun(spec.display_label, spec.name, seed, 0, 0, runs, runs * per_run, 0.0, tokens)
                 )
                 continue
+            if method_kind(method) == "search":  # the round budget spent in full (patience may stop it sooner)
+                search_runs, search_calls, search_tokens = 0, 0.0, 0.0
+                for split in splits:
+                    domain = split.benchmark.domain
+                    searched = (method.rounds + 1) * len(split.search_items(method)) * method.validation_repeats
+                    tested = len(split.evaluated) * repeats * evaluators
+                    search_runs += searched + tested
+                    search_calls += (searched + tested) * generated_calls[domain]
+                    search_tokens += executor_tokens(domain, (searched + tested) * generated_calls[domain])
+                plan.runs.append(
+                    PlannedRun(spec.display_label, spec.name, seed, 0, 0, search_runs, search_calls, 0.0, search_tokens)
+                )
+                if config.optimizer.name != "sim":
+                    plan.notes.append(
+                        f"{spec.display_label} seed {seed}: up to {method.rounds * method.max_attempts * len(splits)} "
+                        f"optimizer calls ({config.optimizer.model}), not counted above"
+                    )
+                continue
             evaluations = config.iterations + 1 if config.evaluation.every_iteration else 2
             collections = config.iterations + int(config.evaluation.collect_final)
             samples = runs = 0
@@ -293,9 +332,7 @@ def select_seeds(config: ExperimentConfig, seeds: Sequence[int] | None) -> list[
 
 def untrained_twins(config: ExperimentConfig) -> dict[str, tuple[str, ...]]:
     """Trained method label -> the other trained labels with the same executor and sampling."""
-    from spogw.methods.static import StaticConfig
-
-    trained = [spec for spec in config.methods if not isinstance(method_config(spec), StaticConfig)]
+    trained = [spec for spec in config.methods if method_kind(method_config(spec)) == "trained"]
 
     def setting(spec: MethodSpec) -> tuple[ExecutorConfig, Any]:
         return config.executor_for(spec), config.sampling_for(spec)

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spogw.harness import failpoints
-from spogw.harness.cell_work import EvaluationHook, ExperimentContext, cell_sync, run_static, run_trainable
+from spogw.harness.cell_work import (
+    EvaluationHook,
+    ExperimentContext,
+    cell_sync,
+    run_search_cell,
+    run_static,
+    run_trainable,
+)
 from spogw.harness.config import ExperimentConfig, MethodSpec, executor_identity, method_config
 from spogw.harness.console import RunProgress
 from spogw.harness.plan import load_splits, select_methods, select_seeds
@@ -160,6 +167,7 @@ def run_cell(context: ExperimentContext, spec: MethodSpec, seed: int, merge: boo
     MLflow run, its done marker. ``merge``: its shard is merged into the run folder's union however
     it stops (a Ray task leaves that to the driver: one host writes the union, also on NFS)."""
     from spogw.harness import cells
+    from spogw.methods.config import method_kind
     from spogw.methods.static import StaticConfig
 
     config, run_dir = context.config, context.run_dir
@@ -186,6 +194,8 @@ def run_cell(context: ExperimentContext, spec: MethodSpec, seed: int, merge: boo
             )
             if isinstance(method, StaticConfig):
                 asyncio.run(run_static(context, store, spec, method, seed, run_id))
+            elif method_kind(method) == "search":
+                asyncio.run(run_search_cell(context, store, spec, method, seed, run_id))
             else:
                 asyncio.run(run_trainable(context, store, twins, spec, method, seed, run_id))
             context.tracker.finish(run_id)

@@ -1,7 +1,9 @@
 """The run folder's database: ``<run_dir>/rollouts.sqlite`` with tables ``rollouts``, ``eval_items``,
 ``iterations`` (one summary per method x seed x iteration: training score and time spent),
-``steps`` (the metrics of every optimizer step) and ``groups`` (the groups each GRPO-family update
-trained on, before and after curation: what the report's curation section reads).
+``steps`` (the metrics of every optimizer step), ``groups`` (the groups each GRPO-family update
+trained on, before and after curation: what the report's curation section reads) and
+``search_rounds`` (every proposal of a search method, methods/aflow.py: what a killed search resumes
+from and the report's search section reads).
 
 Longer than 400 lines because the run folder's whole schema is kept in one file: every table's
 record, key and column types beside the one class that writes them and the read-only readers.
@@ -26,7 +28,7 @@ from spogw.harness import failpoints
 from spogw.harness.errors import InputError
 from spogw.harness.rollouts import Rollout, RolloutKey
 
-TABLES = ("rollouts", "eval_items", "iterations", "steps", "groups")
+TABLES = ("rollouts", "eval_items", "iterations", "steps", "groups", "search_rounds")
 ROLLOUT_KEY = ("experiment", "method", "seed", "iteration", "query_id", "sample_idx")
 _ROLLOUT_JSON = ("prompt_ids", "completion_ids", "old_logp", "score_repeats")
 _ROLLOUT_TYPES = {
@@ -156,6 +158,57 @@ GROUP_KEY = ("method", "seed", "iteration", "query_id", "stage", "group_index")
 _GROUP_TYPES = {"seed": "INTEGER", "iteration": "INTEGER", "group_index": "INTEGER", "std": "REAL"}
 
 
+@dataclass(frozen=True)
+class SearchRow:
+    """One proposal of a search (harness/search.py): the seed workflow (round 0), a child that was
+    evaluated, or one rejected before any executor call (a duplicate, invalid code)."""
+
+    method: str
+    seed: int
+    benchmark: str
+    round: int
+    attempt: int
+    """Which proposal of the round this is (0 first; a rejected one is followed by the next)."""
+    parent: int
+    """The round whose workflow was modified (-1 for the seed workflow)."""
+    modification: str
+    """What the optimizer said it changed ('' for the seed workflow)."""
+    code: str
+    structure: str
+    """The operator calls of ``code`` (harness/workflows/structure.py; '' when it does not parse)."""
+    status: str
+    """'evaluated', 'duplicate' (the same modification of the same parent, or code evaluated
+    before: never evaluated twice) or 'invalid' (rejected by validation: never scored)."""
+    reason: str
+    """Why a proposal was rejected ('' for evaluated ones)."""
+    score: float | None
+    """Mean over the search items of the mean over repeats (None unless evaluated)."""
+    item_scores: str
+    """JSON object item id -> mean score over the repeats ('{}' unless evaluated)."""
+    failures: str
+    """JSON list of a few failed items ({item, question, answer, expected}): the logs a later
+    optimizer call is shown when this workflow is the parent."""
+    calls: int
+    """Executor calls of the evaluation on the search split."""
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    optimizer_calls: int
+    optimizer_prompt_tokens: int
+    optimizer_completion_tokens: int
+    wall_s: float
+    """Wall time of the proposal and its evaluation (the one field a resumed search may change)."""
+
+
+SEARCH_KEY = ("method", "seed", "benchmark", "round", "attempt")
+_SEARCH_TYPES = {
+    "seed": "INTEGER", "round": "INTEGER", "attempt": "INTEGER", "parent": "INTEGER", "score": "REAL",
+    "calls": "INTEGER", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER", "cost_usd": "REAL",
+    "optimizer_calls": "INTEGER", "optimizer_prompt_tokens": "INTEGER", "optimizer_completion_tokens": "INTEGER",
+    "wall_s": "REAL",
+}  # fmt: skip
+
+
 def _create_table(name: str, columns: Sequence[str], types: dict[str, str], key: Sequence[str]) -> str:
     body = ", ".join(f'"{c}" {types.get(c, "TEXT")}' for c in columns)
     keys = ", ".join(f'"{k}"' for k in key)
@@ -193,6 +246,7 @@ class SQLiteStore:
         self._iteration_columns = [f.name for f in fields(IterationRow)]
         self._step_columns = [f.name for f in fields(StepRow)]
         self._group_columns = [f.name for f in fields(GroupRow)]
+        self._search_columns = [f.name for f in fields(SearchRow)]
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no such store")
@@ -221,6 +275,7 @@ class SQLiteStore:
         self._db.execute(_create_table("iterations", self._iteration_columns, _ITERATION_TYPES, ITERATION_KEY))
         self._db.execute(_create_table("steps", self._step_columns, _STEP_TYPES, STEP_KEY))
         self._db.execute(_create_table("groups", self._group_columns, _GROUP_TYPES, GROUP_KEY))
+        self._db.execute(_create_table("search_rounds", self._search_columns, _SEARCH_TYPES, SEARCH_KEY))
 
     def _migrate_eval_items(self) -> None:
         """Run folders written before eval_items had its ``transfer`` column (part of the key) get it,
@@ -366,6 +421,21 @@ class SQLiteStore:
         """How many optimizer steps the (method, seed) run logged before ``iteration``."""
         query = "SELECT COUNT(*) FROM steps WHERE method = ? AND seed = ? AND iteration < ?"
         return int(self._db.execute(query, (method, seed, iteration)).fetchone()[0])
+
+    # -- search rounds -------------------------------------------------------------------------
+
+    def put_search(self, row: SearchRow) -> None:
+        """One proposal of a search, in one transaction (a kill before it repeats the proposal)."""
+        self._insert("search_rounds", self._search_columns, [_values(row, self._search_columns)])
+
+    def search_rows(self, method: str, seed: int, benchmark: str) -> list[SearchRow]:
+        """A search's proposals in (round, attempt) order."""
+        names = ", ".join(f'"{c}"' for c in self._search_columns)
+        cursor = self._db.execute(
+            f"SELECT {names} FROM search_rounds WHERE method=? AND seed=? AND benchmark=? ORDER BY round, attempt",
+            (method, seed, benchmark),
+        )
+        return [SearchRow(**dict(zip(self._search_columns, values, strict=True))) for values in cursor]
 
     # -- export --------------------------------------------------------------------------------
 

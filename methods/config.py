@@ -72,6 +72,20 @@ else:
     PairLoss = registered("pair loss")
 
 
+MethodKind: TypeAlias = Literal["trained", "static", "search"]
+
+
+def method_kind(config: BaseModel) -> MethodKind:
+    """What a method config does with a cell: trains a generator (MethodConfig families), evaluates a
+    fixed workflow (a ``workflow`` field: methods/static.py), or searches for one (schedule 'search':
+    methods/aflow.py)."""
+    if getattr(config, "schedule", None) == "search":
+        return "search"
+    if hasattr(config, "workflow"):
+        return "static"
+    return "trained"
+
+
 @dataclass(frozen=True)
 class Method:
     """A method as `spogw list methods` shows it: the config class (its defaults are the functions

@@ -145,13 +145,13 @@ def coverage(config: ExperimentConfig, frame: pd.DataFrame, run_dir: Path | None
     in ``run_dir`` (None: no folder to read, so no cell counts as done)."""
     from spogw.harness.config import method_config
     from spogw.harness.run_folder import done_marker
-    from spogw.methods.static import StaticConfig
+    from spogw.methods.config import method_kind
 
     latest = frame.groupby(["method", "seed"])["iteration"].max().to_dict() if not frame.empty else {}
     cells = []
     for spec in config.methods:
         label = spec.display_label
-        static = isinstance(method_config(spec), StaticConfig)
+        static = method_kind(method_config(spec)) != "trained"  # a search is evaluated once, like a static workflow
         planned = 0 if static else config.iterations
         for seed in config.seeds:
             evaluated = latest.get((label, seed))

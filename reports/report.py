@@ -42,6 +42,7 @@ from spogw.reports.diversity import METRICS, diversity_frame, diversity_table
 from spogw.reports.health import SERVED_GAP, SERVED_NOTE, health_table, learning_signal_warnings
 from spogw.reports.oracle import oracle_section
 from spogw.reports.power import planning_markdown, planning_table
+from spogw.reports.search import search_sections
 from spogw.reports.sections import Section, markdown_html, metric_bounds, table_section, with_intervals
 from spogw.reports.studies import STUDIES, StudyData
 from spogw.reports.summary import final_iterations, item_score_frame, summary_markdown, summary_table
@@ -67,13 +68,15 @@ class Report:
 def write_report(run_dir: Path, config: ExperimentConfig) -> Report:
     """The report of a run folder, read from its store (read-only: the run may still be going)."""
     from spogw.reports.data import connect_read_only, read_eval_items, read_groups, read_iterations, read_rollouts
+    from spogw.reports.search import read_search_rounds
 
     with connect_read_only(run_dir) as db:
         eval_items = read_eval_items(db)
         rollouts = read_rollouts(db)
         iterations = read_iterations(db)
         groups = read_groups(db)
-    return build_report(run_dir, config, rollouts, eval_items, iterations, groups)
+        search = read_search_rounds(db)
+    return build_report(run_dir, config, rollouts, eval_items, iterations, groups, search)
 
 
 def finish_report(run_dir: Path, config: ExperimentConfig, tracker: Tracker, run_id: str | None) -> Report:
@@ -101,10 +104,11 @@ def build_report(
     eval_items: pd.DataFrame,
     iterations: pd.DataFrame | None = None,
     groups: pd.DataFrame | None = None,
+    search: pd.DataFrame | None = None,
 ) -> Report:
     """Write report.md, report.html, results.tex and the figures into ``run_dir`` (``groups``: the
-    store's groups table, what the trainer built and kept)."""
-    from spogw.harness.config import executor_identity
+    store's groups table, what the trainer built and kept; ``search``: its search_rounds table)."""
+    from spogw.harness.config import executor_identity, optimizer_identity
 
     simulation = config.simulation()
     simulated = simulation.any  # figures carry the mark whenever any of their rows is simulated
@@ -198,6 +202,12 @@ def build_report(
                 + (SERVED_NOTE if SERVED_GAP in health.columns else ""),
             )
         )
+    if search is not None and not search.empty:
+        searched, search_figures = search_sections(
+            search, rollouts, eval_items, optimizer_identity(config.optimizer), config.optimizer.name == "sim"
+        )
+        sections += searched
+        plotted += search_figures
     figures: list[Path] = []
     for name, figure in plotted:
         figures += plots.save(figure, run_dir / "report", name)

@@ -97,8 +97,10 @@ def design_table(config: ExperimentConfig) -> pd.DataFrame:
             }
         elif isinstance(method, PairConfig):
             row |= {"groups": f"pairs: {method.pairs}", "kl": method.loss, "beta": method.beta, "schedule": "offline"}
-        else:
+        elif hasattr(method, "workflow"):
             row |= {"groups": f"static: {method.workflow}"}
+        else:  # a search (methods/aflow.py)
+            row |= {"groups": f"search: {method.rounds} rounds from {method.seed_workflow}", "schedule": "search"}
         rows.append(row)
     return pd.DataFrame(rows, columns=list(DESIGN_COLUMNS))
 

@@ -39,8 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from spogw.harness import failpoints  # noqa: E402
+from spogw.harness.store import TABLES  # noqa: E402
 
-KILLED_PHASES = ("collection", "training", "evaluation", "report")
+KILLED_PHASES = ("collection", "training", "search", "evaluation", "report")
+"""The phases kills are aimed at: those of them the baseline passes crash points of (a search only
+when the experiment has a search method)."""
 
 
 def _preload() -> None:
@@ -101,8 +104,10 @@ def run_tables(run_dir: Path) -> dict[str, list[tuple[object, ...]]]:
     elapsed = {"wall_s", "collect_s", "train_s", "tokens_per_s"}
     with sqlite3.connect(run_dir / "rollouts.sqlite") as db:
         out = {}
-        for table in ("rollouts", "eval_items", "iterations", "steps", "groups"):
+        for table in TABLES:
             columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})") if c[1] not in elapsed]
+            if not columns:
+                continue  # a table the folder predates
             out[table] = sorted(db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
         return out
 
@@ -141,18 +146,19 @@ def chaos(
 
     sequence = (out / "baseline.trace").read_text().splitlines()
     positions = {p: [i for i, site in enumerate(sequence) if failpoints.phase_of(site) == p] for p in KILLED_PHASES}
+    aimed = [p for p in KILLED_PHASES if positions[p]]
     kills: list[dict[str, Any]] = []
     chains: list[str] = []
     lives = 0
 
     def covered() -> bool:
-        counts = [sum(k["phase"] == p for k in kills) for p in KILLED_PHASES]
+        counts = [sum(k["phase"] == p for k in kills) for p in aimed]
         return len(kills) >= kills_wanted and min(counts) >= min_per_phase
 
     while not covered():
         chain = out / f"chain{len(chains)}"
         chains.append(str(chain))
-        picks = sorted(i for p in KILLED_PHASES for i in rng.sample(positions[p], min(per_chain, len(positions[p]))))
+        picks = sorted(i for p in aimed for i in rng.sample(positions[p], min(per_chain, len(positions[p]))))
         planned: list[tuple[str, int] | None] = []
         for index in picks:
             phase = failpoints.phase_of(sequence[index])

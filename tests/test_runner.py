@@ -146,7 +146,7 @@ def test_run_folder_holds_every_artifact(uninterrupted: Path) -> None:
     for name in ("mlflow.db", "rollouts.sqlite", "item_scores.parquet", "report.md", "config.resolved.yaml"):
         assert (uninterrupted / name).is_file(), name
     frame = pd.read_parquet(uninterrupted / "item_scores.parquet")
-    assert set(frame["method"]) == {"spogw", "cot"}
+    assert set(frame["method"]) == {"spogw", "cot", "aflow"}
     assert sorted(frame[frame["method"] == "spogw"]["iteration"].unique()) == [0, 1, 2]
     assert len(frame[(frame["method"] == "spogw") & (frame["iteration"] == 2)]) == 6
     report = (uninterrupted / "report.md").read_text()
@@ -162,7 +162,10 @@ def test_run_folder_holds_every_artifact(uninterrupted: Path) -> None:
     assert ("**No learning signal: spogw.**" in head) == (spread == 0)
     tables = run_tables(uninterrupted)
     assert len(tables["rollouts"]) == 2 * 3 * 4  # 2 training iterations x 3 questions x m=4
-    assert len(tables["eval_items"]) == (3 + 1) * 6 * 2  # spogw iterations 0-2 and cot, 6 items, 2 repeats
+    assert len(tables["eval_items"]) == (3 + 1 + 1) * 6 * 2  # spogw iterations 0-2, cot and aflow, 6 items, 2 repeats
+    # the search: round 0 and 3 rounds on the 3 training questions; its chosen workflow is in the report
+    search = tables["search_rounds"]
+    assert {row[3] for row in search} == {0, 1, 2, 3} and "## Search" in report and "| aflow | 0 |" in report
     statuses = {
         row[0] for row in sqlite3.connect(uninterrupted / "rollouts.sqlite").execute("SELECT status FROM rollouts")
     }
@@ -191,7 +194,7 @@ def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupte
     runs = client.search_runs([experiment.experiment_id])
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    assert len(parent) == 1 and len(children) == 2
+    assert len(parent) == 1 and len(children) == 3
     assert parent[0].data.params["iterations"] == "2" and parent[0].data.tags["simulated"] == "true"
     assert parent[0].data.tags["git_commit"] and parent[0].data.tags["version.torch"].startswith("2.")
     spogw = next(r for r in children if r.data.tags["method"] == "spogw")
@@ -214,10 +217,10 @@ def test_mlflow_has_parent_and_nested_runs_with_params_metrics_tags(uninterrupte
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path: Path, uninterrupted: Path) -> None:
-    """tests/chaos.py: at least 20 SIGKILLs, at least 3 in each of collection, training, evaluation
-    and report writing (crash points drawn at random, plus timer kills that land anywhere), each
-    followed by a resume; every chain's final tables equal an uninterrupted run's: nothing lost,
-    nothing doubled, no torn file read."""
+    """tests/chaos.py: at least 20 SIGKILLs, at least 3 in each of collection, training, the search
+    (runner_small has an aflow cell), evaluation and report writing (crash points drawn at random,
+    plus timer kills that land anywhere), each followed by a resume; every chain's final tables
+    equal an uninterrupted run's: nothing lost, nothing doubled, no torn file read."""
     import json
 
     import pandas as pd
@@ -230,7 +233,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     summary = json.loads((tmp_path / "chaos.json").read_text())
     kills = summary["kills"]
     assert len(kills) >= 20
-    assert all(summary["kills_per_phase"][p] >= 3 for p in ("collection", "training", "evaluation", "report"))
+    assert all(summary["kills_per_phase"][p] >= 3 for p in ("collection", "training", "search", "evaluation", "report"))
     assert sum(k["how"] == "timer" for k in kills) >= 1
     baseline = Path(summary["baseline"])
     expected = run_tables(baseline)
@@ -317,9 +320,10 @@ def test_spogw_report_rewrites_every_table_and_figure(uninterrupted: Path, tmp_p
         "diversity",
         "group_std",
         "cost_executor_calls",
+        "search_aflow_seed0_gsm_synth",
     )
     assert page.count("data:image/png;base64,") == len(figures), "every figure embedded: the page stands alone"
-    for section in ("## Group curation", "## Workflow diversity", "## Training cost"):
+    for section in ("## Group curation", "## Workflow diversity", "## Training cost", "## Search", "## Chosen workflows"):
         assert section in report, section
     for name in figures:
         assert (uninterrupted / "report" / f"{name}.png").stat().st_size > 1000
@@ -337,7 +341,7 @@ def test_reports_load_returns_the_tidy_per_item_frame(uninterrupted: Path, tmp_p
     assert len(frame) == len(run_tables(uninterrupted)["eval_items"])
     assert not frame.duplicated(["method", "seed", "iteration", "benchmark", "item", "repeat"]).any()
     assert frame["score"].between(0, 1).all() or frame["score"].isna().any()
-    assert set(frame["method"]) == {"spogw", "cot"}
+    assert set(frame["method"]) == {"spogw", "cot", "aflow"}
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         reports.load(tmp_path)
 

@@ -1,0 +1,305 @@
+"""The search loop of a search method (methods/aflow.py) on one benchmark: proposals from an
+optimizer (harness/optimizers.py), children validated, deduplicated and evaluated on the search
+split, every proposal stored as a `SearchRow`.
+
+The search's state is its stored rows and nothing else: which rounds are scored, what was tried
+from which parent, what each edit gained. Every random choice (the parent, the SIMULATED
+optimizer's edit) is drawn from a generator seeded by (seed, benchmark, round, attempt). So a search
+killed at any moment and run again reads its rows, continues with the proposal it had not stored,
+and makes the same choices: the same rounds and the same chosen workflow as an uninterrupted
+search (tests/test_search.py kills one; the chaos drill kills them in `spogw run`). A proposal
+killed before its row is committed is made again (an LLM optimizer's reply comes from the response
+cache; the executor's from its own).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from spogw.harness.errors import ServiceUnavailable
+from spogw.harness.optimizers import NoEditLeft, Optimizer, ProposalRequest, Tried
+from spogw.harness.store import SearchRow
+from spogw.methods.aflow import (
+    AFlowConfig,
+    best_round,
+    choose_parent,
+    code_key,
+    modification_key,
+    stagnated,
+)
+
+if TYPE_CHECKING:
+    from spogw.harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.store import EvalRow, SQLiteStore
+    from spogw.harness.workflows.engine import WorkflowEngine
+
+
+class SearchInfraError(ServiceUnavailable):
+    """The executor failed runs of a child's evaluation (infra_error): the proposal is not stored,
+    and the search stops (re-running resumes at it) rather than score those runs 0."""
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    experiment: str
+    method: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: int
+    """The chosen round: the highest search score, the earlier on ties."""
+    code: str
+    score: float
+    rows: list[SearchRow]
+    stopped: str
+    """Why the search ended: 'budget' (every round done) or 'stagnation' (patience ran out)."""
+
+
+def round_scores(rows: Sequence[SearchRow]) -> dict[int, float]:
+    """Round -> search score of the rounds whose child was evaluated."""
+    return {r.round: float(r.score) for r in rows if r.status == "evaluated" and r.score is not None}
+
+
+def score_history(rows: Sequence[SearchRow], last_round: int) -> list[list[float]]:
+    """history[r]: every search score of rounds 0..r (what `stagnated` reads)."""
+    scores = round_scores(rows)
+    return [[s for k, s in scores.items() if k <= r] for r in range(last_round + 1)]
+
+
+def _rng(key: SearchKey, benchmark: str, round_: int, attempt: int) -> random.Random:
+    return random.Random(f"aflow-parent:{key.seed}:{benchmark}:{round_}:{attempt}")
+
+
+def _failures(rows: Sequence[EvalRow], items: Sequence[Item], limit: int) -> list[dict[str, str]]:
+    """The first ``limit`` search items (in the split's order) the workflow did not solve in every
+    repeat, as the optimizer is shown them."""
+    by_item: dict[str, list[EvalRow]] = {}
+    for row in rows:
+        by_item.setdefault(row.item_id, []).append(row)
+    failed = []
+    for item in items:
+        runs = by_item.get(item.id, [])
+        if runs and min(float(r.score or 0.0) for r in runs) < 1.0:
+            answer = next((r.answer for r in runs if (r.score or 0.0) < 1.0), None)
+            failed.append(
+                {
+                    "item": item.id,
+                    "question": item.question[:600],
+                    "answer": (answer or "(no answer)")[:400],
+                    "expected": item.answer[:400],
+                }
+            )
+        if len(failed) == limit:
+            break
+    return failed
+
+
+async def evaluate_child(
+    code: str,
+    benchmark: Benchmark,
+    items: Sequence[Item],
+    engine: WorkflowEngine,
+    repeats: int,
+    key: SearchKey,
+) -> tuple[dict[str, float], list[EvalRow]]:
+    """Item id -> mean score over ``repeats`` runs of ``code``, and the runs. Raises
+    SearchInfraError when any run ended infra_error."""
+    from spogw.harness.evaluate import EvalKey, evaluate_workflow
+
+    rows = await evaluate_workflow(
+        code, benchmark, items, engine, repeats, key=EvalKey(key.experiment, key.method, key.seed), progress=False
+    )
+    broken = [r for r in rows if r.status == "infra_error"]
+    if broken:
+        raise SearchInfraError(
+            f"{len(broken)} of {len(rows)} search runs on {benchmark.name} ended infra_error ({broken[0].reason}); "
+            "the search stops here and resumes at this proposal when run again"
+        )
+    scores: dict[str, list[float]] = {}
+    for row in rows:
+        scores.setdefault(row.item_id, []).append(float(row.score or 0.0))
+    return {item: sum(values) / len(values) for item, values in scores.items()}, rows
+
+
+def _evaluated_row(
+    key: SearchKey,
+    benchmark: Benchmark,
+    round_: int,
+    attempt: int,
+    parent: int,
+    modification: str,
+    code: str,
+    item_scores: dict[str, float],
+    runs: Sequence[EvalRow],
+    failures: list[dict[str, str]],
+    optimizer_usage: tuple[int, int, int],
+    wall_s: float,
+) -> SearchRow:
+    from spogw.harness.workflows.structure import structure_or_empty
+
+    return SearchRow(
+        key.method, key.seed, benchmark.name, round_, attempt, parent, modification, code, structure_or_empty(code),
+        "evaluated", "", sum(item_scores.values()) / len(item_scores), json.dumps(item_scores, sort_keys=True),
+        json.dumps(failures), sum(r.calls for r in runs), sum(r.prompt_tokens for r in runs),
+        sum(r.completion_tokens for r in runs), float(sum(r.cost_usd or 0.0 for r in runs)), *optimizer_usage, wall_s,
+    )  # fmt: skip
+
+
+def _rejected_row(
+    key: SearchKey,
+    benchmark: str,
+    round_: int,
+    attempt: int,
+    parent: int,
+    modification: str,
+    code: str,
+    status: str,
+    reason: str,
+    optimizer_usage: tuple[int, int, int],
+    wall_s: float,
+) -> SearchRow:
+    from spogw.harness.workflows.structure import structure_or_empty
+
+    return SearchRow(
+        key.method, key.seed, benchmark, round_, attempt, parent, modification, code, structure_or_empty(code),
+        status, reason, None, "{}", "[]", 0, 0, 0, 0.0, *optimizer_usage, wall_s,
+    )  # fmt: skip
+
+
+def rejection(modification: str, code: str, parent: int, rows: Sequence[SearchRow]) -> tuple[str, str] | None:
+    """Why a proposal is not evaluated: ('duplicate', reason) for a modification already tried from
+    ``parent`` or code evaluated before, ('invalid', reason) for code that fails validation; None
+    for a child to evaluate."""
+    from spogw.harness.workflows.validate import WorkflowInvalid, validate_workflow
+
+    if not code.strip():
+        return "invalid", "the optimizer's reply has no workflow code (<graph>...</graph>)"
+    wanted = modification_key(modification)
+    for row in rows:
+        if row.parent == parent and modification_key(row.modification) == wanted and wanted:
+            return "duplicate", f"modification tried from round {parent} before (round {row.round})"
+    same = code_key(code)
+    for row in rows:
+        if row.status == "evaluated" and code_key(row.code) == same:
+            return "duplicate", f"the same workflow as round {row.round}"
+    try:
+        validate_workflow(code)
+    except WorkflowInvalid as err:
+        return "invalid", str(err)
+    return None
+
+
+async def run_search(
+    seed_code: str,
+    benchmark: Benchmark,
+    items: Sequence[Item],
+    engine: WorkflowEngine,
+    optimizer: Optimizer,
+    store: SQLiteStore,
+    key: SearchKey,
+    config: AFlowConfig,
+    on_round: Callable[[SearchRow], None] | None = None,
+) -> SearchResult:
+    """Search for the best workflow of ``benchmark`` on ``items`` (module docstring), resuming from
+    the rows ``store`` holds for (key.method, key.seed, benchmark). ``on_round`` gets each row
+    stored by this call. Raises SearchInfraError (executor down), InputError (a SIMULATED optimizer
+    given a workflow outside the grammar)."""
+    rows = store.search_rows(key.method, key.seed, benchmark.name)
+
+    def keep(row: SearchRow) -> None:
+        store.put_search(row)
+        rows.append(row)
+        if on_round is not None:
+            on_round(row)
+
+    if not any(r.round == 0 for r in rows):
+        start = time.perf_counter()
+        seed_scores, runs = await evaluate_child(seed_code, benchmark, items, engine, config.validation_repeats, key)
+        failures = _failures(runs, items, config.failure_logs)
+        keep(_evaluated_row(key, benchmark, 0, 0, -1, "", seed_code, seed_scores, runs, failures, (0, 0, 0),
+                            time.perf_counter() - start))  # fmt: skip
+    stopped = "budget"
+    for round_ in range(1, config.rounds + 1):
+        if stagnated(score_history(rows, round_ - 1), config.top_k, config.patience, config.min_improvement):
+            stopped = "stagnation"
+            break
+        done = [r for r in rows if r.round == round_]
+        if any(r.status == "evaluated" for r in done) or len(done) >= config.max_attempts:
+            continue
+        for attempt in range(len(done), config.max_attempts):
+            if await _attempt(round_, attempt, rows, keep, benchmark, items, engine, optimizer, key, config):
+                break
+    scores = round_scores(rows)
+    best = best_round(scores)
+    code = next(r.code for r in rows if r.round == best and r.status == "evaluated")
+    return SearchResult(best, code, scores[best], rows, stopped)
+
+
+async def _attempt(
+    round_: int,
+    attempt: int,
+    rows: list[SearchRow],
+    keep: Callable[[SearchRow], None],
+    benchmark: Benchmark,
+    items: Sequence[Item],
+    engine: WorkflowEngine,
+    optimizer: Optimizer,
+    key: SearchKey,
+    config: AFlowConfig,
+) -> bool:
+    """One proposal of ``round_``: stored as evaluated (True) or rejected (False)."""
+    start = time.perf_counter()
+    scores = round_scores(rows)
+    parent = choose_parent(scores, config.top_k, config.uniform_mix, config.softmax_alpha,
+                           _rng(key, benchmark.name, round_, attempt))  # fmt: skip
+    parent_row = next(r for r in rows if r.round == parent and r.status == "evaluated")
+    tried = tuple(
+        Tried(r.modification, f"score {r.score:.3f} (parent {scores[parent]:.3f})" if r.score is not None
+              else f"{r.status}: {r.reason}")
+        for r in rows if r.parent == parent
+    )  # fmt: skip
+    gains = tuple(
+        (r.modification, float(r.score) - scores[r.parent])
+        for r in rows
+        if r.status == "evaluated" and r.score is not None and r.parent in scores
+    )
+    request = ProposalRequest(
+        benchmark.name, benchmark.domain, round_, attempt, key.seed, parent, parent_row.code, scores[parent],
+        tried, gains, tuple(json.loads(parent_row.failures)),
+    )  # fmt: skip
+    try:
+        proposal = await optimizer.propose(request)
+    except NoEditLeft as err:
+        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, "", "", "duplicate", str(err), (0, 0, 0),
+                           time.perf_counter() - start))  # fmt: skip
+        return False
+    usage = (proposal.calls, proposal.prompt_tokens, proposal.completion_tokens)
+    rejected = rejection(proposal.modification, proposal.code, parent, rows)
+    if rejected is not None:
+        status, reason = rejected
+        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, proposal.modification, proposal.code,
+                           status, reason, usage, time.perf_counter() - start))  # fmt: skip
+        return False
+    child_scores, runs = await evaluate_child(proposal.code, benchmark, items, engine, config.validation_repeats, key)
+    failures = _failures(runs, items, config.failure_logs)
+    keep(_evaluated_row(key, benchmark, round_, attempt, parent, proposal.modification, proposal.code, child_scores,
+                        runs, failures, usage, time.perf_counter() - start))  # fmt: skip
+    return True
+
+
+def search_cost(rows: Sequence[SearchRow]) -> dict[str, Any]:
+    """What a search spent: executor calls and tokens of its evaluations, optimizer calls and tokens."""
+    return {
+        "executor_calls": sum(r.calls for r in rows),
+        "executor_tokens": sum(r.prompt_tokens + r.completion_tokens for r in rows),
+        "optimizer_calls": sum(r.optimizer_calls for r in rows),
+        "optimizer_tokens": sum(r.optimizer_prompt_tokens + r.optimizer_completion_tokens for r in rows),
+        "proposals": len(rows) - sum(r.round == 0 for r in rows),
+    }
