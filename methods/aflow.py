@@ -26,7 +26,6 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,12 +67,9 @@ class AFlowConfig(BaseModel):
     @field_validator("seed_workflow")
     @classmethod
     def _exists(cls, value: str) -> str:
-        from spogw.harness.catalog import registries
+        from spogw.methods.static import known_workflow
 
-        workflows = registries()["workflows"]
-        if value not in workflows and not Path(value).is_file():
-            raise ValueError(f"{workflows.unknown_message(value)}; or give the path of a workflow file")
-        return value
+        return known_workflow(value)
 
 
 def selection_probabilities(scores: Sequence[float], uniform_mix: float, alpha: float) -> list[float]:

@@ -20,12 +20,17 @@ class StaticConfig(BaseModel):
     @field_validator("workflow")
     @classmethod
     def _exists(cls, value: str) -> str:
-        from spogw.harness.catalog import registries
+        return known_workflow(value)
 
-        workflows = registries()["workflows"]
-        if value not in workflows and not Path(value).is_file():
-            raise ValueError(f"{workflows.unknown_message(value)}; or give the path of a workflow file")
-        return value
+
+def known_workflow(value: str) -> str:
+    """``value`` if it names a registered static workflow or a file; else ValueError (did you mean)."""
+    from spogw.harness.catalog import registries
+
+    workflows = registries()["workflows"]
+    if value not in workflows and not Path(value).is_file():
+        raise ValueError(f"{workflows.unknown_message(value)}; or give the path of a workflow file")
+    return value
 
 
 def workflow_source(name_or_path: str) -> tuple[str, str]:

@@ -323,7 +323,13 @@ def test_spogw_report_rewrites_every_table_and_figure(uninterrupted: Path, tmp_p
         "search_aflow_seed0_gsm_synth",
     )
     assert page.count("data:image/png;base64,") == len(figures), "every figure embedded: the page stands alone"
-    for section in ("## Group curation", "## Workflow diversity", "## Training cost", "## Search", "## Chosen workflows"):
+    for section in (
+        "## Group curation",
+        "## Workflow diversity",
+        "## Training cost",
+        "## Search",
+        "## Chosen workflows",
+    ):
         assert section in report, section
     for name in figures:
         assert (uninterrupted / "report" / f"{name}.png").stat().st_size > 1000

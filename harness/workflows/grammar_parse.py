@@ -15,6 +15,7 @@ from spogw.harness.workflows.grammar import (
     Structure,
     all_structures,
 )
+from spogw.harness.workflows.structure import operator_fields
 
 
 @functools.cache
@@ -49,18 +50,7 @@ def parse_structure(source: str, domain: str) -> Structure | None:
         tree = ast.parse(source)
     except SyntaxError:
         return None
-    operators: dict[str, str] = {}  # self.<field> -> operator name
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Call)
-            and isinstance(node.value.func, ast.Attribute)
-            and isinstance(node.value.func.value, ast.Name)
-            and node.value.func.value.id == "operator"
-        ):
-            for target in node.targets:
-                if isinstance(target, ast.Attribute):
-                    operators[target.attr] = node.value.func.attr
+    operators = operator_fields(tree)
     used = set(operators.values())
     generators = [g for g in GENERATORS_BY_DOMAIN[domain] if g in used]
     if len(generators) != 1:

@@ -12,7 +12,7 @@ import ast
 from spogw.harness.workflows.validate import OPERATOR_NAMES
 
 
-def _operator_fields(tree: ast.Module) -> dict[str, str]:
+def operator_fields(tree: ast.Module) -> dict[str, str]:
     """self.<field> -> operator class, from assignments like self.x = operator.Custom(llm)."""
     fields: dict[str, str] = {}
     for node in ast.walk(tree):
@@ -82,7 +82,7 @@ def _literal_range(node: ast.expr) -> int | None:
 def structure_of(source: str) -> str:
     """A canonical string of the operator calls of ``source``'s run_workflow (empty if none)."""
     tree = ast.parse(source)
-    fields = _operator_fields(tree)
+    fields = operator_fields(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.AsyncFunctionDef) and node.name == "run_workflow":
             return ">".join(_calls(node.body, fields))
