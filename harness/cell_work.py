@@ -178,6 +178,11 @@ async def run_search_cell(
     _, seed_code = workflow_source(method.seed_workflow)
     engine = _engine(config.executor_for(spec), seed)
     optimizer = optimizer_from_config(config.optimizer, seed)
+    if optimizer.simulated and config.executor_for(spec).name != "sim":
+        context.notice(
+            f"SIMULATED OPTIMIZER: {label} seed {seed} searches with the SIMULATED optimizer (optimizer.name: sim) "
+            "on an LLM executor: its proposals are simulated; set an optimizer: section for an LLM optimizer"
+        )
     chosen: dict[str, str] = {}
     try:
         for split in context.splits:

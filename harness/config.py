@@ -360,6 +360,12 @@ class OptimizerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> OptimizerConfig:
+        llm_fields = set(type(self).model_fields) - {"name", "bias"}
+        if self.name == "sim" and self.model_fields_set & llm_fields:
+            given = sorted(self.model_fields_set & llm_fields)
+            raise ValueError(f"{given} configure an LLM optimizer; the SIMULATED optimizer (name: sim) has only bias")
+        if self.name != "sim" and "bias" in self.model_fields_set:
+            raise ValueError("bias weighs the SIMULATED optimizer's edits (name: sim); an LLM optimizer has none")
         if self.name != "sim":
             self.as_executor()  # the executor backend's own checks (a model, a base_url), named as optimizer fields
         return self

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from spogw.harness.errors import InputError
+from spogw.harness.errors import InputError, ServiceUnavailable
 from spogw.harness.workflows import grammar, grammar_parse
 
 if TYPE_CHECKING:
@@ -48,6 +48,14 @@ OPERATOR_DESCRIPTIONS = {
     "Format": "Format(problem, solution) -> {'response'}: reduces a solution to the final answer alone.",
 }
 """What the optimizer is told about each operator (harness/workflows/operators.py has the code)."""
+
+OPERATORS_BY_DOMAIN = {
+    "math": ("Custom", "AnswerGenerate", "Programmer", "ScEnsemble", "Review", "Revise", "Format"),
+    "code": ("CustomCodeGenerate", "Custom", "ScEnsemble", "Test", "Review", "Revise"),
+    "qa": ("AnswerGenerate", "Custom", "ScEnsemble", "Review", "Revise", "Format"),
+}
+"""The operators shown for a domain (the grammar's, harness/workflows/grammar.py: Programmer for math,
+Test for code, no Format for code)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class ProposalRequest:
     """(modification, child score - parent score) of every evaluated child so far, any parent."""
     failures: tuple[dict[str, str], ...]
     """A few of the parent's failed search items: item, question, answer, expected."""
+    split: str = "validation"
+    """The split the scores are measured on (the prompt names it)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,16 @@ class Optimizer(Protocol):
 
 class NoEditLeft(InputError):
     """The SIMULATED optimizer has no untried edit of the parent (the grammar is finite)."""
+
+
+class OptimizerUnavailable(ServiceUnavailable):
+    """An LLM optimizer's backend failed after its retries: the run stops (exit 3) and resumes."""
+
+
+def proposal_draw(request: ProposalRequest) -> int:
+    """Which independent draw of the optimizer a proposal is (its CallInfo.repeat): distinct for
+    every (seed, round, attempt), the same on a resume."""
+    return (request.seed * 10_000 + request.round) * 1_000 + request.attempt
 
 
 # -- the SIMULATED optimizer ----------------------------------------------------------------------
@@ -223,8 +243,10 @@ def optimizer_prompt(request: ProposalRequest, version: str) -> str:
         f"Question: {f['question']}\nWorkflow's answer: {f['answer']}\nExpected: {f['expected']}"
         for f in request.failures
     )
-    operators = "\n".join(f"- {line}" for line in OPERATOR_DESCRIPTIONS.values())
+    shown = OPERATORS_BY_DOMAIN.get(request.domain, tuple(OPERATOR_DESCRIPTIONS))
+    operators = "\n".join(f"- {OPERATOR_DESCRIPTIONS[name]}" for name in shown)
     fields = {
+        "split": request.split,
         "domain": request.domain,
         "operators": operators,
         "score": f"{request.parent_score:.3f}",
@@ -260,13 +282,22 @@ class LLMOptimizer:
         return f"{self.executor.describe()} prompt optimize.{self.version}"
 
     async def propose(self, request: ProposalRequest) -> Proposal:
+        """Raises OptimizerUnavailable when the backend fails after its retries."""
         from spogw.harness.benchmarks.base import Item
-        from spogw.harness.executors.base import CallInfo
+        from spogw.harness.executors.base import CallInfo, InfraError
 
         prompt = optimizer_prompt(request, self.version)
-        # the item names the proposal: a response cache keys on it, so a resumed search gets the same reply
         item = Item(f"search:{request.benchmark}:{request.round}:{request.attempt}", request.domain, "", "")
-        completion = await self.executor.complete(prompt, CallInfo("Optimizer", item, request.attempt))
+        # the response cache keys on the prompt and the draw (repeat): one draw per (seed, round, attempt), so
+        # seeds are independent samples of the optimizer, and a resumed search gets the reply it had
+        draw = proposal_draw(request)
+        try:
+            completion = await self.executor.complete(prompt, CallInfo("Optimizer", item, draw))
+        except InfraError as err:
+            raise OptimizerUnavailable(
+                f"the optimizer {self.describe()} failed (round {request.round} on {request.benchmark}): {err}; "
+                "the search resumes at this proposal when the run is started again"
+            ) from None
         modification, code = parse_reply(completion.text)
         return Proposal(modification, code, 1, completion.prompt_tokens, completion.completion_tokens)
 

@@ -59,6 +59,15 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
         method = method_config(method_spec)
         if method_kind(method) != "search":
             continue
+        where = f"methods.{index} ({method_spec.display_label})"
+        if method.split == config.evaluation.split:
+            raise ConfigError(
+                f"{where}: the search scores workflows on the {method.split} split, which evaluation.split also "
+                "reports: its chosen workflow would be scored on the items it was chosen on (biased upward); "
+                f"set methods.{index}.overrides.split or evaluation.split to another split"
+            )
+        if config.optimizer.name == "sim":
+            _check_simulated_seed(method.seed_workflow, splits, where)
         empty = [f"benchmarks.{i} {s.benchmark.name}" for i, s in enumerate(splits) if not s.search_items(method)]
         if empty:
             remedy = "set split.validation_fraction > 0" if method.split == "validation" else "give it training items"
@@ -79,6 +88,22 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
             "split.test_fraction or a larger train_limit (or iterations: 0 to evaluate the untrained generator)"
         )
     return splits
+
+
+def _check_simulated_seed(seed_workflow: str, splits: Sequence[BenchmarkSplit], where: str) -> None:
+    """The SIMULATED optimizer edits grammar structures: a seed workflow outside the grammar of a
+    benchmark's domain is refused before round 0 is paid for."""
+    from spogw.harness.workflows.grammar_parse import parse_structure
+    from spogw.methods.static import workflow_source
+
+    source = workflow_source(seed_workflow)[1]
+    for split in splits:
+        if parse_structure(source, split.benchmark.domain) is None:
+            raise ConfigError(
+                f"{where}: seed_workflow {seed_workflow!r} is not a structure of the {split.benchmark.domain} "
+                "workflow grammar, which the SIMULATED optimizer (optimizer.name: sim) edits; use io, cot, cot_sc "
+                "(or pot on math), or an LLM optimizer"
+            )
 
 
 def grammar_calls_per_run(domain: str) -> float:
@@ -243,6 +268,12 @@ def plan_experiment(
                 plan.runs.append(
                     PlannedRun(spec.display_label, spec.name, seed, 0, 0, search_runs, search_calls, 0.0, search_tokens)
                 )
+                if config.optimizer.name == "sim" and own.name != "sim":
+                    plan.notes.append(
+                        f"{spec.display_label} seed {seed}: the search's optimizer is the SIMULATED one "
+                        "(optimizer.name: sim) while its executor is an LLM: its proposals are simulated; "
+                        "set an optimizer: section"
+                    )
                 if config.optimizer.name != "sim":
                     plan.notes.append(
                         f"{spec.display_label} seed {seed}: up to {method.rounds * method.max_attempts * len(splits)} "

@@ -19,9 +19,9 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from spogw.harness.errors import ServiceUnavailable
+from spogw.harness.errors import InputError
 from spogw.harness.optimizers import NoEditLeft, Optimizer, ProposalRequest, Tried
 from spogw.harness.store import SearchRow
 from spogw.methods.aflow import (
@@ -39,9 +39,12 @@ if TYPE_CHECKING:
     from spogw.harness.workflows.engine import WorkflowEngine
 
 
-class SearchInfraError(ServiceUnavailable):
-    """The executor failed runs of a child's evaluation (infra_error): the proposal is not stored,
-    and the search stops (re-running resumes at it) rather than score those runs 0."""
+INFRA_RETRIES = 2
+"""Times the runs of a child that ended infra_error are run again before the proposal is stored as
+infra_error (never scored: the executor failed, not the workflow)."""
+FAILED = frozenset({"invalid", "runtime_error", "timeout"})
+"""Run statuses that say the workflow itself failed: a child with no other run is invalid (AFlow
+dry-runs a child and rejects it when it raises), never a score of 0."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,20 @@ class SearchResult:
     score: float
     rows: list[SearchRow]
     stopped: str
-    """Why the search ended: 'budget' (every round done) or 'stagnation' (patience ran out)."""
+    """Why the search ended: 'budget' (every round done), 'stagnation' (patience ran out) or
+    'exhausted' (no scored workflow had a modification left)."""
 
 
 def round_scores(rows: Sequence[SearchRow]) -> dict[int, float]:
     """Round -> search score of the rounds whose child was evaluated."""
     return {r.round: float(r.score) for r in rows if r.status == "evaluated" and r.score is not None}
+
+
+def candidate_scores(rows: Sequence[SearchRow]) -> dict[int, float]:
+    """`round_scores` less the workflows the optimizer has no modification left for (an
+    'exhausted' row names the parent): what a parent is drawn from."""
+    exhausted = {r.parent for r in rows if r.status == "exhausted"}
+    return {k: s for k, s in round_scores(rows).items() if k not in exhausted}
 
 
 def score_history(rows: Sequence[SearchRow], last_round: int) -> list[list[float]]:
@@ -109,23 +120,39 @@ async def evaluate_child(
     repeats: int,
     key: SearchKey,
 ) -> tuple[dict[str, float], list[EvalRow]]:
-    """Item id -> mean score over ``repeats`` runs of ``code``, and the runs. Raises
-    SearchInfraError when any run ended infra_error."""
+    """Item id -> mean score over ``repeats`` runs of ``code``, and the runs. Runs that ended
+    infra_error are run again up to INFRA_RETRIES times; the scores are empty when some still did
+    (the caller stores the proposal as infra_error, unscored)."""
     from spogw.harness.evaluate import EvalKey, evaluate_workflow
 
-    rows = await evaluate_workflow(
-        code, benchmark, items, engine, repeats, key=EvalKey(key.experiment, key.method, key.seed), progress=False
-    )
-    broken = [r for r in rows if r.status == "infra_error"]
-    if broken:
-        raise SearchInfraError(
-            f"{len(broken)} of {len(rows)} search runs on {benchmark.name} ended infra_error ({broken[0].reason}); "
-            "the search stops here and resumes at this proposal when run again"
-        )
+    eval_key = EvalKey(key.experiment, key.method, key.seed)
+    rows = await evaluate_workflow(code, benchmark, items, engine, repeats, key=eval_key, progress=False)
+    for _ in range(INFRA_RETRIES):
+        broken = {(r.item_id, r.repeat) for r in rows if r.status == "infra_error"}
+        if not broken:
+            break
+        for item in [i for i in items if any(i.id == b[0] for b in broken)]:
+            again = await evaluate_workflow(code, benchmark, [item], engine, repeats, key=eval_key, progress=False)
+            fixed = {(r.item_id, r.repeat): r for r in again if (r.item_id, r.repeat) in broken}
+            rows = [fixed.get((r.item_id, r.repeat), r) for r in rows]
+    if any(r.status == "infra_error" for r in rows):
+        return {}, rows
     scores: dict[str, list[float]] = {}
     for row in rows:
         scores.setdefault(row.item_id, []).append(float(row.score or 0.0))
     return {item: sum(values) / len(values) for item, values in scores.items()}, rows
+
+
+def unscored(runs: Sequence[EvalRow], scores: dict[str, float]) -> tuple[str, str] | None:
+    """Why an evaluated child gets no score: ('infra_error', reason) when the executor failed runs
+    after the retries, ('invalid', reason) when every run failed by the workflow's own fault
+    (FAILED statuses); None for a child to score."""
+    if not scores:
+        broken = [r for r in runs if r.status == "infra_error"]
+        return "infra_error", f"{len(broken)} of {len(runs)} runs failed in the executor: {broken[0].reason}"
+    if runs and all(r.status in FAILED for r in runs):
+        return "invalid", f"every run failed ({runs[0].status}: {runs[0].reason})"
+    return None
 
 
 def _evaluated_row(
@@ -164,12 +191,15 @@ def _rejected_row(
     reason: str,
     optimizer_usage: tuple[int, int, int],
     wall_s: float,
+    runs: Sequence[EvalRow] = (),
 ) -> SearchRow:
+    """A proposal stored unscored; ``runs``: what its evaluation spent before it was found unscorable."""
     from spogw.harness.workflows.structure import structure_or_empty
 
     return SearchRow(
         key.method, key.seed, benchmark, round_, attempt, parent, modification, code, structure_or_empty(code),
-        status, reason, None, "{}", "[]", 0, 0, 0, 0.0, *optimizer_usage, wall_s,
+        status, reason, None, "{}", "[]", sum(r.calls for r in runs), sum(r.prompt_tokens for r in runs),
+        sum(r.completion_tokens for r in runs), float(sum(r.cost_usd or 0.0 for r in runs)), *optimizer_usage, wall_s,
     )  # fmt: skip
 
 
@@ -209,8 +239,9 @@ async def run_search(
 ) -> SearchResult:
     """Search for the best workflow of ``benchmark`` on ``items`` (module docstring), resuming from
     the rows ``store`` holds for (key.method, key.seed, benchmark). ``on_round`` gets each row
-    stored by this call. Raises SearchInfraError (executor down), InputError (a SIMULATED optimizer
-    given a workflow outside the grammar)."""
+    stored by this call. Raises ExecutorUnavailable / OptimizerUnavailable (a backend down: exit 3,
+    resumable), InputError (a seed workflow that cannot be scored; a SIMULATED optimizer given a
+    workflow outside the grammar)."""
     rows = store.search_rows(key.method, key.seed, benchmark.name)
 
     def keep(row: SearchRow) -> None:
@@ -222,6 +253,12 @@ async def run_search(
     if not any(r.round == 0 for r in rows):
         start = time.perf_counter()
         seed_scores, runs = await evaluate_child(seed_code, benchmark, items, engine, config.validation_repeats, key)
+        problem = unscored(runs, seed_scores)
+        if problem is not None:
+            raise InputError(
+                f"the seed workflow {config.seed_workflow!r} cannot start the search on {benchmark.name}: "
+                f"{problem[0]}: {problem[1]}"
+            )
         failures = _failures(runs, items, config.failure_logs)
         keep(_evaluated_row(key, benchmark, 0, 0, -1, "", seed_code, seed_scores, runs, failures, (0, 0, 0),
                             time.perf_counter() - start))  # fmt: skip
@@ -230,10 +267,15 @@ async def run_search(
         if stagnated(score_history(rows, round_ - 1), config.top_k, config.patience, config.min_improvement):
             stopped = "stagnation"
             break
+        if not candidate_scores(rows):
+            stopped = "exhausted"  # every scored workflow's edits were tried (a finite space)
+            break
         done = [r for r in rows if r.round == round_]
         if any(r.status == "evaluated" for r in done) or len(done) >= config.max_attempts:
             continue
         for attempt in range(len(done), config.max_attempts):
+            if not candidate_scores(rows):
+                break
             if await _attempt(round_, attempt, rows, keep, benchmark, items, engine, optimizer, key, config):
                 break
     scores = round_scores(rows)
@@ -257,7 +299,7 @@ async def _attempt(
     """One proposal of ``round_``: stored as evaluated (True) or rejected (False)."""
     start = time.perf_counter()
     scores = round_scores(rows)
-    parent = choose_parent(scores, config.top_k, config.uniform_mix, config.softmax_alpha,
+    parent = choose_parent(candidate_scores(rows), config.top_k, config.uniform_mix, config.softmax_alpha,
                            _rng(key, benchmark.name, round_, attempt))  # fmt: skip
     parent_row = next(r for r in rows if r.round == parent and r.status == "evaluated")
     tried = tuple(
@@ -272,12 +314,12 @@ async def _attempt(
     )
     request = ProposalRequest(
         benchmark.name, benchmark.domain, round_, attempt, key.seed, parent, parent_row.code, scores[parent],
-        tried, gains, tuple(json.loads(parent_row.failures)),
+        tried, gains, tuple(json.loads(parent_row.failures)), config.split,
     )  # fmt: skip
     try:
         proposal = await optimizer.propose(request)
     except NoEditLeft as err:
-        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, "", "", "duplicate", str(err), (0, 0, 0),
+        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, "", "", "exhausted", str(err), (0, 0, 0),
                            time.perf_counter() - start))  # fmt: skip
         return False
     usage = (proposal.calls, proposal.prompt_tokens, proposal.completion_tokens)
@@ -288,18 +330,13 @@ async def _attempt(
                            status, reason, usage, time.perf_counter() - start))  # fmt: skip
         return False
     child_scores, runs = await evaluate_child(proposal.code, benchmark, items, engine, config.validation_repeats, key)
+    problem = unscored(runs, child_scores)
+    if problem is not None:
+        status, reason = problem
+        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, proposal.modification, proposal.code,
+                           status, reason, usage, time.perf_counter() - start, runs))  # fmt: skip
+        return False
     failures = _failures(runs, items, config.failure_logs)
     keep(_evaluated_row(key, benchmark, round_, attempt, parent, proposal.modification, proposal.code, child_scores,
                         runs, failures, usage, time.perf_counter() - start))  # fmt: skip
     return True
-
-
-def search_cost(rows: Sequence[SearchRow]) -> dict[str, Any]:
-    """What a search spent: executor calls and tokens of its evaluations, optimizer calls and tokens."""
-    return {
-        "executor_calls": sum(r.calls for r in rows),
-        "executor_tokens": sum(r.prompt_tokens + r.completion_tokens for r in rows),
-        "optimizer_calls": sum(r.optimizer_calls for r in rows),
-        "optimizer_tokens": sum(r.optimizer_prompt_tokens + r.optimizer_completion_tokens for r in rows),
-        "proposals": len(rows) - sum(r.round == 0 for r in rows),
-    }

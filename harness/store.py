@@ -177,8 +177,10 @@ class SearchRow:
     structure: str
     """The operator calls of ``code`` (harness/workflows/structure.py; '' when it does not parse)."""
     status: str
-    """'evaluated', 'duplicate' (the same modification of the same parent, or code evaluated
-    before: never evaluated twice) or 'invalid' (rejected by validation: never scored)."""
+    """'evaluated'; or unscored: 'duplicate' (the same modification of the same parent, or code
+    evaluated before: never evaluated twice), 'invalid' (rejected by validation, or every run failed
+    by the workflow's fault), 'infra_error' (the executor failed runs after retries), 'exhausted'
+    (the optimizer had no modification left for the parent, which is then never drawn again)."""
     reason: str
     """Why a proposal was rejected ('' for evaluated ones)."""
     score: float | None

@@ -85,7 +85,8 @@ def selection_probabilities(scores: Sequence[float], uniform_mix: float, alpha: 
 
 def parent_candidates(scores: dict[int, float], top_k: int) -> list[int]:
     """The rounds a parent is chosen among: the ``top_k`` best scored rounds, ties to the earlier
-    round (AFlow's get_top_rounds)."""
+    round (FoundationAgents/AFlow data_utils.get_top_rounds, which also keeps only the top ones: its
+    initial round is moved first when it is among them, which does not change the draw)."""
     return sorted(scores, key=lambda r: (-scores[r], r))[:top_k]
 
 

@@ -108,7 +108,7 @@ def build_report(
 ) -> Report:
     """Write report.md, report.html, results.tex and the figures into ``run_dir`` (``groups``: the
     store's groups table, what the trainer built and kept; ``search``: its search_rounds table)."""
-    from spogw.harness.config import executor_identity, optimizer_identity
+    from spogw.harness.config import executor_identity, method_config, optimizer_identity
 
     simulation = config.simulation()
     simulated = simulation.any  # figures carry the mark whenever any of their rows is simulated
@@ -203,9 +203,13 @@ def build_report(
             )
         )
     if search is not None and not search.empty:
+        from spogw.methods.config import method_kind
+
+        kinds = {spec.display_label: method_kind(method_config(spec)) for spec in config.methods}
         searched, search_figures = search_sections(
-            search, rollouts, eval_items, optimizer_identity(config.optimizer), config.optimizer.name == "sim"
-        )
+            search, rollouts, eval_items, optimizer_identity(config.optimizer), config.optimizer.name == "sim",
+            simulated, kinds,
+        )  # fmt: skip
         sections += searched
         plotted += search_figures
     figures: list[Path] = []

@@ -1,10 +1,11 @@
 """The report's search section (methods/aflow.py): for each search method, seed and benchmark, the
-rounds (the tree: each proposal's parent, modification, status and validation score), the chosen
+rounds (the tree: each proposal's parent, modification, status and search score), the chosen
 workflow and its code, a figure of score by round with the tree's edges, and every method's cost in
 executor calls beside the search's (search + optimizer calls against training rollouts)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -24,40 +25,55 @@ def read_search_rounds(db: Any) -> pd.DataFrame:
 
 
 def chosen_rounds(search: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, seed, benchmark): the chosen round (highest validation score, the earlier on
+    """Per (method, seed, benchmark): the chosen round (highest search score, the earlier on
     ties: methods/aflow.py best_round) with its score and code."""
     evaluated = search[search["status"] == "evaluated"].sort_values(["score", "round"], ascending=[False, True])
     return evaluated.groupby(["method", "seed", "benchmark"], as_index=False).first()
 
 
-def cost_table(search: pd.DataFrame, rollouts: pd.DataFrame, eval_items: pd.DataFrame) -> pd.DataFrame:
-    """Executor calls per method (summed over seeds): finding the workflow (a search's validation
-    runs, a trained method's training rollouts), optimizer calls, and the test evaluation (own executor)."""
+def cost_table(
+    search: pd.DataFrame, rollouts: pd.DataFrame, eval_items: pd.DataFrame, kinds: Mapping[str, str]
+) -> pd.DataFrame:
+    """Executor calls per method (summed over seeds): finding the workflow (a search's runs on its
+    split, a trained method's training rollouts), optimizer calls, the evaluation of the final
+    workflows on the test split (own executor, the final iteration), and the other test evaluations
+    (a trained method's untrained generator and intermediate iterations), which the comparison does
+    not need. ``kinds``: method label -> trained | static | search (methods/config.method_kind)."""
     own = eval_items[eval_items["transfer"] == ""] if "transfer" in eval_items else eval_items
-    methods = sorted(set(own["method"]) | set(search["method"]) | set(rollouts["method"] if len(rollouts) else []))
+    final = own.groupby(["method", "seed"])["iteration"].transform("max") if len(own) else own.get("iteration")
     rows = []
-    for method in methods:
+    for method in sorted(set(kinds) | set(own["method"])):
         searched = search[search["method"] == method]
         trained = rollouts[rollouts["method"] == method] if len(rollouts) else rollouts
         finding = int(searched["calls"].sum()) + (int(trained["executor_calls"].sum()) if len(trained) else 0)
-        tested = int(own.loc[own["method"] == method, "calls"].sum())
+        mine = own["method"] == method
+        tested = int(own.loc[mine & (own["iteration"] == final), "calls"].sum())
+        earlier = int(own.loc[mine & (own["iteration"] != final), "calls"].sum())
         rows.append(
             {
                 "method": method,
-                "kind": "search" if len(searched) else ("trained" if len(trained) else "static"),
+                "kind": kinds.get(method, ""),
                 "search/training executor calls": finding,
                 "optimizer calls": int(searched["optimizer_calls"].sum()),
-                "test evaluation calls": tested,
+                "final test evaluation calls": tested,
                 "total executor calls": finding + tested,
+                "earlier test evaluations (not in total)": earlier,
             }
         )
     return pd.DataFrame(rows)
 
 
 def search_sections(
-    search: pd.DataFrame, rollouts: pd.DataFrame, eval_items: pd.DataFrame, optimizer: str, simulated_optimizer: bool
+    search: pd.DataFrame,
+    rollouts: pd.DataFrame,
+    eval_items: pd.DataFrame,
+    optimizer: str,
+    simulated_optimizer: bool,
+    simulated: bool,
+    kinds: Mapping[str, str],
 ) -> tuple[list[Section], list[tuple[str, Any]]]:
-    """The search section and its figures (none when the run has no search rounds)."""
+    """The search section and its figures (none when the run has no search rounds); ``simulated``:
+    whether any of the run's numbers are a simulator's (the figures' mark)."""
     if search.empty:
         return [], []
     mark = (
@@ -77,24 +93,28 @@ def search_sections(
         parts += [f"### {method} seed {seed}, {benchmark}", ""]
         if best is not None:
             parts += [
-                f"Chosen: round {int(best['round'])} (`{best['structure']}`), validation score {best['score']:.3f} "
+                f"Chosen: round {int(best['round'])} (`{best['structure']}`), search score {best['score']:.3f} "
                 f"of {int((rounds['status'] == 'evaluated').sum())} workflows evaluated, "
                 f"{int((rounds['status'] != 'evaluated').sum())} proposals rejected before any executor call.",
                 "",
             ]
         parts += [pipe_table(shown), ""]
-        figures.append((f"search_{method}_seed{seed}_{benchmark}", search_plot(rounds, benchmark, simulated_optimizer)))
+        figures.append((f"search_{method}_seed{seed}_{benchmark}", search_plot(rounds, benchmark, simulated)))
     parts += [
         "parent: the round whose workflow was modified (-1: the seed workflow); status: evaluated, duplicate (the "
         "same modification of the same parent, or a workflow evaluated before: never evaluated twice) or invalid "
-        "(rejected by validation: never scored); score: mean validation score over items and repeats.",
+        "(rejected by validation, or every run failed by the workflow's fault), infra_error (the executor failed "
+        "runs after retries) or exhausted (no modification left for the parent): none of these is scored; score: "
+        "the search score, mean over the search split's items (validation, or train with split: train) of the mean "
+        "over repeats.",
         "",
         "### Cost in executor calls",
         "",
-        pipe_table(cost_table(search, rollouts, eval_items)),
+        pipe_table(cost_table(search, rollouts, eval_items, kinds)),
         "",
-        "Summed over seeds. Search/training: a search's validation runs, a trained method's training rollouts; "
-        "optimizer calls are the search's LLM optimizer calls (0 for the SIMULATED optimizer).",
+        "Summed over seeds. Search/training: a search's runs on its split, a trained method's training rollouts; "
+        "optimizer calls are the search's LLM optimizer calls (0 for the SIMULATED optimizer); the total adds the "
+        "evaluation of each method's final workflows on the test split, which the results table reports.",
     ]
     text = "\n".join(parts) + "\n"
     code = "\n\n".join(
@@ -134,7 +154,7 @@ def search_plot(rounds: pd.DataFrame, benchmark: str, simulated: bool) -> Any:
 
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("round")
-    axis.set_ylabel("validation score")
+    axis.set_ylabel("search score")
     axis.set_title(f"Search on {benchmark}: score by round" + (" (SIMULATED)" if simulated else ""))
     axis.legend(loc="lower right", fontsize="small")
     figure.tight_layout()

@@ -188,7 +188,9 @@ def test_the_optimizer_prompt_shows_parent_operators_tried_modifications_and_fai
     prompt = optimizer_prompt(request, "v1")
     assert io.strip() in prompt and "0.300" in prompt and "What is 2+2?" in prompt and "Expected: 4" in prompt
     assert "- Add a Programmer. -> score 0.250 (parent 0.300)" in prompt and "invalid: no class" in prompt
-    assert all(line in prompt for line in OPERATOR_DESCRIPTIONS.values())
+    shown = {name for name, line in OPERATOR_DESCRIPTIONS.items() if line in prompt}
+    assert shown == {"Custom", "AnswerGenerate", "Programmer", "ScEnsemble", "Review", "Revise", "Format"}  # math's
+    assert "on the validation questions" in prompt
     assert "{" + "graph}" not in prompt
     with pytest.raises(FileNotFoundError, match=r"optimize\.v9"):
         optimizer_prompt(request, "v9")
@@ -398,3 +400,99 @@ def test_a_simulated_optimizer_marks_its_search_simulated_even_with_a_real_execu
     assert simulation.methods == {"aflow": True, "io": False}
     real = ExperimentConfig.model_validate({**fields, "optimizer": {"name": "openai", "model": "o"}}).simulation()
     assert real.methods == {"aflow": False, "io": False}
+
+
+class FlakyExecutor(SimExecutor):
+    """The simulator, except that every call whose instruction says BROKEN fails in the executor."""
+
+    async def complete(self, prompt: str, info: CallInfo) -> Completion:
+        if "BROKEN" in info.instruction:
+            from spogw.harness.executors.base import InfraError
+
+            raise InfraError("the endpoint failed")
+        return await super().complete(prompt, info)
+
+
+class ExhaustedOptimizer(RepeatingOptimizer):
+    """Proposes its list, then has no modification left for any parent."""
+
+    async def propose(self, request: ProposalRequest) -> Proposal:
+        from spogw.harness.optimizers import NoEditLeft
+
+        if len(self.requests) >= len(self.proposals):
+            self.requests.append(request)
+            raise NoEditLeft("nothing left")
+        return await super().propose(request)
+
+
+def test_unscorable_children_are_stored_unscored_and_an_exhausted_search_stops(tmp_path: Path) -> None:
+    benchmark, items = _search_items("gsm_synth", 4)
+    cot = grammar.render(grammar.Structure("math", "Custom", 1, "cot"))
+    broken = cot.replace("Think step by step", "BROKEN. Think step by step")
+    crashing = cot.replace("result['response']", "result['no_such_field']")
+    optimizer = ExhaustedOptimizer([("Break the executor.", broken), ("Read a missing field.", crashing)])
+    config = AFlowConfig(rounds=5, top_k=1, max_attempts=3, patience=0, validation_repeats=1)
+
+    async def search(store: SQLiteStore) -> SearchResult:
+        engine = WorkflowEngine(FlakyExecutor("medium", seed=0), concurrency=2, timeout_s=60)
+        try:
+            return await run_search(
+                workflow_source("io")[1],
+                benchmark,
+                items,
+                engine,
+                optimizer,
+                store,
+                KEY,
+                config,  # type: ignore[arg-type]
+            )
+        finally:
+            await engine.close()
+
+    with SQLiteStore(tmp_path / "search.sqlite") as store:
+        result = asyncio.run(search(store))
+    statuses = [(r.round, r.status) for r in result.rows]
+    assert statuses == [(0, "evaluated"), (1, "infra_error"), (1, "invalid"), (1, "exhausted")]
+    infra, invalid, exhausted = result.rows[1:]
+    assert "4 of 4 runs failed in the executor" in infra.reason and infra.score is None
+    assert invalid.reason.startswith("every run failed (runtime_error") and invalid.score is None and invalid.calls > 0
+    assert exhausted.parent == 0 and result.stopped == "exhausted" and result.best == 0
+
+
+def test_an_llm_optimizer_outage_stops_the_run_resumably_and_seeds_draw_apart() -> None:
+    from spogw.harness.errors import ServiceUnavailable
+    from spogw.harness.executors.base import InfraError
+    from spogw.harness.optimizers import proposal_draw
+
+    class Down(ScriptedExecutor):
+        async def complete(self, prompt: str, info: CallInfo) -> Completion:
+            raise InfraError("HTTP 503")
+
+    optimizer = LLMOptimizer(Down([]))  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable, match=r"HTTP 503.*resumes at this proposal"):
+        asyncio.run(optimizer.propose(_request(workflow_source("io")[1])))
+    draws = {proposal_draw(dataclasses.replace(_request("x", attempt=a), seed=s)) for s in range(3) for a in range(3)}
+    assert len(draws) == 9
+
+
+def test_a_search_on_the_reported_split_and_stray_optimizer_fields_are_refused(tmp_path: Path) -> None:
+    from spogw.harness.config import ConfigError, ExperimentConfig, OptimizerConfig
+    from spogw.harness.plan import load_splits
+
+    base = {
+        "version": 1,
+        "name": "s",
+        "benchmarks": [{"name": "gsm_synth", "size": 40, "split": {"test_fraction": 0.5, "validation_fraction": 0.2}}],
+        "methods": [{"name": "aflow"}],
+        "iterations": 0,
+    }
+    with pytest.raises(ConfigError, match=r"methods.0 \(aflow\).*biased upward"):
+        load_splits(ExperimentConfig.model_validate({**base, "evaluation": {"split": "validation"}}))
+    outside = {**base, "methods": [{"name": "aflow", "overrides": {"seed_workflow": "scoreflow_math"}}]}
+    with pytest.raises(ConfigError, match="not a structure of the math workflow grammar"):
+        load_splits(ExperimentConfig.model_validate(outside))
+    assert load_splits(ExperimentConfig.model_validate(base))[0].search_items(AFlowConfig())
+    with pytest.raises(ValueError, match="configure an LLM optimizer"):
+        OptimizerConfig(name="sim", model="gpt-4o")
+    with pytest.raises(ValueError, match="bias weighs the SIMULATED"):
+        OptimizerConfig(name="openai", model="o", base_url="http://127.0.0.1:9/v1", bias=3.0)
