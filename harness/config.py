@@ -360,11 +360,14 @@ class OptimizerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _backend_fields(self) -> OptimizerConfig:
-        llm_fields = set(type(self).model_fields) - {"name", "bias"}
-        if self.name == "sim" and self.model_fields_set & llm_fields:
-            given = sorted(self.model_fields_set & llm_fields)
-            raise ValueError(f"{given} configure an LLM optimizer; the SIMULATED optimizer (name: sim) has only bias")
-        if self.name != "sim" and "bias" in self.model_fields_set:
+        # values, not fields given: a resolved config (config.resolved.yaml) writes every field with its default
+        changed = {f for f, info in type(self).model_fields.items() if getattr(self, f) != info.default}
+        llm_fields = changed - {"name", "bias"}
+        if self.name == "sim" and llm_fields:
+            raise ValueError(
+                f"{sorted(llm_fields)} configure an LLM optimizer; the SIMULATED optimizer (name: sim) has only bias"
+            )
+        if self.name != "sim" and "bias" in changed:
             raise ValueError("bias weighs the SIMULATED optimizer's edits (name: sim); an LLM optimizer has none")
         if self.name != "sim":
             self.as_executor()  # the executor backend's own checks (a model, a base_url), named as optimizer fields

@@ -494,5 +494,8 @@ def test_a_search_on_the_reported_split_and_stray_optimizer_fields_are_refused(t
     assert load_splits(ExperimentConfig.model_validate(base))[0].search_items(AFlowConfig())
     with pytest.raises(ValueError, match="configure an LLM optimizer"):
         OptimizerConfig(name="sim", model="gpt-4o")
+    llm = OptimizerConfig(name="openai", model="o", base_url="http://127.0.0.1:9/v1")
+    for written in (OptimizerConfig(bias=3.0), llm):  # config.resolved.yaml writes every field: it reads back
+        assert OptimizerConfig.model_validate(written.model_dump(mode="json")) == written
     with pytest.raises(ValueError, match="bias weighs the SIMULATED"):
         OptimizerConfig(name="openai", model="o", base_url="http://127.0.0.1:9/v1", bias=3.0)
