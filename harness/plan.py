@@ -55,26 +55,9 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
             )
         validation = list(benchmark.split("validation", *fractions)) if spec.split.validation_fraction > 0 else []
         splits.append(BenchmarkSplit(benchmark, train, evaluated, validation))
-    for index, method_spec in enumerate(config.methods):
-        method = method_config(method_spec)
-        if method_kind(method) != "search":
-            continue
-        where = f"methods.{index} ({method_spec.display_label})"
-        if method.split == config.evaluation.split:
-            raise ConfigError(
-                f"{where}: the search scores workflows on the {method.split} split, which evaluation.split also "
-                "reports: its chosen workflow would be scored on the items it was chosen on (biased upward); "
-                f"set methods.{index}.overrides.split or evaluation.split to another split"
-            )
-        if config.optimizer.name == "sim":
-            _check_simulated_seed(method.seed_workflow, splits, where)
-        empty = [f"benchmarks.{i} {s.benchmark.name}" for i, s in enumerate(splits) if not s.search_items(method)]
-        if empty:
-            remedy = "set split.validation_fraction > 0" if method.split == "validation" else "give it training items"
-            raise ConfigError(
-                f"methods.{index} ({method_spec.display_label}): the search scores workflows on the {method.split} "
-                f"split, which is empty for {', '.join(empty)}: {remedy}, or set methods.{index}.overrides.split"
-            )
+    from spogw.harness.search import check_searches
+
+    check_searches(config, splits)
     trained = [spec.display_label for spec in config.methods if method_kind(method_config(spec)) == "trained"]
     if trained and config.iterations > 0 and not any(split.train for split in splits):
         sizes = ", ".join(
@@ -88,22 +71,6 @@ def load_splits(config: ExperimentConfig) -> list[BenchmarkSplit]:
             "split.test_fraction or a larger train_limit (or iterations: 0 to evaluate the untrained generator)"
         )
     return splits
-
-
-def _check_simulated_seed(seed_workflow: str, splits: Sequence[BenchmarkSplit], where: str) -> None:
-    """The SIMULATED optimizer edits grammar structures: a seed workflow outside the grammar of a
-    benchmark's domain is refused before round 0 is paid for."""
-    from spogw.harness.workflows.grammar_parse import parse_structure
-    from spogw.methods.static import workflow_source
-
-    source = workflow_source(seed_workflow)[1]
-    for split in splits:
-        if parse_structure(source, split.benchmark.domain) is None:
-            raise ConfigError(
-                f"{where}: seed_workflow {seed_workflow!r} is not a structure of the {split.benchmark.domain} "
-                "workflow grammar, which the SIMULATED optimizer (optimizer.name: sim) edits; use io, cot, cot_sc "
-                "(or pot on math), or an LLM optimizer"
-            )
 
 
 def grammar_calls_per_run(domain: str) -> float:

@@ -35,6 +35,8 @@ from spogw.methods.aflow import (
 
 if TYPE_CHECKING:
     from spogw.harness.benchmarks.base import Benchmark, Item
+    from spogw.harness.config import ExperimentConfig
+    from spogw.harness.plan import BenchmarkSplit
     from spogw.harness.store import EvalRow, SQLiteStore
     from spogw.harness.workflows.engine import WorkflowEngine
 
@@ -64,6 +66,52 @@ class SearchResult:
     stopped: str
     """Why the search ended: 'budget' (every round done), 'stagnation' (patience ran out) or
     'exhausted' (no scored workflow had a modification left)."""
+
+
+def check_searches(config: ExperimentConfig, splits: Sequence[BenchmarkSplit]) -> None:
+    """Refuse, before any work, a search method whose search split is empty or is the split the
+    report scores (evaluation.split), or whose seed workflow the SIMULATED optimizer cannot edit.
+    Raises ConfigError naming the method and the field."""
+    from spogw.harness.config import ConfigError, method_config
+    from spogw.methods.config import method_kind
+
+    for index, method_spec in enumerate(config.methods):
+        method = method_config(method_spec)
+        if method_kind(method) != "search":
+            continue
+        where = f"methods.{index} ({method_spec.display_label})"
+        if method.split == config.evaluation.split:
+            raise ConfigError(
+                f"{where}: the search scores workflows on the {method.split} split, which evaluation.split also "
+                "reports: its chosen workflow would be scored on the items it was chosen on (biased upward); "
+                f"set methods.{index}.overrides.split or evaluation.split to another split"
+            )
+        if config.optimizer.name == "sim":
+            _check_simulated_seed(method.seed_workflow, splits, where)
+        empty = [f"benchmarks.{i} {s.benchmark.name}" for i, s in enumerate(splits) if not s.search_items(method)]
+        if empty:
+            remedy = "set split.validation_fraction > 0" if method.split == "validation" else "give it training items"
+            raise ConfigError(
+                f"methods.{index} ({method_spec.display_label}): the search scores workflows on the {method.split} "
+                f"split, which is empty for {', '.join(empty)}: {remedy}, or set methods.{index}.overrides.split"
+            )
+
+
+def _check_simulated_seed(seed_workflow: str, splits: Sequence[BenchmarkSplit], where: str) -> None:
+    """The SIMULATED optimizer edits grammar structures: a seed workflow outside the grammar of a
+    benchmark's domain is refused before round 0 is paid for."""
+    from spogw.harness.config import ConfigError
+    from spogw.harness.workflows.grammar_parse import parse_structure
+    from spogw.methods.static import workflow_source
+
+    source = workflow_source(seed_workflow)[1]
+    for split in splits:
+        if parse_structure(source, split.benchmark.domain) is None:
+            raise ConfigError(
+                f"{where}: seed_workflow {seed_workflow!r} is not a structure of the {split.benchmark.domain} "
+                "workflow grammar, which the SIMULATED optimizer (optimizer.name: sim) edits; use io, cot, cot_sc "
+                "(or pot on math), or an LLM optimizer"
+            )
 
 
 def round_scores(rows: Sequence[SearchRow]) -> dict[int, float]:
