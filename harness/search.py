@@ -172,6 +172,7 @@ async def evaluate_child(
     infra_error are run again up to INFRA_RETRIES times; the scores are empty when some still did
     (the caller stores the proposal as infra_error, unscored)."""
     from spogw.harness.evaluate import EvalKey, evaluate_workflow
+    from spogw.harness.scores import item_scores
 
     eval_key = EvalKey(key.experiment, key.method, key.seed)
     rows = await evaluate_workflow(code, benchmark, items, engine, repeats, key=eval_key, progress=False)
@@ -179,16 +180,16 @@ async def evaluate_child(
         broken = {(r.item_id, r.repeat) for r in rows if r.status == "infra_error"}
         if not broken:
             break
-        for item in [i for i in items if any(i.id == b[0] for b in broken)]:
-            again = await evaluate_workflow(code, benchmark, [item], engine, repeats, key=eval_key, progress=False)
-            fixed = {(r.item_id, r.repeat): r for r in again if (r.item_id, r.repeat) in broken}
-            rows = [fixed.get((r.item_id, r.repeat), r) for r in rows]
+        again = [i for i in items if any(i.id == item for item, _ in broken)]  # their items, in one batch
+        fixed = {
+            (r.item_id, r.repeat): r
+            for r in await evaluate_workflow(code, benchmark, again, engine, repeats, key=eval_key, progress=False)
+            if (r.item_id, r.repeat) in broken
+        }
+        rows = [fixed.get((r.item_id, r.repeat), r) for r in rows]
     if any(r.status == "infra_error" for r in rows):
         return {}, rows
-    scores: dict[str, list[float]] = {}
-    for row in rows:
-        scores.setdefault(row.item_id, []).append(float(row.score or 0.0))
-    return {item: sum(values) / len(values) for item, values in scores.items()}, rows
+    return {item: score for (_, item), score in item_scores(rows).items()}, rows
 
 
 def unscored(runs: Sequence[EvalRow], scores: dict[str, float]) -> tuple[str, str] | None:
@@ -203,51 +204,30 @@ def unscored(runs: Sequence[EvalRow], scores: dict[str, float]) -> tuple[str, st
     return None
 
 
-def _evaluated_row(
-    key: SearchKey,
-    benchmark: Benchmark,
-    round_: int,
-    attempt: int,
-    parent: int,
-    modification: str,
-    code: str,
-    item_scores: dict[str, float],
-    runs: Sequence[EvalRow],
-    failures: list[dict[str, str]],
-    optimizer_usage: tuple[int, int, int],
-    wall_s: float,
-) -> SearchRow:
-    from spogw.harness.workflows.structure import structure_or_empty
-
-    return SearchRow(
-        key.method, key.seed, benchmark.name, round_, attempt, parent, modification, code, structure_or_empty(code),
-        "evaluated", "", sum(item_scores.values()) / len(item_scores), json.dumps(item_scores, sort_keys=True),
-        json.dumps(failures), sum(r.calls for r in runs), sum(r.prompt_tokens for r in runs),
-        sum(r.completion_tokens for r in runs), float(sum(r.cost_usd or 0.0 for r in runs)), *optimizer_usage, wall_s,
-    )  # fmt: skip
-
-
-def _rejected_row(
+def _row(
     key: SearchKey,
     benchmark: str,
-    round_: int,
-    attempt: int,
-    parent: int,
-    modification: str,
-    code: str,
+    at: tuple[int, int, int],
+    proposal: tuple[str, str],
     status: str,
     reason: str,
     optimizer_usage: tuple[int, int, int],
     wall_s: float,
     runs: Sequence[EvalRow] = (),
+    item_scores: dict[str, float] | None = None,
+    failures: Sequence[dict[str, str]] = (),
 ) -> SearchRow:
-    """A proposal stored unscored; ``runs``: what its evaluation spent before it was found unscorable."""
+    """A proposal as stored: ``at`` = (round, attempt, parent), ``proposal`` = (modification, code);
+    scored when ``item_scores`` is given, else unscored with what its ``runs`` (if any) spent."""
     from spogw.harness.workflows.structure import structure_or_empty
 
+    modification, code = proposal
+    score = sum(item_scores.values()) / len(item_scores) if item_scores else None
     return SearchRow(
-        key.method, key.seed, benchmark, round_, attempt, parent, modification, code, structure_or_empty(code),
-        status, reason, None, "{}", "[]", sum(r.calls for r in runs), sum(r.prompt_tokens for r in runs),
-        sum(r.completion_tokens for r in runs), float(sum(r.cost_usd or 0.0 for r in runs)), *optimizer_usage, wall_s,
+        key.method, key.seed, benchmark, *at, modification, code, structure_or_empty(code), status, reason, score,
+        json.dumps(item_scores or {}, sort_keys=True), json.dumps(list(failures)), sum(r.calls for r in runs),
+        sum(r.prompt_tokens for r in runs), sum(r.completion_tokens for r in runs),
+        float(sum(r.cost_usd or 0.0 for r in runs)), *optimizer_usage, wall_s,
     )  # fmt: skip
 
 
@@ -308,8 +288,8 @@ async def run_search(
                 f"{problem[0]}: {problem[1]}"
             )
         failures = _failures(runs, items, config.failure_logs)
-        keep(_evaluated_row(key, benchmark, 0, 0, -1, "", seed_code, seed_scores, runs, failures, (0, 0, 0),
-                            time.perf_counter() - start))  # fmt: skip
+        keep(_row(key, benchmark.name, (0, 0, -1), ("", seed_code), "evaluated", "", (0, 0, 0),
+                  time.perf_counter() - start, runs, seed_scores, failures))  # fmt: skip
     stopped = "budget"
     for round_ in range(1, config.rounds + 1):
         if stagnated(score_history(rows, round_ - 1), config.top_k, config.patience, config.min_improvement):
@@ -367,24 +347,21 @@ async def _attempt(
     try:
         proposal = await optimizer.propose(request)
     except NoEditLeft as err:
-        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, "", "", "exhausted", str(err), (0, 0, 0),
-                           time.perf_counter() - start))  # fmt: skip
+        keep(_row(key, benchmark.name, (round_, attempt, parent), ("", ""), "exhausted", str(err), (0, 0, 0),
+                  time.perf_counter() - start))  # fmt: skip
         return False
     usage = (proposal.calls, proposal.prompt_tokens, proposal.completion_tokens)
+    at, proposed = (round_, attempt, parent), (proposal.modification, proposal.code)
     rejected = rejection(proposal.modification, proposal.code, parent, rows)
     if rejected is not None:
-        status, reason = rejected
-        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, proposal.modification, proposal.code,
-                           status, reason, usage, time.perf_counter() - start))  # fmt: skip
+        keep(_row(key, benchmark.name, at, proposed, *rejected, usage, time.perf_counter() - start))
         return False
     child_scores, runs = await evaluate_child(proposal.code, benchmark, items, engine, config.validation_repeats, key)
     problem = unscored(runs, child_scores)
     if problem is not None:
-        status, reason = problem
-        keep(_rejected_row(key, benchmark.name, round_, attempt, parent, proposal.modification, proposal.code,
-                           status, reason, usage, time.perf_counter() - start, runs))  # fmt: skip
+        keep(_row(key, benchmark.name, at, proposed, *problem, usage, time.perf_counter() - start, runs))
         return False
     failures = _failures(runs, items, config.failure_logs)
-    keep(_evaluated_row(key, benchmark, round_, attempt, parent, proposal.modification, proposal.code, child_scores,
-                        runs, failures, usage, time.perf_counter() - start))  # fmt: skip
+    keep(_row(key, benchmark.name, at, proposed, "evaluated", "", usage, time.perf_counter() - start, runs,
+              child_scores, failures))  # fmt: skip
     return True

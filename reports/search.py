@@ -5,6 +5,7 @@ executor calls beside the search's (search + optimizer calls against training ro
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -123,15 +124,9 @@ def search_sections(
     )
     sections = [
         Section("Search", text, markdown_html(text)),
-        Section("Chosen workflows", code + "\n", "<pre>" + _escape(code) + "</pre>"),
+        Section("Chosen workflows", code + "\n", "<pre>" + html.escape(code) + "</pre>"),
     ]
     return sections, figures
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
 
 
 def search_plot(rounds: pd.DataFrame, benchmark: str, simulated: bool) -> Any:

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import functools
 
-from spogw.harness.workflows.grammar import (
-    GENERATORS_BY_DOMAIN,
-    INSTRUCTIONS,
-    Structure,
-    all_structures,
-)
+from spogw.harness.executors.sim import instruction_style
+from spogw.harness.workflows.grammar import GENERATORS_BY_DOMAIN, Structure, all_structures
 from spogw.harness.workflows.structure import operator_fields
 
 
@@ -22,22 +18,6 @@ from spogw.harness.workflows.structure import operator_fields
 def structure_set(domain: str) -> frozenset[Structure]:
     """`all_structures` of ``domain`` as a set, computed once (membership tests)."""
     return frozenset(all_structures(domain))
-
-
-STYLE_WORDS = {"decompose": ("sub-question", "subquestion"), "cot": ("step by step", "think", "reason", "explain")}
-"""Words that give an instruction its style when it is not one of INSTRUCTIONS (the simulator's rule)."""
-
-
-def instruction_style(instruction: str) -> str:
-    """The style of an instruction: its INSTRUCTIONS key, else by STYLE_WORDS, else plain."""
-    for style, text in INSTRUCTIONS.items():
-        if instruction == text:
-            return style
-    lowered = instruction.lower()
-    for style, words in STYLE_WORDS.items():
-        if any(word in lowered for word in words):
-            return style
-    return "plain"
 
 
 def parse_structure(source: str, domain: str) -> Structure | None:
@@ -74,7 +54,7 @@ def parse_structure(source: str, domain: str) -> Structure | None:
         ):
             for keyword in node.keywords:
                 if keyword.arg == "instruction" and isinstance(keyword.value, ast.Constant):
-                    style = instruction_style(str(keyword.value.value))
+                    style = instruction_style(str(keyword.value.value))  # the style the simulator plays
     structure = Structure(
         domain,
         generator,
