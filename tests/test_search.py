@@ -499,3 +499,23 @@ def test_a_search_on_the_reported_split_and_stray_optimizer_fields_are_refused(t
         assert OptimizerConfig.model_validate(written.model_dump(mode="json")) == written
     with pytest.raises(ValueError, match="bias weighs the SIMULATED"):
         OptimizerConfig(name="openai", model="o", base_url="http://127.0.0.1:9/v1", bias=3.0)
+
+
+def test_patience_stops_a_stagnant_search_and_failure_logs_and_search_limit_bound_what_is_used(tmp_path: Path) -> None:
+    from spogw.harness.plan import BenchmarkSplit
+
+    benchmark, items = _search_items("gsm_synth", 12)
+    config = AFlowConfig(rounds=12, patience=1, failure_logs=2, validation_repeats=1)
+    with SQLiteStore(tmp_path / "search.sqlite") as store:
+        result = asyncio.run(_search(store, benchmark, items, config))
+    last = max(r.round for r in result.rows)
+    assert result.stopped == "stagnation" and last < config.rounds
+    history = [[r.score for r in result.rows if r.score is not None and r.round <= k] for k in range(last + 1)]
+    assert stagnated(history, config.top_k, 1, 0.0)  # what stopped it, read back from the stored rows
+    assert not stagnated(history[:-1], config.top_k, 1, 0.0), "it stopped at the first stagnant round"
+    assert all(len(json.loads(r.failures)) <= 2 for r in result.rows) and any(
+        json.loads(r.failures) for r in result.rows
+    )
+    split = BenchmarkSplit(benchmark, [], [], items)
+    assert list(split.search_items(AFlowConfig(search_limit=5))) == items[:5]
+    assert list(split.search_items(AFlowConfig(split="train"))) == []
