@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spogw.harness import plan
+from spogw.harness import plan, sharding
 from spogw.harness.config import ExecutorConfig, ExperimentConfig, MethodSpec
 from spogw.harness.console import RunProgress, say
 from spogw.harness.heldout import EvalTarget, evaluate_generator, evaluate_static
@@ -240,7 +240,14 @@ async def run_trainable(
 
     config = context.config
     label = spec.display_label
-    generator = load_generator(config.generator, progress=False, adapter_dir=context.run_dir / "served_adapters")
+    run = training_run(context, spec, method, seed, twins)
+    ranks = sharding.launch_ranks(config.generator, run.sync, context.notice)
+    generator = load_generator(
+        config.generator, progress=False, adapter_dir=context.run_dir / "served_adapters", sharded_over=ranks
+    )
+    if ranks is not None and run.sync is not None:
+        sharding.mirror_lone_forwards(generator, run.sync)
+        context.notice(f"{label} seed {seed}: {sharding.describe(generator.model, ranks)}")
     record_generator(context.run_dir, generator, config.generator)
     params = _sampling_params(config, spec)
     engine = _engine(config.executor_for(spec), seed)
@@ -277,29 +284,31 @@ async def run_trainable(
         for step_row, step in zip(steps, summary.steps, strict=True):  # the x axis: optimizer steps so far
             context.tracker.log_metrics(run_id, {f"step.{k}": v for k, v in step.items()}, step_row.step)
 
-    run = training_run(context, spec, method, seed, twins)
-    try:
-        await run_method(
-            generator,
-            engine,
-            store,
-            run,
-            evaluate=evaluate,
-            on_iteration=on_iteration,
-            on_phase=lambda iteration, phase: context.progress.phase(
-                label, seed, phase, iteration, config.iterations, phase_counts(context.splits, config, phase, method)
-            ),
-            progress=context.bars,
-        )
-    finally:
-        if run.sync is not None:
-            run.sync.ended()  # the other ranks stop waiting for collections
-        await engine.close()
+    def on_phase(iteration: int, phase: str) -> None:
+        counts = phase_counts(context.splits, config, phase, method)
+        context.progress.phase(label, seed, phase, iteration, config.iterations, counts)
 
     async def evaluate_final(other: WorkflowEngine, transfer: EvalTarget) -> None:
         await evaluate_generator(generator, context.splits, other, transfer, params)
 
-    await _evaluate_transfers(context, store, spec, seed, config.iterations, run_id, evaluate_final)
+    try:
+        try:
+            await run_method(
+                generator,
+                engine,
+                store,
+                run,
+                evaluate=evaluate,
+                on_iteration=on_iteration,
+                on_phase=on_phase,
+                progress=context.bars,
+            )
+        finally:
+            await engine.close()
+        await _evaluate_transfers(context, store, spec, seed, config.iterations, run_id, evaluate_final)
+    finally:
+        if run.sync is not None:  # after the transfers: a sharded model's other ranks mirror their forwards
+            run.sync.ended()  # the other ranks stop waiting
     final = run.checkpoints / f"iter{config.iterations}" if run.checkpoints is not None else None
     if final is not None and final.is_dir():
         context.tracker.log_artifact(run_id, final, "adapter")
@@ -358,10 +367,16 @@ async def follow_trainable(context: ExperimentContext, spec: MethodSpec, method:
 
     run = training_run(context, spec, method, seed, {})
     assert run.sync is not None, "a follower has its launch's token"
+    # loaded while rank 0 loads its own: its first lone forward waits for this rank's mirror
+    ranks = sharding.launch_ranks(context.config.generator, run.sync, context.notice)
+    generator = load_generator(context.config.generator, progress=False, sharded_over=ranks)
+    if ranks is not None:
+        sharding.mirror_lone_forwards(generator, run.sync)
     try:
         await asyncio.to_thread(run.sync.wait_start)  # rank 0 opened the cell: its shard exists
-        generator = load_generator(context.config.generator, progress=False)
         with SQLiteStore(Cell(spec.display_label, seed).shard(context.run_dir), read_only=True) as store:
             await run_method(generator, None, store, run)
+        if run.sync.mirror is not None:  # rank 0's final evaluations forward the sharded model too
+            await asyncio.to_thread(run.sync.mirror_until_ended)
     except LaunchEnded:
         return

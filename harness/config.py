@@ -140,6 +140,12 @@ class TrainingConfig(StrictModel):
     memory, about a third more compute per step."""
     autocast: Literal["auto", "bf16", "off"] = "auto"
     """bf16 autocast of the training forward: `auto` turns it on on a CUDA GPU and off on the CPU."""
+    sharding: Literal["replicate", "fsdp"] = "replicate"
+    """How the ranks of a launch (`accelerate launch` / torchrun, docs/gpu.md) hold the base model:
+    `replicate`, whole on every rank; `fsdp`, each rank 1/N of the frozen base weights (FSDP2, for
+    a model one GPU cannot hold), the LoRA adapter whole on every rank. `fsdp` needs backend
+    `vllm_server`: a rank cannot sample alone from a sharded model. One process holds the model
+    whole either way (it says so at the start of the cell)."""
 
 
 class SamplingConfig(StrictModel):
@@ -233,6 +239,11 @@ class GeneratorConfig(StrictModel):
         # compared with the defaults, not with the fields given: a resolved config writes them all
         if self.backend == "hf" and (self.base_url or self.server != ServerConfig()):
             raise ValueError("base_url and server apply to backend 'vllm_server' only; backend is 'hf'")
+        if self.training.sharding == "fsdp" and self.backend != "vllm_server":
+            raise ValueError(
+                "training.sharding 'fsdp' needs backend 'vllm_server' (with base_url): rank 0 cannot sample "
+                "alone from a model whose weights are sharded over the ranks (harness/sharding.py)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -17,16 +17,24 @@ and the end of its work on the cell, done or failed or already done before (``en
 is new in each launch (broadcast once at the start, when every rank is there), so events left by a
 killed launch are never taken for this one's.
 
+With the base model sharded (`generator.training.sharding: fsdp`, harness/sharding.py) every
+forward is a collective, also the ones rank 0 runs alone while collecting and evaluating: rank 0
+counts them in ``forwards`` before each starts, and a follower, while it waits for any event, runs
+one mirror forward for each it has not run yet (polling every few milliseconds while they come).
+A follower then also stays until rank 0 ends the cell (its final evaluations forward too).
+
 The ranks of one cell share a machine: the shard is SQLite in WAL mode, which readers on other
 hosts cannot share. Many cells at once across machines: `spogw run --ray` (harness/cluster.py).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spogw.harness.atomic import atomic_write_text
@@ -34,7 +42,11 @@ from spogw.harness.distributed import Ranks
 
 SYNC_DIR = ".sync"
 POLL_S = 0.5
-START, ENDED = "start", "ended"
+BURST_POLL_S = 0.002
+"""A follower's poll while rank 0's lone forwards come (one per rollout of a served collection):
+each waits for the follower's mirror, so a 0.5 s poll would add 0.5 s to every one."""
+BURST_S = 2.0
+START, ENDED, FORWARDS = "start", "ended", "forwards"
 
 
 def launch_token(ranks: Ranks) -> str:
@@ -53,7 +65,7 @@ class LaunchEnded(RuntimeError):
     """Rank 0 ended the cell (done, failed, or done before this launch) while a follower waited."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class CollectionSync:
     """Rank 0 announces; a follower waits for the announcement it needs."""
 
@@ -61,6 +73,11 @@ class CollectionSync:
     """The cell's folder (harness/cells.py)."""
     token: str
     ranks: Ranks
+    mirror: Callable[[], None] | None = None
+    """A follower of a sharded model (harness/sharding.py): its forward for each of rank 0's lone
+    forwards, run while it waits. None: the model is not sharded (nothing to mirror)."""
+    _mirrored: int = field(default=0, repr=False)
+    _last_mirror: float = field(default=0.0, repr=False)
 
     @property
     def events(self) -> Path:
@@ -71,15 +88,50 @@ class CollectionSync:
             self.events.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.events / name, text + "\n")
 
+    def announce_forward(self, count: int) -> None:
+        """Rank 0: its lone forward number ``count`` starts (harness/sharding.py LoneForwards). Not
+        fsynced: it is read within milliseconds, and a killed launch's token is never read again."""
+        self.events.mkdir(parents=True, exist_ok=True)
+        temporary = self.events / f".{FORWARDS}.{os.getpid()}"
+        temporary.write_text(f"{count}\n")
+        os.replace(temporary, self.events / FORWARDS)
+
+    def _mirror_pending(self) -> bool:
+        """A follower: run a mirror forward for each lone forward of rank 0 not mirrored yet; whether
+        one ran."""
+        if self.mirror is None:
+            return False
+        try:
+            started = int((self.events / FORWARDS).read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        for _ in range(started - self._mirrored):
+            self.mirror()
+            self._mirrored += 1
+            self._last_mirror = time.monotonic()
+        return started > 0 and time.monotonic() - self._last_mirror < BURST_S
+
     def _wait(self, name: str) -> str:
-        """A follower: the text of event ``name`` once rank 0 wrote it. Raises LaunchEnded when rank
-        0 ended the cell first (an update step without rank 0 would wait for it forever)."""
+        """A follower: the text of event ``name`` once rank 0 wrote it, mirroring rank 0's lone
+        forwards meanwhile. Raises LaunchEnded when rank 0 ended the cell first (an update step
+        without rank 0 would wait for it forever). Rank 0 writes an event only after its earlier
+        lone forwards ended, and those needed this rank's mirror: so when the event is there, no
+        forward announced before it is left to mirror."""
         while True:
+            burst = self._mirror_pending()
             if (self.events / name).is_file():
                 return (self.events / name).read_text().strip()
             if (self.events / ENDED).is_file():
                 raise LaunchEnded(f"rank 0 ended the cell before {name!r} ({self.events})")
-            time.sleep(POLL_S)
+            time.sleep(BURST_POLL_S if burst else POLL_S)
+
+    def mirror_until_ended(self) -> None:
+        """A follower of a sharded model after its last update: mirror rank 0's lone forwards (its
+        final evaluations) until rank 0 ends the cell."""
+        try:
+            self._wait(f"never-{self.token}")
+        except LaunchEnded:
+            return
 
     def started(self, iteration: int) -> None:
         """Rank 0: the cell starts at ``iteration`` (its checkpoint loaded); older launches' events go."""

@@ -285,16 +285,17 @@ async def run_method(
         ) -> tuple[list[Unit], list[dict[str, float]]]:
             if on_phase is not None and schedule is offline_schedule:
                 on_phase(iteration, "train")
-            return update_iteration(
-                generator,
-                rollouts,
-                config,
-                run.seed,
-                iteration,
-                optimizer,
-                run.params.temperature,
-                on_step=lambda: failpoints.hit("train.step"),
-            )
+            with generator.all_ranks():  # every rank of a launch runs the update's forwards
+                return update_iteration(
+                    generator,
+                    rollouts,
+                    config,
+                    run.seed,
+                    iteration,
+                    optimizer,
+                    run.params.temperature,
+                    on_step=lambda: failpoints.hit("train.step"),
+                )
 
         if on_phase is not None:
             on_phase(iteration, "collect+train" if schedule is online_schedule and not last else "collect")

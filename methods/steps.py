@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from spogw.harness.distributed import current_ranks, max_float, shard, sum_floats, sum_gradients
+from spogw.harness.distributed import Ranks, current_ranks, max_float, shard, sum_floats, sum_gradients
 from spogw.harness.registry import Registry
 from spogw.harness.rollouts import Rollout, RolloutKey
 from spogw.methods.losses import (
@@ -54,6 +54,12 @@ class Policy(Protocol):
         """Sequences per forward/backward pass in a step (gradient accumulation); 0: a unit at once."""
         ...
 
+    @property
+    def collective_forwards(self) -> bool:
+        """Whether every rank must run each forward and backward (base weights sharded with FSDP,
+        harness/sharding.py): a rank with fewer micro-batches than another then runs `idle_pass`es."""
+        ...
+
 
 UpdateStep = Callable[
     [Policy, Sequence[Any], Any, dict[RolloutKey, torch.Tensor], torch.optim.Optimizer, float], dict[str, float]
@@ -72,6 +78,23 @@ def micro_batches(count: int, size: int) -> list[slice]:
     """[0, count) in consecutive slices of at most ``size`` (0: one slice)."""
     size = size or count
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def idle_passes(count: int, size: int, ranks: Ranks) -> int:
+    """How many more micro-batch passes than its own the rank with the most runs over ``count``
+    items sharded round robin (`shard`) in slices of ``size``: what ``ranks.rank`` must add when
+    every forward is a collective."""
+    shares = [len(shard(count, Ranks(r, ranks.world))) for r in range(ranks.world)]
+    passes = [len(micro_batches(share, size)) if share else 0 for share in shares]
+    return max(passes) - passes[ranks.rank]
+
+
+def idle_pass(policy: Policy, rollouts: Sequence[Rollout], temperature: float) -> None:
+    """A forward and backward that add nothing to any gradient (the loss times 0): the shortest
+    of the step's sequences, so that this rank joins the all-gathers of another rank's pass."""
+    shortest = min(rollouts, key=lambda r: len(r.prompt_ids) + len(r.completion_ids))
+    logp, mask = policy.completion_logprobs([shortest], temperature)
+    ((logp * mask).sum() * 0.0).backward()
 
 
 def step_coefficients(units: Sequence[GroupUnit], config: GRPOConfig) -> tuple[list[Rollout], SequenceCoefficients]:
@@ -154,6 +177,8 @@ def group_step(
         clipped += float(metrics["clipped_tokens"])
         active_tokens += float(metrics["active_tokens"])
         tokens += int(mask.sum())
+    for _ in range(idle_passes(len(rollouts), size, ranks) if policy.collective_forwards and active else 0):
+        idle_pass(policy, rollouts, temperature)
     parameters = list(policy.trainable_parameters())
     if active:  # every rank has the same units, so every rank reduces or none does
         sum_gradients(parameters, ranks)
@@ -217,6 +242,8 @@ def pair_step(
         total_loss += loss.item()
         margins.append(((sum_c - ref_c) - (sum_r - ref_r)).detach())
         tokens += int(mask.sum())
+    for _ in range(idle_passes(len(pairs), pairs_per_pass, ranks) if policy.collective_forwards and pairs else 0):
+        idle_pass(policy, [p.chosen for p in pairs], temperature)
     parameters = list(policy.trainable_parameters())
     sum_gradients(parameters, ranks)
     margin = torch.cat(margins) if margins else torch.zeros(0)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Coroutine
+import socket
+import subprocess
+import sys
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,3 +100,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: the rest keep their order
+
+
+@contextlib.contextmanager
+def standin_process(
+    recipe: str = "test", served_model: str = "tiny-test", exit_after: int | None = None
+) -> Iterator[str]:
+    """The vLLM stand-in (harness/policy/standin.py) serving the tiny generator of ``recipe`` as
+    ``served_model``, in its own process; yields its base URL. ``exit_after``: it exits after that
+    many completions (a server that dies mid-collection)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [sys.executable, "-m", "spogw.harness.policy.standin", "--tiny-recipe", recipe]
+    args += ["--served-model", served_model, "--port", str(port)]
+    if exit_after is not None:
+        args += ["--exit-after-completions", str(exit_after)]
+    repo = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(args, cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"serving {served_model}" in line, line
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.kill()
+        process.wait(10)

@@ -1,10 +1,14 @@
 """One update step of the small test generator, run by each rank of a launcher (torchrun or
 `accelerate launch`): tests/test_distributed.py runs it with 1 and with 2 gloo ranks and compares.
 
-    torchrun --nproc_per_node 2 tests/distributed_step.py OUT_DIR groups|pairs [MICRO_BATCH_SEQUENCES]
+    torchrun --nproc_per_node 2 tests/distributed_step.py OUT_DIR groups|pairs [MICRO_BATCH_SEQUENCES [fsdp]]
 
 Every rank builds the same inputs (the same weights, samples drawn with the same keys, the same
-scores); rank 0 writes the step's metrics, the summed gradient and the adapter (atomically)."""
+scores); rank 0 writes the step's metrics, the summed gradient and the adapter (atomically).
+
+With `fsdp` the base weights are sharded over the ranks after sampling (harness/sharding.py), and
+before the step rank 0 computes one rollout's log-probs alone, mirrored by the other ranks through
+the launch's sync folder as in a served collection; it writes them for comparison with 1 rank."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 import torch
 
 
-def main(out: Path, kind: str, micro_batch: int) -> None:
+def main(out: Path, kind: str, micro_batch: int, sharding: str) -> None:
     from transformers import AutoModelForCausalLM
 
     from spogw.harness.config import GeneratorConfig, LoraConfig
@@ -55,23 +59,56 @@ def main(out: Path, kind: str, micro_batch: int) -> None:
     config = (
         GRPOConfig(num_samples=6, group_size=4, max_groups=8, min_group_std=0.0, sharpen_t=1, beta=0.1)
         if kind == "groups"
-        else PairConfig(num_samples=6, pairs="scoreflow", loss="score_dpo", pairs_per_step=8)
+        else PairConfig(num_samples=6, pairs="scoreflow", loss="score_dpo", pairs_per_step=7)
     )
+    lone: list[float] = []
+    if sharding == "fsdp":
+        from spogw.harness.launch import CollectionSync, launch_token
+        from spogw.harness.policy.sampling import token_logprobs
+        from spogw.harness.sharding import LoneForwards, mirror_forward, shard_base_model
+
+        root = shard_base_model(model, ranks, "cpu")
+        policy.collective_forwards = True
+        sync = CollectionSync(out / "cell", launch_token(ranks), ranks)
+        if ranks.main:
+            policy.lone_forwards = LoneForwards(root, ranks, sync.announce_forward)
+            with torch.no_grad():  # alone: the other ranks mirror it while they wait for "collected-0-0"
+                lone = token_logprobs(model, rollouts[0].prompt_ids, rollouts[0].completion_ids).tolist()
+            sync.published(0, 0)
+        else:
+            sync.mirror = mirror_forward(root)
+            sync.wait(0, 0)
+    else:
+        from spogw.harness.policy.sampling import token_logprobs
+
+        with torch.no_grad():
+            lone = token_logprobs(model, rollouts[0].prompt_ids, rollouts[0].completion_ids).tolist()
     units = build_units(rollouts, config, seed=0, iteration=0)
     unique = list({r.key: r for u in units for r in unit_rollouts(u)}.values())
-    ref_cache = policy.reference_logprobs(unique, "base", 1.0)
+    with policy.all_ranks():
+        ref_cache = policy.reference_logprobs(unique, "base", 1.0)
     policy.train_mode()
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-2, weight_decay=0.0)
-    metrics = UPDATES.get(config.update)(policy, units[: config.units_per_step], config, ref_cache, optimizer, 1.0)
+    with policy.all_ranks():
+        step = units[: config.units_per_step]
+        metrics = UPDATES.get(config.update)(policy, step, config, ref_cache, optimizer, 1.0)
     gradient = torch.cat([p.grad.flatten() for p in policy.trainable_parameters() if p.grad is not None])
 
     def write() -> None:
         save_adapter(model, out / "adapter", policy.identity)
         torch.save(gradient, out / "gradient.pt")
-        (out / "metrics.json").write_text(json.dumps({**metrics, "world": ranks.world}))
+        sequences = len(unique) if kind == "groups" else len(step)
+        (out / "metrics.json").write_text(
+            json.dumps({**metrics, "world": ranks.world, "lone": lone, "sequences": sequences, "sharding": sharding})
+        )
 
     on_main(write, ranks)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    main(
+        Path(sys.argv[1]),
+        sys.argv[2],
+        int(sys.argv[3]) if len(sys.argv) > 3 else 0,
+        sys.argv[4] if len(sys.argv) > 4 else "",
+    )

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +31,7 @@ from spogw.harness.policy.served import (
 from spogw.harness.policy.standin import VLLMStandIn
 from spogw.harness.rollouts import MemoryStore, Rollout
 from spogw.harness.workflows.engine import WorkflowEngine
-from tests.conftest import run
+from tests.conftest import run, standin_process
 
 GSM = load_benchmark("gsm_synth", size=60)
 PARAMS = SamplingParams(1.0, 1.0, 64)
@@ -305,37 +302,15 @@ def test_a_server_killed_mid_collection_resumes_with_nothing_lost(trainer: Gener
     collect_module.SEQUENCES_PER_BATCH = 8  # the in-process run's slices: as the served run's below
     try:
         expected = _collect(trainer, items, MemoryStore())
-        with _standin_process(exit_after=20) as url, pytest.raises(GeneratorUnavailable):
+        with standin_process(exit_after=20) as url, pytest.raises(GeneratorUnavailable):
             _collect(_remote(trainer, url, tmp_path, max_retries=2, concurrency=8), items, store)
         kept = store.get("t", "spogw", 0, 0)
         assert 0 < len(kept) < 24 and len(kept) % 8 == 0, "whole slices were kept, and only those"
-        with _standin_process() as url:
+        with standin_process() as url:
             resumed = _collect(_remote(trainer, url, tmp_path, concurrency=8), items, store)
     finally:
         collect_module.SEQUENCES_PER_BATCH = original
     _assert_same_rollouts(resumed, expected, trainer)
-
-
-@contextmanager
-def _standin_process(exit_after: int | None = None) -> Iterator[str]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = [sys.executable, "-m", "spogw.harness.policy.standin", "--tiny-recipe", "test"]
-    args += ["--served-model", "tiny-test", "--port", str(port)]
-    if exit_after is not None:
-        args += ["--exit-after-completions", str(exit_after)]
-    process = subprocess.Popen(args, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "serving tiny-test" in line, line
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.kill()
-        process.wait(10)
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     import torch
 
     from spogw.harness.config import GeneratorConfig
+    from spogw.harness.distributed import Ranks
     from spogw.harness.policy.constraint import GrammarConstraint
     from spogw.harness.policy.served import VLLMServerSampler
+    from spogw.harness.sharding import LoneForwards
 
 TRAINABLE = "default"
 REFERENCE = "reference"
@@ -52,6 +54,12 @@ class Generator:
     """bf16 autocast around the training forward (generator.training.autocast, resolved)."""
     served: VLLMServerSampler | None = None
     """The vLLM server that samples (backend vllm_server); None: this process samples."""
+    collective_forwards: bool = False
+    """The base weights are sharded over a launch's ranks (harness/sharding.py): every forward is a
+    collective that every rank runs."""
+    lone_forwards: LoneForwards | None = None
+    """Rank 0 of a sharded launch: its forwards outside the update steps, announced for the other
+    ranks to mirror (`all_ranks` marks the ones every rank runs). None otherwise."""
 
     @property
     def exact_sampler_logprobs(self) -> bool:
@@ -103,6 +111,11 @@ class Generator:
 
     def train_mode(self) -> None:
         self.model.train()
+
+    def all_ranks(self) -> contextlib.AbstractContextManager[None]:
+        """Around forwards that every rank of a sharded launch runs itself (the update steps), so
+        that rank 0 does not announce them as its own (harness/sharding.py)."""
+        return self.lone_forwards.together() if self.lone_forwards is not None else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def reference(self, kind: str) -> Iterator[None]:
@@ -167,12 +180,18 @@ def attach_lora(model: Any, config: GeneratorConfig) -> Any:
 
 
 def load_generator(
-    config: GeneratorConfig, device: str | None = None, progress: bool = True, adapter_dir: Path | None = None
+    config: GeneratorConfig,
+    device: str | None = None,
+    progress: bool = True,
+    adapter_dir: Path | None = None,
+    sharded_over: Ranks | None = None,
 ) -> Generator:
     """The generator of an experiment, LoRA attached, on ``device`` (default: GPU if present).
 
     With backend `vllm_server`, adapters for the server are written under generator.server.adapter_dir,
-    else ``adapter_dir`` (the runner passes the run folder's), else the cache."""
+    else ``adapter_dir`` (the runner passes the run folder's), else the cache. ``sharded_over``: the
+    ranks of a launch to shard the base weights over (generator.training.sharding fsdp,
+    harness/sharding.py): the model is read on the CPU, then sharded onto ``device`` layer by layer."""
     import torch
 
     from spogw.harness.torch_threads import apply_torch_threads
@@ -180,6 +199,7 @@ def load_generator(
     apply_torch_threads()
     device = device or default_device()
     dtype = resolve_dtype(config.dtype, device)
+    load_device = "cpu" if sharded_over is not None else device
     if config.name == "tiny":
         from spogw.harness.policy import tiny
 
@@ -201,12 +221,16 @@ def load_generator(
         identity, style, max_prompt = config.model, prompt_style(config, tokenizer), None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    base = base.to(device=device, dtype=dtype)
+    base = base.to(device=load_device, dtype=dtype)
     # LoRA's A matrices are random: seed them so the same generator config gives the same start,
     # inside fork_rng so that loading a generator does not reset the caller's random state.
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = attach_lora(base, config)
+    if sharded_over is not None:
+        from spogw.harness.sharding import shard_base_model
+
+        shard_base_model(model, sharded_over, device)
     constraint = None
     if decoding_mode(config) == "grammar":
         from spogw.harness.policy.constraint import GrammarConstraint
@@ -228,6 +252,7 @@ def load_generator(
         micro_batch_sequences=training.micro_batch_sequences,
         autocast=training.autocast == "bf16" or (training.autocast == "auto" and torch.device(device).type == "cuda"),
         served=served_sampler(config, identity, adapter_dir) if config.backend == "vllm_server" else None,
+        collective_forwards=sharded_over is not None,
     )
 
 
