@@ -13,8 +13,9 @@
      them (the count of a phase's crash points restarts in each life, less what earlier lives of the
      chain passed), so every phase is hit in every chain and each life gets further than the last;
    - by a timer (``--timer-kills`` lives per chain, at random places in the plan): SIGKILL from
-     this process after a delay drawn uniformly over the baseline's wall time, which lands
-     anywhere, between crash points too.
+     this process after the baseline's start-up plus a delay drawn uniformly over the baseline's
+     time between the chain's planned kills before and after it (the life resumes at the one
+     before), which lands anywhere, between crash points too.
    The last life of a chain runs to completion. Chains are started until at least ``--kills`` kills
    happened and each phase got ``--min-per-phase`` of them.
 
@@ -61,8 +62,16 @@ def _preload() -> None:
     import spogw.reports.report  # noqa: F401
 
 
-def life(argv: list[str], log: Path, trace: Path, plan: str | None, kill_after_s: float | None) -> int:
-    """One `spogw run` in a forked child; returns its wait status as a return code (-9: SIGKILL)."""
+def life(
+    argv: list[str],
+    log: Path,
+    trace: Path,
+    plan: str | None,
+    kill_after_s: float | None,
+    times: list[float] | None = None,
+) -> int:
+    """One `spogw run` in a forked child; returns its wait status as a return code (-9: SIGKILL).
+    ``times``: filled with the seconds from the start at which each line of the trace appeared."""
     child = os.fork()
     if child == 0:  # the child: a run, as `spogw run` would do it, then _exit (no parent clean-up)
         code = 1
@@ -88,6 +97,9 @@ def life(argv: list[str], log: Path, trace: Path, plan: str | None, kill_after_s
         if kill_after_s is not None and time.monotonic() - start >= kill_after_s:
             os.kill(child, signal.SIGKILL)
             kill_after_s = None
+        if times is not None and trace.exists():
+            lines = trace.read_bytes().count(b"\n")
+            times += [time.monotonic() - start] * (lines - len(times))
         time.sleep(0.005)
 
 
@@ -137,7 +149,8 @@ def chaos(
 
     baseline = out / "baseline"
     start = time.monotonic()
-    code = life(argv(baseline), out / "baseline.log", out / "baseline.trace", None, None)
+    reached: list[float] = []  # when the baseline passed each crash point
+    code = life(argv(baseline), out / "baseline.log", out / "baseline.trace", None, None, reached)
     baseline_s = time.monotonic() - start
     if code != 0:
         raise SystemExit(f"the uninterrupted run failed (exit {code}); see {out / 'baseline.log'}")
@@ -159,20 +172,28 @@ def chaos(
         chain = out / f"chain{len(chains)}"
         chains.append(str(chain))
         picks = sorted(i for p in aimed for i in rng.sample(positions[p], min(per_chain, len(positions[p]))))
-        planned: list[tuple[str, int] | None] = []
+        planned: list[tuple[str, int] | float] = []
         for index in picks:
             phase = failpoints.phase_of(sequence[index])
             planned.append((phase, positions[phase].index(index) + 1))
         for _ in range(timer_kills):
-            planned.insert(rng.randrange(len(planned) + 1), None)
+            # the timer's delay: the baseline's start-up, then a time drawn over the baseline's time
+            # between the planned kills around it (the life resumes at the one before). Drawn over the
+            # whole run, it would often outlast what is left to do, and the chain would end with its
+            # later kills never reached.
+            at = rng.randrange(len(planned) + 1)
+            before = reached[picks[at - 1]] if at > 0 else reached[0]
+            after = reached[picks[at]] if at < len(picks) else baseline_s
+            planned.insert(at, reached[0] + rng.uniform(0.0, after - before))
+            picks.insert(at, picks[at - 1] if at > 0 else 0)
         passed = dict.fromkeys(failpoints.PHASES, 0)
         for step in [*planned, "complete"]:
             lives += 1
             trace = out / f"{chain.name}.life{lives}.trace"
             if step == "complete":
                 how, plan, delay = "none", None, None
-            elif step is None:
-                how, plan, delay = "timer", None, rng.uniform(0.0, baseline_s)
+            elif isinstance(step, float):
+                how, plan, delay = "timer", None, step
             else:
                 phase, number = step
                 number = max(1, number - passed[phase])  # resumed lives redo a little: an underestimate

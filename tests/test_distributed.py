@@ -191,7 +191,9 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
 
 
 @pytest.mark.slow
-def test_a_cell_sharded_with_fsdp_equals_the_one_process_cell_and_resumes(spogw_cache: Path, tmp_path: Path) -> None:
+def test_a_cell_sharded_with_fsdp_equals_the_one_process_cell_and_resumes(
+    spogw_cache: Path, standard_tiny: Path, tmp_path: Path
+) -> None:
     """`generator.training.sharding: fsdp` under a 2-rank launch, the generator served by the vLLM
     stand-in: each rank holds half the base weights; rank 0's lone forwards (old log-probs of the
     served collection, the adapter's canary) are mirrored by rank 1. Rank 0 is killed (SIGKILL)
