@@ -64,6 +64,8 @@ def full_width_logprobs(model: Any, rollouts: Any, temperature: float) -> tuple[
 class BenchPolicy:
     """The `Policy` an update step needs, around a peft model (methods/steps.py)."""
 
+    collective_forwards = False  # one process, the model whole
+
     def __init__(self, model: Any, layout: str, micro: int) -> None:
         self.model, self.layout, self.micro_batch_sequences = model, layout, micro
 

@@ -367,13 +367,15 @@ async def follow_trainable(context: ExperimentContext, spec: MethodSpec, method:
 
     run = training_run(context, spec, method, seed, {})
     assert run.sync is not None, "a follower has its launch's token"
-    # loaded while rank 0 loads its own: its first lone forward waits for this rank's mirror
     ranks = sharding.launch_ranks(context.config.generator, run.sync, context.notice)
-    generator = load_generator(context.config.generator, progress=False, sharded_over=ranks)
-    if ranks is not None:
+    generator = None
+    if ranks is not None:  # sharded: loaded while rank 0 loads its own (its first forward waits for ours)
+        generator = load_generator(context.config.generator, progress=False, sharded_over=ranks)
         sharding.mirror_lone_forwards(generator, run.sync)
     try:
         await asyncio.to_thread(run.sync.wait_start)  # rank 0 opened the cell: its shard exists
+        if generator is None:  # not loaded for a cell rank 0 found done
+            generator = load_generator(context.config.generator, progress=False)
         with SQLiteStore(Cell(spec.display_label, seed).shard(context.run_dir), read_only=True) as store:
             await run_method(generator, None, store, run)
         if run.sync.mirror is not None:  # rank 0's final evaluations forward the sharded model too

@@ -7,7 +7,9 @@ back-propagates its own share of them (`shard`), the gradients are summed across
 (`all_reduce_sum`), and every rank then takes the same optimizer step on the same gradient. The
 step equals the one-process step up to float rounding (tests/test_distributed.py: 2 gloo ranks
 against 1, loss, gradient and adapter within 1e-6). Plain all-reduce rather than DDP's wrapper:
-only the LoRA weights have gradients, and the step decides what each rank forwards.
+only the LoRA weights have gradients, and the step decides what each rank forwards. An
+iteration's reference log-probs are split the same way, each rank's share gathered by every rank
+(`gather_objects`; methods/steps.py `reference_cache`).
 
 In one process (the default) every function here is the identity: rank 0 of 1.
 """
@@ -122,6 +124,17 @@ def sum_floats(values: Sequence[float], ranks: Ranks, device: torch.device | str
     tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
     all_reduce_sum([tensor], ranks)
     return tensor.tolist()
+
+
+def gather_objects(value: T, ranks: Ranks) -> list[T]:
+    """Every rank's ``value`` (picklable: a dict of CPU tensors), in rank order, on every rank."""
+    if ranks.world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[T | None] = [None] * ranks.world
+    dist.all_gather_object(gathered, value)
+    return [v for v in gathered if v is not None]
 
 
 def barrier(ranks: Ranks) -> None:

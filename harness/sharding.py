@@ -147,12 +147,22 @@ class LoneForwards:
 
 def mirror_forward(root: torch.nn.Module) -> Callable[[], None]:
     """What a rank other than 0 runs for each of rank 0's lone forwards: one forward of one token,
-    no gradients (its all-gathers are those of any forward of the sharded model)."""
+    no gradients (its all-gathers are those of any forward of the sharded model). In eval mode: LoRA
+    dropout would draw from this rank's random stream, and how many mirrors run before an update
+    depends on what rank 0 had left to collect (a resumed launch fewer), so the update's dropout
+    masks would depend on the resume. On this rank's GPU: the mirrors run in a worker thread, whose
+    current CUDA device is not the one the launcher set for the main thread."""
     device = next(root.parameters()).device
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
     def forward() -> None:
-        with torch.no_grad():
-            root(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
+        training = root.training
+        root.eval()
+        try:
+            with on_device, torch.no_grad():
+                root(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
+        finally:
+            root.train(training)
 
     return forward
 

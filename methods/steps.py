@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from spogw.harness.distributed import Ranks, current_ranks, max_float, shard, sum_floats, sum_gradients
+from spogw.harness.distributed import (
+    Ranks,
+    current_ranks,
+    gather_objects,
+    max_float,
+    shard,
+    sum_floats,
+    sum_gradients,
+)
 from spogw.harness.registry import Registry
 from spogw.harness.rollouts import Rollout, RolloutKey
 from spogw.methods.losses import (
@@ -277,6 +285,27 @@ def unit_rollouts(unit: Unit) -> tuple[Rollout, ...]:
     return unit.rollouts if isinstance(unit, GroupUnit) else (unit.chosen, unit.rejected)
 
 
+def reference_cache(
+    policy: Policy, rollouts: Sequence[Rollout], ref: str, temperature: float
+) -> dict[RolloutKey, torch.Tensor]:
+    """(T_i,) log-probs of each of ``rollouts`` under the reference policy ``ref`` (no gradients),
+    computed once per iteration. With several ranks (harness/distributed.py) each computes its
+    round-robin share and the shares are gathered, so every rank holds the whole cache for a
+    1/N of the forwards. Each rank's list is padded to the largest share (its first rollout again,
+    dropped after): under FSDP every rank then runs as many forwards."""
+    ranks = current_ranks()
+    if ranks.world == 1 or not rollouts:
+        return policy.reference_logprobs(rollouts, ref, temperature)
+    mine = [rollouts[i] for i in shard(len(rollouts), ranks)]
+    largest = len(shard(len(rollouts), Ranks(0, ranks.world)))  # rank 0's share is never smaller
+    padded = mine + [mine[0] if mine else rollouts[0]] * (largest - len(mine))
+    computed = policy.reference_logprobs(padded, ref, temperature)
+    merged: dict[RolloutKey, torch.Tensor] = {}
+    for part in gather_objects({r.key: computed[r.key] for r in mine}, ranks):
+        merged.update(part)
+    return {r.key: merged[r.key] for r in rollouts}
+
+
 def update_iteration(
     policy: Policy,
     rollouts: Sequence[Rollout],
@@ -294,7 +323,7 @@ def update_iteration(
     if not units:
         return units, []
     unique = list({r.key: r for u in units for r in unit_rollouts(u)}.values())
-    ref_cache = policy.reference_logprobs(unique, config.ref, temperature)
+    ref_cache = reference_cache(policy, unique, config.ref, temperature)
     policy.train_mode()
     step = UPDATES.get(config.update)
     size = config.units_per_step

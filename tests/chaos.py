@@ -90,16 +90,20 @@ def life(
             sys.stderr.flush()
             os._exit(code)
     start = time.monotonic()
+
+    def timed() -> None:  # the crash points passed since the last look, timed now
+        if times is not None and trace.exists():
+            times.extend([time.monotonic() - start] * (trace.read_bytes().count(b"\n") - len(times)))
+
     while True:
         pid, status = os.waitpid(child, os.WNOHANG)
         if pid:
+            timed()  # those passed in the last few milliseconds too
             return os.waitstatus_to_exitcode(status)
         if kill_after_s is not None and time.monotonic() - start >= kill_after_s:
             os.kill(child, signal.SIGKILL)
             kill_after_s = None
-        if times is not None and trace.exists():
-            lines = trace.read_bytes().count(b"\n")
-            times += [time.monotonic() - start] * (lines - len(times))
+        timed()
         time.sleep(0.005)
 
 
@@ -151,6 +155,7 @@ def chaos(
     start = time.monotonic()
     reached: list[float] = []  # when the baseline passed each crash point
     code = life(argv(baseline), out / "baseline.log", out / "baseline.trace", None, None, reached)
+    assert len(reached) == len((out / "baseline.trace").read_text().splitlines()), "every crash point timed"
     baseline_s = time.monotonic() - start
     if code != 0:
         raise SystemExit(f"the uninterrupted run failed (exit {code}); see {out / 'baseline.log'}")

@@ -30,7 +30,7 @@ def main(out: Path, kind: str, micro_batch: int, sharding: str) -> None:
     from spogw.harness.policy.sampling import SamplingParams
     from spogw.harness.rollouts import Rollout
     from spogw.methods.config import GRPOConfig, PairConfig
-    from spogw.methods.steps import UPDATES, build_units, unit_rollouts
+    from spogw.methods.steps import UPDATES, build_units, reference_cache, unit_rollouts
 
     ranks = init_from_environment(cpu=True)  # gloo: the model stays on the CPU, also on a GPU machine
     torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def main(out: Path, kind: str, micro_batch: int, sharding: str) -> None:
     units = build_units(rollouts, config, seed=0, iteration=0)
     unique = list({r.key: r for u in units for r in unit_rollouts(u)}.values())
     with policy.all_ranks():
-        ref_cache = policy.reference_logprobs(unique, "base", 1.0)
+        ref_cache = reference_cache(policy, unique, "base", 1.0)  # each rank its share, gathered
     policy.train_mode()
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-2, weight_decay=0.0)
     with policy.all_ranks():
@@ -99,7 +99,16 @@ def main(out: Path, kind: str, micro_batch: int, sharding: str) -> None:
         torch.save(gradient, out / "gradient.pt")
         sequences = len(unique) if kind == "groups" else len(step)
         (out / "metrics.json").write_text(
-            json.dumps({**metrics, "world": ranks.world, "lone": lone, "sequences": sequences, "sharding": sharding})
+            json.dumps(
+                {
+                    **metrics,
+                    "world": ranks.world,
+                    "lone": lone,
+                    "sequences": sequences,
+                    "sharding": sharding,
+                    "reference": [float(ref_cache[key].sum()) for key in sorted(ref_cache)],
+                }
+            )
         )
 
     on_main(write, ranks)

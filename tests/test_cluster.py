@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chaos import run_tables
@@ -284,3 +285,39 @@ def test_a_cluster_address_where_nothing_answers_stops_with_exit_3(tmp_path: Pat
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and f"--ray 127.0.0.1:{port}: no Ray cluster answers there" in result.stderr
     assert not (tmp_path / "r").exists(), "nothing was touched"
+
+
+@pytest.mark.parametrize(
+    ("gpus_per_cell", "node_gpus", "expected"),
+    [
+        (None, [], 0.0),  # no GPU anywhere: a cell asks for none
+        (None, [4.0, 8.0], 1.0),  # the default on a GPU cluster: one per cell
+        (0.5, [1.0], 0.5),  # two cells share a GPU
+        (2.0, [1.0, 2.0], 2.0),  # the larger node can hold it
+        (0.0, [8.0], 0.0),  # a served generator: the cell needs no GPU
+    ],
+)
+def test_gpus_per_cell_is_what_each_task_asks_for(
+    gpus_per_cell: float | None, node_gpus: list[float], expected: float
+) -> None:
+    """`--gpus-per-cell`: the GPUs a cell asks for (its Ray task's num_gpus, harness/cluster.py), the
+    default on a cluster with and without GPUs, and a value no live node can hold refused."""
+    from spogw.harness.cluster import RayOptions, _check_resources
+    from spogw.harness.errors import InputError
+
+    class Cluster:  # the two calls of Ray's API that the check reads
+        def __init__(self, gpus: list[float]) -> None:
+            self.node_list = [{"Alive": True, "Resources": {"CPU": 4.0, **({"GPU": g} if g else {})}} for g in gpus]
+            self.node_list.append({"Alive": False, "Resources": {"CPU": 64.0, "GPU": 64.0}})  # a dead node counts not
+
+        def cluster_resources(self) -> dict[str, float]:
+            alive = [n["Resources"] for n in self.node_list if n["Alive"]]
+            return {"CPU": sum(r["CPU"] for r in alive), "GPU": sum(r.get("GPU", 0.0) for r in alive)}
+
+        def nodes(self) -> list[dict[str, Any]]:
+            return self.node_list
+
+    cluster = Cluster(node_gpus or [0.0])
+    assert _check_resources(cluster, RayOptions(gpus_per_cell=gpus_per_cell)) == expected
+    with pytest.raises(InputError, match=r"--gpus-per-cell 16: no node of the Ray cluster has that many GPUs"):
+        _check_resources(cluster, RayOptions(gpus_per_cell=16.0))

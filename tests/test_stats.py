@@ -73,6 +73,9 @@ def test_holm_hand_computed_and_as_statsmodels() -> None:
     assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert reject == [True, False, False, True]
     assert adjusted == pytest.approx(list(multipletests(p, alpha=0.05, method="holm")[1]))
+    for single in (0.0, 0.01, 0.05, 0.0500001, 0.7, 1.0):  # a family of one: answered without statsmodels
+        expected = multipletests([single], alpha=0.05, method="holm")
+        assert holm([single], alpha=0.05) == ([bool(expected[0][0])], [float(expected[1][0])])
 
 
 def test_rliable_metrics_hand_values() -> None:
