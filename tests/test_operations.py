@@ -45,10 +45,27 @@ def _eval_items(run_dir: Path) -> pd.DataFrame:
     return frame.sort_values(["method", "seed", "item_id", "repeat"]).reset_index(drop=True)
 
 
+AS_FROM_A_TERMINAL = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+    "from spogw.harness.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+"""`spogw` as a terminal's shell starts it: SIGINT at Python's default handler and unblocked. A
+child inherits an ignored SIGINT (some earlier test of the same pytest worker leaves the worker
+so): Python then keeps it ignored, and Ctrl-C would never reach the run (measured: a run started
+under `trap '' INT` with the SIGINT failpoint completes with exit 0)."""
+
+
 def _spogw(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, **(env or {})}
     return subprocess.run(
-        [*SPOGW, *argv], capture_output=True, text=True, env=environment, cwd=cwd or REPO, timeout=600, check=False
+        [sys.executable, "-c", AS_FROM_A_TERMINAL, *argv],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd or REPO,
+        timeout=600,
+        check=False,
     )
 
 
