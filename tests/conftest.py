@@ -87,19 +87,39 @@ def standard_tiny(spogw_cache: Path) -> Path:
         torch.set_num_threads(before)
 
 
-FIRST = "tests/test_learning.py"
-"""The longest test (the learning check, about 15 minutes, on the standard tiny generator, whose
-build it starts): run first, so the other worker does everything else meanwhile."""
+LONGEST_FIRST = (
+    "test_learning",
+    "test_cluster",
+    "test_distributed",
+    "test_runner",
+    "test_reliability",
+    "test_operations",
+    "test_real_models_e2e",
+    "test_sweeps",
+    "test_executors",
+    "test_sim_fairness",
+    "test_grader_agreement",
+    "test_calibration",
+)
+"""The modules with the most work, most first (per-module sums of ``pytest --durations=0``, see
+docs/contributing.md); every other module follows in name order. Under ``-n 2 --dist loadfile``
+a worker takes the next module when it is almost done with its own: longest first leaves small
+modules for the end, so neither worker idles long while the other finishes a big one. The first,
+the learning check (about 15 minutes with the standard tiny build it starts), runs on one worker
+while the other does most of the rest."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup`` every module stays whole on one worker (its
-    module-scoped fixtures, a served model or a run folder, start once), and the learning check
-    goes first. Generator builds are shared and locked (see `spogw_cache`)."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: the rest keep their order
+    """Order the modules for ``pytest -n 2 --dist loadfile --no-loadscope-reorder``: each module
+    runs whole on one worker (its module-scoped fixtures, a served model or a run folder, start
+    once), in the order of `LONGEST_FIRST`. Generator builds are shared and locked (see
+    `spogw_cache`)."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::")[0].removeprefix("tests/").removesuffix(".py")
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the tests of a module, and the other modules, keep their order
 
 
 @contextlib.contextmanager
