@@ -46,6 +46,25 @@ def test_a_trailing_prose_word_that_parses_is_dropped() -> None:
     # a dotted word parses as attribute access: prose all the same (found by hypothesis in CI)
     assert extract_code(f"{FUNCTION}\nA.A", "total") == FUNCTION
     assert extract_code(f"e.g\n{FUNCTION}", "total") == FUNCTION
+    # words that Python reads as constants or joins with keywords (the first found by hypothesis in CI)
+    for words in ("False", "None", "...", "True.real", "not A", "A is not B", "A and B or C", "A if B else C"):
+        assert extract_code(f"{FUNCTION}\n{words}", "total") == FUNCTION, words
+        assert extract_code(f"{words}\n{FUNCTION}", "total") == FUNCTION, words
+    assert extract_code(f"{FUNCTION}\nYes, None\npass", "total") == FUNCTION
+    # code after the function stays: a call, an assignment, a comparison with an operator
+    for code in ("print(total([1]))", "x = True", "total == total", "-A"):
+        assert extract_code(f"{FUNCTION}\n{code}", "total") == f"{FUNCTION}\n{code}", code
+
+
+def test_prose_on_lines_that_start_with_a_space_is_cut_and_a_truncated_body_is_not() -> None:
+    """A line indented to a depth no earlier line has cannot continue the code (Python's
+    IndentationError): it ends the region. A line at the body's own depth never does."""
+    assert extract_code(f"{FUNCTION}\n ?", "total") == FUNCTION  # found by hypothesis in CI
+    assert extract_code(f" ?\n{FUNCTION}\n ?", "total") == FUNCTION  # the depth before the code does not count
+    assert extract_code(f"{FUNCTION}\n\xa0Note", "total") == FUNCTION  # U+00A0 is not indentation to Python
+    assert extract_code(f"\n{FUNCTION}\n \n", "total") == FUNCTION  # blank lines of spaces at the ends
+    truncated = "def total(xs):\n    s = 0\n    return (s +"
+    assert extract_code(truncated, "total") == truncated  # never shortened into a valid definition
 
 
 def test_long_prose_is_searched_in_bounded_time() -> None:
@@ -64,6 +83,9 @@ _PROSE = st.text(alphabet=_WORDS, max_size=60)
 @given(shape=st.sampled_from(sorted(FULL_SHAPES)), before=_PROSE, after=_PROSE)
 @example(shape="raw", before="", after="A,")  # a prose word with a comma parses as a tuple
 @example(shape="raw", before="Yes, I", after="A.b, c")
+@example(shape="raw", before="", after="False")  # a word Python reads as a constant
+@example(shape="raw", before="not I", after="A is B")  # words joined by keywords
+@example(shape="raw", before=" ?", after=" ?")  # prose indented by a space, before and after
 def test_any_shape_with_any_prose_around_gives_the_code_back(shape: str, before: str, after: str) -> None:
     """Prose lines before and after any of the corpus's reply shapes never change the code found."""
     reply = f"{before}\n{FULL_SHAPES[shape](FUNCTION, 'total')}\n{after}"

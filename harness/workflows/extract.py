@@ -14,8 +14,9 @@ generators put the workflow inside ``<graph>...</graph>``. The rules, in order:
 4. With no candidate block, the text itself is searched.
 5. Text that does not parse is cut to the longest region that does: it starts at a top-level line
    that opens code (``def``, ``class``, ``import``, ``from``, ``@``) and ends at the end or before a
-   top-level line, so prose before and after the code goes but a truncated definition is never
-   shortened into a valid one. Text in which no region parses is returned as it is (a body-only
+   top-level line (or a line indented to a depth no earlier line has, which Python refuses), so
+   prose before and after the code goes but a truncated definition is never shortened into a
+   valid one. Text in which no region parses is returned as it is (a body-only
    completion, indented, stays whole).
 
 `extract_code` serves the graders (harness/benchmarks/humaneval.py, mbpp.py, the Test and Programmer
@@ -84,6 +85,15 @@ def definition_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"^[ \t]*(?:(?:async[ \t]+)?def[ \t]+{escaped}[ \t]*\(|class[ \t]+{escaped}\b)", re.MULTILINE)
 
 
+_BLANK_LINES_AT_START = re.compile(r"\A(?:[ \t]*\n)+")
+
+
+def trim_blank_lines(text: str) -> str:
+    """``text`` without its blank lines (empty or spaces only) at either end and the trailing spaces
+    of its last line; the first line keeps its indentation (a body-only completion is indented)."""
+    return _BLANK_LINES_AT_START.sub("", text).rstrip()
+
+
 def _parses(source: str) -> bool:
     try:
         ast.parse(source)
@@ -92,26 +102,46 @@ def _parses(source: str) -> bool:
     return True
 
 
-def _is_name(value: ast.expr) -> bool:
-    while isinstance(value, ast.Attribute):
-        value = value.value
+_WORD_CONSTANTS = (True, False, None, Ellipsis)
+"""The constants a prose word can spell: 'True', 'False', 'None' and '...'."""
+_WORD_COMPARISONS = (ast.Is, ast.IsNot, ast.In, ast.NotIn)
+
+
+def _is_words(value: ast.expr) -> bool:
+    """Whether ``value`` is spelled with words alone: names, dotted names ('e.g', 'A.A'), 'True',
+    'False', 'None', '...', and the keywords that join words ('not', 'and', 'or', 'is', 'in',
+    'if ... else'); commas make tuples of them. No operator, bracket, call or number."""
+    if isinstance(value, ast.Attribute):
+        return _is_words(value.value)
+    if isinstance(value, ast.Constant):
+        return any(value.value is word for word in _WORD_CONSTANTS)
+    if isinstance(value, ast.Tuple):
+        return bool(value.elts) and all(_is_words(element) for element in value.elts)
+    if isinstance(value, ast.UnaryOp):
+        return isinstance(value.op, ast.Not) and _is_words(value.operand)
+    if isinstance(value, ast.BoolOp):
+        return all(_is_words(operand) for operand in value.values)
+    if isinstance(value, ast.Compare):
+        words = all(isinstance(op, _WORD_COMPARISONS) for op in value.ops)
+        return words and all(_is_words(operand) for operand in (value.left, *value.comparators))
+    if isinstance(value, ast.IfExp):
+        return all(_is_words(part) for part in (value.test, value.body, value.orelse))
     return isinstance(value, ast.Name)
 
 
 def _is_lone_word(statement: ast.stmt) -> bool:
-    """A bare name or dotted name ('Output', 'A.A', 'e.g'), or a tuple of them ('A,', 'Yes, I'):
-    prose that parses, and does nothing when run but raise NameError."""
-    if not isinstance(statement, ast.Expr):
-        return False
-    value = statement.value
-    if isinstance(value, ast.Tuple):
-        return bool(value.elts) and all(_is_name(element) for element in value.elts)
-    return _is_name(value)
+    """A statement that is prose which happens to parse: words alone (`_is_words`: 'Output', 'A.A',
+    'Yes, I', 'False', 'not A', 'A is B') or the word 'pass'. Run, it does nothing but evaluate names
+    (or raise NameError)."""
+    if isinstance(statement, ast.Pass):
+        return True
+    return isinstance(statement, ast.Expr) and _is_words(statement.value)
 
 
 def _drop_lone_words(source: str) -> str:
-    """Remove leading and trailing top-level statements that are a lone (dotted) name: a prose word
-    such as 'Output', 'A' or 'A.A' that happens to parse, and would raise NameError when run."""
+    """Remove leading and trailing top-level statements that are prose (`_is_lone_word`): words such
+    as 'Output', 'A.A', 'False' or 'not A' that happen to parse; run, they would do nothing or raise
+    NameError."""
     body = ast.parse(source).body
     lines = source.split("\n")
     first, last = 0, len(body)
@@ -122,7 +152,27 @@ def _drop_lone_words(source: str) -> str:
     end = body[last].lineno - 1 if last < len(body) else len(lines)
     decorators = getattr(body[first], "decorator_list", [])
     start = min([body[first].lineno, *(d.lineno for d in decorators)]) - 1 if first > 0 else 0
-    return "\n".join(lines[start:end]).strip("\n")
+    return trim_blank_lines("\n".join(lines[start:end]))
+
+
+def _boundaries(lines: list[str]) -> list[bool]:
+    """Per line, whether code can end just before it (rule 5): a line at the top level (its first
+    character is not a space or a tab: prose, a new statement, or a character such as U+00A0 that
+    Python refuses), or an indented line that dedents to a depth no earlier line of ``lines`` has
+    (Python's IndentationError: prose such as ' ?' after a body). An indented line at a known
+    depth is never a boundary, so a truncated definition is not shortened into a valid one."""
+    out: list[bool] = []
+    depths: set[str] = {""}
+    previous = ""
+    for line in lines:
+        if not line.strip(" \t"):  # blank: neither ends code nor changes the depths
+            out.append(False)
+            continue
+        depth = line[: len(line) - len(line.lstrip(" \t"))]
+        out.append(depth == "" or (len(depth) < len(previous) and depth not in depths))
+        depths.add(depth)
+        previous = depth
+    return out
 
 
 def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | None:
@@ -132,14 +182,17 @@ def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | 
         return _drop_lone_words(text.strip("\n"))
     lines = text.split("\n")
     starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)]
-    ends = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if lines[i][:1].strip()]
     targets = [i for i, line in enumerate(lines) if wanted.match(line)] if wanted is not None else []
     tries = 0
     for start in starts:
+        if tries >= MAX_PARSE_TRIES:
+            break
         # the region must hold a line that defines the wanted name: the last such line bounds both ends
         if wanted is not None and (not targets or targets[-1] < start):
             break
         first_target = next((t for t in targets if t >= start), start)
+        boundaries = _boundaries(lines[start:])  # depths count from the region's first line
+        ends = [len(lines)] + [start + i for i in range(len(boundaries) - 1, 0, -1) if boundaries[i]]
         for end in ends:
             if end <= max(start, first_target) or tries >= MAX_PARSE_TRIES:
                 break
@@ -171,7 +224,7 @@ def extract_code(text: str, defines: str | None = None) -> str:
     block = _choose_block(fenced_blocks(text), wanted)
     source = block if block is not None else text
     region = parseable_region(source, wanted)
-    return region if region is not None else source.strip("\n")
+    return region if region is not None else trim_blank_lines(source)
 
 
 def extract_workflow(completion: str) -> str | None:
@@ -192,7 +245,7 @@ def extract_workflow(completion: str) -> str | None:
         return None
     tail = source[found.start() :].lstrip(" \t")
     region = parseable_region(tail, wanted)
-    return _without_usage_lines(region) if region is not None else tail.strip("\n")
+    return _without_usage_lines(region) if region is not None else trim_blank_lines(tail)
 
 
 def _without_usage_lines(source: str) -> str:
@@ -209,4 +262,4 @@ def _without_usage_lines(source: str) -> str:
         constant = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.JoinedStr)
         if constant or (isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)):
             kept += lines[node.lineno - 1 : node.end_lineno]
-    return "\n".join(kept).strip("\n")
+    return trim_blank_lines("\n".join(kept))
