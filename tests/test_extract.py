@@ -65,6 +65,12 @@ def test_prose_on_lines_that_start_with_a_space_is_cut_and_a_truncated_body_is_n
     assert extract_code(f"\n{FUNCTION}\n \n", "total") == FUNCTION  # blank lines of spaces at the ends
     truncated = "def total(xs):\n    s = 0\n    return (s +"
     assert extract_code(truncated, "total") == truncated  # never shortened into a valid definition
+    # a comment's indentation means nothing to Python: it is no dedent to cut at (found in review)
+    commented = "def total(xs):\n        s = 0\n    # running sum\n        return (s +"
+    assert extract_code(commented, "total") == commented
+    workflow = "class Workflow:\n    def __init__(self, llm):\n        self.llm = llm\n  # TODO\n"
+    workflow += "    async def __call__(self, problem):\n        return await self.llm("
+    assert extract_workflow(workflow) == workflow
 
 
 def test_long_prose_is_searched_in_bounded_time() -> None:

@@ -14,7 +14,7 @@ generators put the workflow inside ``<graph>...</graph>``. The rules, in order:
 4. With no candidate block, the text itself is searched.
 5. Text that does not parse is cut to the longest region that does: it starts at a top-level line
    that opens code (``def``, ``class``, ``import``, ``from``, ``@``) and ends at the end or before a
-   top-level line (or a line indented to a depth no earlier line has, which Python refuses), so
+   top-level line (or a line dedented to a depth no open block has, which Python refuses), so
    prose before and after the code goes but a truncated definition is never shortened into a
    valid one. Text in which no region parses is returned as it is (a body-only
    completion, indented, stays whole).
@@ -158,18 +158,23 @@ def _drop_lone_words(source: str) -> str:
 def _boundaries(lines: list[str]) -> list[bool]:
     """Per line, whether code can end just before it (rule 5): a line at the top level (its first
     character is not a space or a tab: prose, a new statement, or a character such as U+00A0 that
-    Python refuses), or an indented line that dedents to a depth no earlier line of ``lines`` has
-    (Python's IndentationError: prose such as ' ?' after a body). An indented line at a known
-    depth is never a boundary, so a truncated definition is not shortened into a valid one."""
+    Python refuses), or an indented line that dedents to a depth no line since the last top-level
+    one has (Python's IndentationError: prose such as ' ?' after a body). An indented line at a
+    known depth is never a boundary, so a truncated definition is not shortened into a valid one.
+    A blank line is never a boundary, a comment-only line only at the top level; neither changes
+    the depths (Python ignores their indentation)."""
     out: list[bool] = []
-    depths: set[str] = {""}
+    depths: set[str] = set()
     previous = ""
     for line in lines:
-        if not line.strip(" \t"):  # blank: neither ends code nor changes the depths
-            out.append(False)
+        code = line.lstrip(" \t")
+        depth = line[: len(line) - len(code)]
+        if not code or code.startswith("#"):  # Python ignores its indentation: the depths stay
+            out.append(bool(code) and not depth)
             continue
-        depth = line[: len(line) - len(line.lstrip(" \t"))]
-        out.append(depth == "" or (len(depth) < len(previous) and depth not in depths))
+        if not depth:
+            depths = set()  # a top-level statement: the blocks opened before it are closed
+        out.append(not depth or (len(depth) < len(previous) and depth not in depths))
         depths.add(depth)
         previous = depth
     return out
@@ -182,17 +187,15 @@ def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | 
         return _drop_lone_words(text.strip("\n"))
     lines = text.split("\n")
     starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)]
+    boundaries = _boundaries(lines)
+    ends = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if boundaries[i]]
     targets = [i for i, line in enumerate(lines) if wanted.match(line)] if wanted is not None else []
     tries = 0
     for start in starts:
-        if tries >= MAX_PARSE_TRIES:
-            break
         # the region must hold a line that defines the wanted name: the last such line bounds both ends
         if wanted is not None and (not targets or targets[-1] < start):
             break
         first_target = next((t for t in targets if t >= start), start)
-        boundaries = _boundaries(lines[start:])  # depths count from the region's first line
-        ends = [len(lines)] + [start + i for i in range(len(boundaries) - 1, 0, -1) if boundaries[i]]
         for end in ends:
             if end <= max(start, first_target) or tries >= MAX_PARSE_TRIES:
                 break
