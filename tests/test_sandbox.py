@@ -33,6 +33,14 @@ def test_failing_program_is_error() -> None:
     assert result.status == "error" and "nope" in result.stderr
 
 
+def test_an_error_is_reported_when_the_program_left_nothing_to_import() -> None:
+    """The driver imports traceback only on the error path: a program that emptied sys.path
+    before raising still fails with its exception named as the traceback's last line would."""
+    result = python("import sys\nsys.path.clear()\nsys.meta_path.clear()\nraise ValueError('x')\n")
+    assert result.status == "error" and result.returncode == 1
+    assert result.stderr.endswith("ValueError: x\n")
+
+
 @needs_bwrap
 def test_cannot_write_outside_its_directory(tmp_path: Path) -> None:
     target = tmp_path / "escape.txt"

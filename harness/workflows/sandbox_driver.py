@@ -45,10 +45,13 @@ def main() -> None:
         _flush()
         os._exit(code if isinstance(code, int) else 1)
     except BaseException as error:  # KeyboardInterrupt included
-        import traceback
-
-        # the interpreter's traceback of a script: from the program's own frames, not this driver's
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
+        try:
+            import traceback
+        except BaseException:  # the program still holds all memory, or emptied sys.path: the last line alone
+            sys.stderr.write(f"{type(error).__name__}: {error}\n")
+        else:
+            # the interpreter's traceback of a script: from the program's own frames, not this driver's
+            traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
         _flush()
         os._exit(1)
     descriptor = os.open(marker_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
