@@ -87,7 +87,9 @@ class RateLimiter:
         rpm, tpm = self.requests_per_minute, self.tokens_per_minute
         bucket.requests = cap_requests if rpm is None else min(cap_requests, bucket.requests + elapsed * rpm / 60.0)
         bucket.tokens = cap_tokens if tpm is None else min(cap_tokens, bucket.tokens + elapsed * tpm / 60.0)
-        bucket.updated = now
+        # never backwards: a clock read before another process's later update (or a clock step) must not
+        # let the interval between the two be refilled twice
+        bucket.updated = max(bucket.updated, now)
         wait = 0.0
         if rpm is not None and bucket.requests < 1.0:
             wait = max(wait, (1.0 - bucket.requests) * 60.0 / rpm)
@@ -100,15 +102,18 @@ class RateLimiter:
         return wait
 
     def _try(self, cost: float) -> float:
-        now = time.time()
+        # the clock is read once the bucket is held: read before, it could be older than the update of
+        # whoever held the bucket meanwhile
         if self.path is None:
             with self._lock:
+                now = time.time()
                 if self._bucket is None:
                     self._bucket = _Bucket(*self._capacity(), now)
                 return self._take(self._bucket, cost, now)
         with contextlib.closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
             try:
+                now = time.time()
                 row = db.execute("SELECT requests, tokens, updated FROM buckets WHERE key = ?", (self.key,)).fetchone()
                 bucket = _Bucket(*row) if row else _Bucket(*self._capacity(), now)
                 wait = self._take(bucket, cost, now)
