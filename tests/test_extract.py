@@ -52,8 +52,27 @@ def test_a_trailing_prose_word_that_parses_is_dropped() -> None:
         assert extract_code(f"{words}\n{FUNCTION}", "total") == FUNCTION, words
     assert extract_code(f"{FUNCTION}\nYes, None\npass", "total") == FUNCTION
     # code after the function stays: a call, an assignment, a comparison with an operator
-    for code in ("print(total([1]))", "x = True", "total == total", "-A"):
+    for code in ("print(total([1]))", "x = True", "total == total", "-A", "x: int = 1"):
         assert extract_code(f"{FUNCTION}\n{code}", "total") == f"{FUNCTION}\n{code}", code
+
+
+def test_prose_shaped_like_an_annotation_is_dropped() -> None:
+    """'Usage: total(xs)' parses as an annotation without a value; run, it raises NameError."""
+    for prose in ("Usage: total(xs)", "Complexity: O(n)", "Example: total([1, 2]) == 3", "Note: see above"):
+        assert extract_code(f"{FUNCTION}\n{prose}", "total") == FUNCTION, prose
+        assert extract_code(f"{prose}\n{FUNCTION}", "total") == FUNCTION, prose
+    assert extract_code(f"Answer: total\n{FUNCTION}\nUsage: total(xs)\nDone", "total") == FUNCTION
+
+
+def test_prose_sharing_a_line_with_code_is_cut_at_its_column() -> None:
+    """A statement after ';' is cut where it starts: the code before it on the line stays."""
+    call = "print(total([1]))"
+    assert extract_code(f"{FUNCTION}\n{call}; pass", "total") == f"{FUNCTION}\n{call}"
+    assert extract_code(f"{FUNCTION}\n{call} ;  Done  ", "total") == f"{FUNCTION}\n{call}"
+    assert extract_code(f"Résumé; {call}\n{FUNCTION}", "total") == f"{call}\n{FUNCTION}"  # ast counts bytes
+    assert extract_code(f"Output; {call}; pass") == call  # no entry point asked for
+    decorated = "import functools\n\n\n@functools.cache\ndef total(xs):\n    return sum(xs)"
+    assert extract_code(f"Here\n{decorated}\nDone", "total") == decorated
 
 
 def test_prose_on_lines_that_start_with_a_space_is_cut_and_a_truncated_body_is_not() -> None:
@@ -81,7 +100,7 @@ def test_long_prose_is_searched_in_bounded_time() -> None:
     assert time.perf_counter() - start < 5.0
 
 
-_WORDS = st.characters(whitelist_categories=("Ll", "Lu", "Zs"), whitelist_characters=".,!?")
+_WORDS = st.characters(whitelist_categories=("Ll", "Lu", "Zs"), whitelist_characters=".,!?:;")
 _PROSE = st.text(alphabet=_WORDS, max_size=60)
 
 
@@ -92,6 +111,7 @@ _PROSE = st.text(alphabet=_WORDS, max_size=60)
 @example(shape="raw", before="", after="False")  # a word Python reads as a constant
 @example(shape="raw", before="not I", after="A is B")  # words joined by keywords
 @example(shape="raw", before=" ?", after=" ?")  # prose indented by a space, before and after
+@example(shape="raw", before="Note: A; B", after="Usage: A.b; c")  # a name and a colon; statements on one line
 def test_any_shape_with_any_prose_around_gives_the_code_back(shape: str, before: str, after: str) -> None:
     """Prose lines before and after any of the corpus's reply shapes never change the code found."""
     reply = f"{before}\n{FULL_SHAPES[shape](FUNCTION, 'total')}\n{after}"

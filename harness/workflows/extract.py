@@ -129,30 +129,53 @@ def _is_words(value: ast.expr) -> bool:
     return isinstance(value, ast.Name)
 
 
-def _is_lone_word(statement: ast.stmt) -> bool:
-    """A statement that is prose which happens to parse: words alone (`_is_words`: 'Output', 'A.A',
-    'Yes, I', 'False', 'not A', 'A is B') or the word 'pass'. Run, it does nothing but evaluate names
-    (or raise NameError)."""
+def _is_prose(statement: ast.stmt) -> bool:
+    """A top-level statement that is prose which happens to parse: words alone (`_is_words`:
+    'Output', 'A.A', 'Yes, I', 'False', 'not A', 'A is B'), the word 'pass', or a name and a colon
+    before anything ('Usage: total(xs)', 'Complexity: O(n)': an annotation without a value). Run, it
+    does nothing but evaluate names (or raise NameError); a bare annotation at the top level only
+    records itself in the module's ``__annotations__``."""
     if isinstance(statement, ast.Pass):
         return True
+    if isinstance(statement, ast.AnnAssign):
+        return statement.value is None and bool(statement.simple)
     return isinstance(statement, ast.Expr) and _is_words(statement.value)
 
 
-def _drop_lone_words(source: str) -> str:
-    """Remove leading and trailing top-level statements that are prose (`_is_lone_word`): words such
-    as 'Output', 'A.A', 'False' or 'not A' that happen to parse; run, they would do nothing or raise
-    NameError."""
+def _line_from(line: str, col_offset: int) -> str:
+    """``line`` from an ast column (ast counts UTF-8 bytes, not characters)."""
+    return line.encode()[col_offset:].decode()
+
+
+def _line_before(line: str, col_offset: int) -> str:
+    return line.encode()[:col_offset].decode()
+
+
+def _drop_prose(source: str) -> str:
+    """Remove leading and trailing top-level statements that are prose (`_is_prose`), such as
+    'Output', 'A.A', 'False', 'not A' or 'Usage: total(xs)'; run, they would do nothing or raise
+    NameError. A statement sharing a line with code through ';' is cut at its column, so the code
+    on that line stays ('print(total([1])); pass' keeps the call)."""
     body = ast.parse(source).body
     lines = source.split("\n")
     first, last = 0, len(body)
-    while last - first > 1 and _is_lone_word(body[last - 1]):
+    while last - first > 1 and _is_prose(body[last - 1]):
         last -= 1
-    while last - first > 1 and _is_lone_word(body[first]):
+    while last - first > 1 and _is_prose(body[first]):
         first += 1
-    end = body[last].lineno - 1 if last < len(body) else len(lines)
-    decorators = getattr(body[first], "decorator_list", [])
-    start = min([body[first].lineno, *(d.lineno for d in decorators)]) - 1 if first > 0 else 0
-    return trim_blank_lines("\n".join(lines[start:end]))
+    if last < len(body):
+        dropped = body[last]
+        lines = lines[: dropped.lineno]
+        lines[-1] = _line_before(lines[-1], dropped.col_offset).rstrip(" \t;")
+    if first > 0:
+        kept = body[first]
+        decorators = getattr(kept, "decorator_list", [])
+        if decorators:  # a top-level decorator opens its own line
+            lines = lines[min(d.lineno for d in decorators) - 1 :]
+        else:
+            lines = lines[kept.lineno - 1 :]
+            lines[0] = _line_from(lines[0], kept.col_offset)
+    return trim_blank_lines("\n".join(lines))
 
 
 def _boundaries(lines: list[str]) -> list[bool]:
@@ -182,9 +205,9 @@ def _boundaries(lines: list[str]) -> list[bool]:
 
 def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | None:
     """The longest region of ``text`` that parses (rule 5) and, when ``wanted`` is given, contains
-    a match of it, without trailing lone words; None when there is none."""
+    a match of it, without prose statements at its ends (`_drop_prose`); None when there is none."""
     if _parses(text) and (wanted is None or wanted.search(text)):
-        return _drop_lone_words(text.strip("\n"))
+        return _drop_prose(text.strip("\n"))
     lines = text.split("\n")
     starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)]
     boundaries = _boundaries(lines)
@@ -202,7 +225,7 @@ def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | 
             tries += 1
             region = "\n".join(lines[start:end])
             if _parses(region):
-                return _drop_lone_words(region)
+                return _drop_prose(region)
     return None
 
 
