@@ -9,6 +9,9 @@ tests would otherwise pass. So the parent sends a fresh random token on stdin; t
 (to EOF) before the program runs, executes the program, and only after it returned writes the
 token to the MARKER file. The token is not in the program's text, its environment or its files, so
 a program cannot write it by exiting early or by printing; exiting at any point leaves no marker.
+It does live in this process's memory while the program runs: a program that deliberately searches
+the interpreter's frames for it can forge a pass. The marker stops early exits, not that
+(docs/benchmarks.md, "Known limits").
 
 The program runs as a module named ``__sandbox__`` (not ``__main__``), as openai/human-eval's
 ``check_correctness`` runs it with ``exec``: an answer's ``if __name__ == "__main__":`` block that
