@@ -142,9 +142,6 @@ class OpenAIExecutor:
                     self.stats.network_calls += 1
                     response = await self._call_once(messages)
                 self.consecutive_failures = 0
-                used = response.prompt_tokens + response.completion_tokens
-                if self._rate is not None and used > 0:  # an answer without usage gives nothing back
-                    self._rate.settle(cost, used)
                 return response
             except _Retryable as err:
                 last = str(err)

@@ -14,8 +14,15 @@ each minute, which is how providers enforce per-minute limits over shorter windo
 through when the token bucket holds its cost or is full, and its whole cost is taken: a request
 larger than a second's worth leaves the bucket in debt, which later requests wait out, so large
 requests are never starved by small ones and the rate over time stays within the limit. A request's
-token cost is counted before it is sent, as OpenAI does: its prompt at 4 characters a token plus
-``max_tokens``; the difference from the usage the answer reports is given back (`settle`).
+token cost is counted before it is sent, as OpenAI counts it: its prompt at 4 characters a token plus
+``max_tokens``. Nothing is given back when the answer used fewer: OpenAI's rate-limit guide counts
+``max_tokens`` at the request ("set max_tokens close to your expected response size"), and a refund
+would let through more than the provider counts.
+
+The clock is read once the bucket is held (the lock, or the file's transaction): read before, it can
+be older than the update of whoever held the bucket meanwhile, and the interval between the two was
+refilled twice (30 requests granted in 1.98 s at 10 a second, on two processes). A reading earlier
+than the bucket's is then a clock step, and the bucket is rebased to it, refilling nothing.
 """
 
 from __future__ import annotations
@@ -87,9 +94,9 @@ class RateLimiter:
         rpm, tpm = self.requests_per_minute, self.tokens_per_minute
         bucket.requests = cap_requests if rpm is None else min(cap_requests, bucket.requests + elapsed * rpm / 60.0)
         bucket.tokens = cap_tokens if tpm is None else min(cap_tokens, bucket.tokens + elapsed * tpm / 60.0)
-        # never backwards: a clock read before another process's later update (or a clock step) must not
-        # let the interval between the two be refilled twice
-        bucket.updated = max(bucket.updated, now)
+        # a reading before the bucket's is a clock step (readings are taken with the bucket held): rebase to
+        # it, refilling nothing, rather than wait for the clock to catch up
+        bucket.updated = now
         wait = 0.0
         if rpm is not None and bucket.requests < 1.0:
             wait = max(wait, (1.0 - bucket.requests) * 60.0 / rpm)
@@ -103,7 +110,7 @@ class RateLimiter:
 
     def _try(self, cost: float) -> float:
         # the clock is read once the bucket is held: read before, it could be older than the update of
-        # whoever held the bucket meanwhile
+        # whoever held the bucket meanwhile, and the interval between the two would be refilled twice
         if self.path is None:
             with self._lock:
                 now = time.time()
@@ -136,19 +143,6 @@ class RateLimiter:
                 return
             self.waited_s += wait
             await asyncio.sleep(wait)
-
-    def settle(self, estimated: int, actual: int) -> None:
-        """Give back the tokens counted for a request beyond what it used (never takes more)."""
-        refund = float(max(0, estimated - actual))
-        if refund == 0.0 or self.tokens_per_minute is None:
-            return
-        if self.path is None:
-            with self._lock:
-                if self._bucket is not None:
-                    self._bucket.tokens += refund
-            return
-        with contextlib.closing(self._connect()) as db:
-            db.execute("UPDATE buckets SET tokens = tokens + ? WHERE key = ?", (refund, self.key))
 
 
 def request_cost(prompt: str, max_tokens: int) -> int:
