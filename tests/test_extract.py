@@ -62,6 +62,7 @@ def test_prose_shaped_like_an_annotation_is_dropped() -> None:
         assert extract_code(f"{FUNCTION}\n{prose}", "total") == FUNCTION, prose
         assert extract_code(f"{prose}\n{FUNCTION}", "total") == FUNCTION, prose
     assert extract_code(f"Answer: total\n{FUNCTION}\nUsage: total(xs)\nDone", "total") == FUNCTION
+    assert extract_code(f"{FUNCTION}\ne.g: total([1])", "total") == FUNCTION  # a dotted name: the same
 
 
 def test_prose_sharing_a_line_with_code_is_cut_at_its_column() -> None:
@@ -73,6 +74,18 @@ def test_prose_sharing_a_line_with_code_is_cut_at_its_column() -> None:
     assert extract_code(f"Output; {call}; pass") == call  # no entry point asked for
     decorated = "import functools\n\n\n@functools.cache\ndef total(xs):\n    return sum(xs)"
     assert extract_code(f"Here\n{decorated}\nDone", "total") == decorated
+    # what stands between the kept code and the dropped prose goes too: ';', a line continuation (review)
+    assert extract_code(f"{FUNCTION}\n{call}; \\\nDone", "total") == f"{FUNCTION}\n{call}"
+    assert extract_code(f"{FUNCTION}\nx = 1 \\\n\nDone", "total") == f"{FUNCTION}\nx = 1"
+
+
+def test_usage_lines_after_the_workflow_go_statement_by_statement() -> None:
+    """After ``class Workflow``, constants and definitions stay (a definition with its decorators);
+    a usage statement sharing a line with a constant goes alone (found in review)."""
+    workflow = "class Workflow:\n    x = 1"
+    assert extract_workflow(f"{workflow}\nwf = Workflow(llm); MAX = 3") == f"{workflow}\nMAX = 3"
+    helper = "@dataclass\nclass Result:\n    score: float"
+    assert extract_workflow(f"{workflow}\n\n{helper}\nprint(Workflow)") == f"{workflow}\n{helper}"
 
 
 def test_prose_on_lines_that_start_with_a_space_is_cut_and_a_truncated_body_is_not() -> None:
@@ -89,6 +102,15 @@ def test_prose_on_lines_that_start_with_a_space_is_cut_and_a_truncated_body_is_n
     assert extract_code(commented, "total") == commented
     workflow = "class Workflow:\n    def __init__(self, llm):\n        self.llm = llm\n  # TODO\n"
     workflow += "    async def __call__(self, problem):\n        return await self.llm("
+    assert extract_workflow(workflow) == workflow
+    # a form feed is whitespace to Python, and a comment at column 0 inside a body ends nothing (review)
+    for inside in ("\x0c", "# for x in xs:"):
+        body = f"def total(xs):\n    s = 0\n{inside}\n    for x in xs:\n        s += (x +"
+        assert extract_code(body, "total") == body, inside
+        assert extract_code(f"{FUNCTION}\n{inside}\nDone", "total") == f"{FUNCTION}\n{inside}".rstrip("\x0c\n")
+    fed = "def total(xs):\n    s = 0\n\x0c    for x in xs:\n        s += (x +"
+    assert extract_code(fed, "total") == fed
+    workflow = workflow.replace("  # TODO", "\x0c")
     assert extract_workflow(workflow) == workflow
 
 

@@ -132,13 +132,13 @@ def _is_words(value: ast.expr) -> bool:
 def _is_prose(statement: ast.stmt) -> bool:
     """A top-level statement that is prose which happens to parse: words alone (`_is_words`:
     'Output', 'A.A', 'Yes, I', 'False', 'not A', 'A is B'), the word 'pass', or a name and a colon
-    before anything ('Usage: total(xs)', 'Complexity: O(n)': an annotation without a value). Run, it
+    before anything ('Usage: total(xs)', 'e.g: O(n)': an annotation without a value). Run, it
     does nothing but evaluate names (or raise NameError); a bare annotation at the top level only
     records itself in the module's ``__annotations__``."""
     if isinstance(statement, ast.Pass):
         return True
     if isinstance(statement, ast.AnnAssign):
-        return statement.value is None and bool(statement.simple)
+        return statement.value is None
     return isinstance(statement, ast.Expr) and _is_words(statement.value)
 
 
@@ -166,7 +166,9 @@ def _drop_prose(source: str) -> str:
     if last < len(body):
         dropped = body[last]
         lines = lines[: dropped.lineno]
-        lines[-1] = _line_before(lines[-1], dropped.col_offset).rstrip(" \t;")
+        lines[-1] = _line_before(lines[-1], dropped.col_offset)
+        # between two statements stand only blanks, ';', comments and line continuations
+        lines = "\n".join(lines).rstrip(" \t\f\n;\\").split("\n")
     if first > 0:
         kept = body[first]
         decorators = getattr(kept, "decorator_list", [])
@@ -175,31 +177,42 @@ def _drop_prose(source: str) -> str:
         else:
             lines = lines[kept.lineno - 1 :]
             lines[0] = _line_from(lines[0], kept.col_offset)
-    return trim_blank_lines("\n".join(lines))
+    cut = trim_blank_lines("\n".join(lines))
+    return cut if _parses(cut) else source  # never worse than the region that parsed
 
 
 def _boundaries(lines: list[str]) -> list[bool]:
     """Per line, whether code can end just before it (rule 5): a line at the top level (its first
-    character is not a space or a tab: prose, a new statement, or a character such as U+00A0 that
-    Python refuses), or an indented line that dedents to a depth no line since the last top-level
-    one has (Python's IndentationError: prose such as ' ?' after a body). An indented line at a
-    known depth is never a boundary, so a truncated definition is not shortened into a valid one.
-    A blank line is never a boundary, a comment-only line only at the top level; neither changes
-    the depths (Python ignores their indentation)."""
+    character is not a space, a tab or a form feed: prose, a new statement, or a character such as
+    U+00A0 that Python refuses), or an indented line that dedents to a depth no line since the last
+    top-level one has (Python's IndentationError: prose such as ' ?' after a body). An indented line
+    at a known depth is never a boundary, so a truncated definition is not shortened into a valid
+    one. A blank line is never a boundary; a comment-only line changes no depth (Python ignores its
+    indentation) and is a boundary only at the top level and where the next line of code is one (or
+    there is none), so a comment at column 0 inside a body does not cut it."""
     out: list[bool] = []
+    comments: list[int] = []  # top-level comment lines since the last line of code
     depths: set[str] = set()
     previous = ""
     for line in lines:
-        code = line.lstrip(" \t")
-        depth = line[: len(line) - len(code)]
+        code = line.lstrip(" \t\f")
+        depth = line[: len(line) - len(code)].rsplit("\f", 1)[-1]  # a form feed resets the column
         if not code or code.startswith("#"):  # Python ignores its indentation: the depths stay
-            out.append(bool(code) and not depth)
+            if code and not depth:
+                comments.append(len(out))
+            out.append(False)
             continue
         if not depth:
             depths = set()  # a top-level statement: the blocks opened before it are closed
-        out.append(not depth or (len(depth) < len(previous) and depth not in depths))
+        boundary = not depth or (len(depth) < len(previous) and depth not in depths)
+        for i in comments:
+            out[i] = boundary
+        comments = []
+        out.append(boundary)
         depths.add(depth)
         previous = depth
+    for i in comments:
+        out[i] = True
     return out
 
 
@@ -275,9 +288,10 @@ def extract_workflow(completion: str) -> str | None:
 
 
 def _without_usage_lines(source: str) -> str:
-    """The source up to the end of ``class Workflow`` plus later constant assignments: what models
-    write after the class to show its use (``workflow = Workflow(llm, problem)``, ``if __name__ ==
-    "__main__":``, ``asyncio.run(...)``) is not part of the workflow."""
+    """The source up to the end of ``class Workflow`` plus later constant assignments and
+    definitions (with their decorators): what models write after the class to show its use
+    (``workflow = Workflow(llm, problem)``, ``if __name__ == "__main__":``, ``asyncio.run(...)``) is
+    not part of the workflow. Statements sharing a line through ';' are taken one by one."""
     tree = ast.parse(source)
     lines = source.split("\n")
     classes = [i for i, node in enumerate(tree.body) if isinstance(node, ast.ClassDef) and node.name == "Workflow"]
@@ -286,6 +300,9 @@ def _without_usage_lines(source: str) -> str:
     kept = lines[: tree.body[classes[0]].end_lineno]
     for node in tree.body[classes[0] + 1 :]:
         constant = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.JoinedStr)
-        if constant or (isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)):
-            kept += lines[node.lineno - 1 : node.end_lineno]
+        if constant:
+            kept.append(ast.get_source_segment(source, node) or "")
+        elif isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])  # a def opens its line
+            kept += lines[first - 1 : node.end_lineno]
     return trim_blank_lines("\n".join(kept))
