@@ -198,7 +198,8 @@ def group_step(
         totals["mean_abs_advantage"] += float(unit.advantages.abs().mean()) / len(active)
     totals["clip_fraction"] = clipped / max(active_tokens, 1.0)
     if active:
-        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+        # the norm before clipping, as TRL and verl log it: the cells' check across ranks is on its scale
+        totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm))
         optimizer.step()
     totals["updated"] = float(bool(active))  # a batch whose groups were all filtered changes nothing
     built = sum(u.groups_built for u in units)
@@ -258,11 +259,12 @@ def pair_step(
     device = parameters[0].device if parameters else "cpu"
     total_loss, margin_sum, tokens_sum = sum_floats([total_loss, float(margin.sum()), float(tokens)], ranks, device)
     tokens = int(tokens_sum)
-    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm))  # before clipping
     optimizer.step()
     elapsed = max_float(time.perf_counter() - start, ranks, device)  # the slowest rank's: the same on every rank
     return {
         "loss": total_loss,
+        "grad_norm": grad_norm,
         "reward_margin": margin_sum / len(pairs),
         "pairs": float(len(pairs)),
         "tokens_per_s": tokens / max(elapsed, 1e-9),

@@ -18,6 +18,26 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SPOGW = [sys.executable, "-m", "spogw.harness.cli"]
 
+ADAPTER_TOLERANCE = 1e-4
+"""How far a cell's adapter trained on 2 ranks may be from the one-process cell's (runner_small:
+learning rate 1e-3, a few AdamW steps). AdamW moves an element by lr * g / (|g| + eps) on its
+first step, so near g = 0 a difference of d in the gradient moves it by up to d * lr / eps = 1e5 d:
+the float rounding of another summation order (5e-11 on a gradient element) becomes 5e-6 (measured:
+4.7e-6 at iteration 1 of the FSDP cell in one suite run, under 1e-6 in others). A tenth of one
+step's move (lr) is far above that and far below what a wrong gradient does, which moves elements
+by about lr. The scale of the gradients is checked by grad_norm (`_same_steps`), which AdamW's
+update cannot show; the one-step test checks the gradient itself within 1e-6."""
+
+
+def _same_steps(alone: list[dict[str, float]], shared: list[dict[str, float]]) -> None:
+    """The step metrics of two runs of one cell: within 1e-6, grad_norm within a relative 1e-5."""
+    for a, b in zip(alone, shared, strict=True):
+        assert a.keys() == b.keys() and a["grad_norm"] > 0.0
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+        assert {k: v for k, v in b.items() if k != "grad_norm"} == pytest.approx(
+            {k: v for k, v in a.items() if k != "grad_norm"}, abs=1e-6
+        )
+
 
 def _step(out: Path, kind: str, ranks: int, micro_batch: int = 0, sharding: str = "") -> dict[str, Any]:
     with socket.socket() as probe:
@@ -80,6 +100,7 @@ def test_several_ranks_take_the_one_rank_step(
     for metric in ("policy_term", "kl_term", "clip_fraction", "reward_margin", "pairs"):
         if metric in one:
             assert two[metric] == pytest.approx(one[metric], abs=1e-6), metric
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-5) and one["grad_norm"] > 0.0
     gradient_one, gradient_two = (
         torch.load(one_rank[kind] / "gradient.pt"),
         torch.load(tmp_path / "two" / "gradient.pt"),
@@ -138,7 +159,7 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
     """`torchrun --nproc_per_node 2 -m spogw.harness.cli run ... --methods spogw --seeds 0`: rank 0
     collects, evaluates and writes; both ranks train. LoRA dropout off (the ranks would draw other
     masks than one process: equal in distribution, not in value). The collected and evaluated rows
-    equal the one-process run's; the losses and the adapters within 1e-6."""
+    equal the one-process run's; the losses within 1e-6, the adapters within ADAPTER_TOLERANCE."""
     import dataclasses
 
     from safetensors.torch import load_file
@@ -171,7 +192,7 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
     for table in ("eval_items", "groups"):
         assert tables["two"][table] == tables["one"][table], table
     with SQLiteStore(one / "rollouts.sqlite") as alone, SQLiteStore(two / "rollouts.sqlite") as shared:
-        for iteration in (0, 1):  # the workflows sampled by the adapters (within 1e-6) are the same
+        for iteration in (0, 1):  # the workflows sampled by the (nearly equal) adapters are the same
             rows = [store.get("runner_small", "spogw", 0, iteration) for store in (alone, shared)]
             assert len(rows[0]) == len(rows[1]) > 0
             for a, b in zip(*rows, strict=True):
@@ -182,15 +203,14 @@ def test_a_cell_trained_on_two_ranks_equals_the_one_process_cell(spogw_cache: Pa
                 assert iteration > 0 or a.old_logp == b.old_logp
     steps = [[json.loads(row[4]) for row in tables[name]["steps"]] for name in ("one", "two")]
     assert len(steps[0]) == len(steps[1]) > 0
-    for alone, shared in zip(*steps, strict=True):
-        assert shared == pytest.approx(alone, abs=1e-6)
+    _same_steps(*steps)
     for iteration in (1,):
         saved = Path("checkpoints", "spogw", "seed0", f"iter{iteration}", "adapter_model.safetensors")
         adapters = [load_file(folder / saved) for folder in (one, two)]
         assert adapters[0].keys() == adapters[1].keys()
         difference = max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0])
         print(f"iteration {iteration}: adapter max difference {difference:.2e}")
-        assert difference < 1e-6
+        assert difference < ADAPTER_TOLERANCE
 
 
 @pytest.mark.slow
@@ -202,7 +222,7 @@ def test_a_cell_sharded_with_fsdp_equals_the_one_process_cell_and_resumes(
     served collection, the adapter's canary) are mirrored by rank 1. Rank 0 is killed (SIGKILL)
     while it collects iteration 1, and the launch run again resumes from the checkpoint of
     iteration 1, loaded into the sharded model on both ranks, and trains on from it. The tables
-    equal the one-process run's; the steps and the adapters within 1e-6."""
+    equal the one-process run's; the steps within 1e-6, the adapters within ADAPTER_TOLERANCE."""
     import dataclasses
 
     from safetensors.torch import load_file
@@ -254,16 +274,14 @@ def test_a_cell_sharded_with_fsdp_equals_the_one_process_cell_and_resumes(
                 assert b.old_logp == pytest.approx(a.old_logp, abs=1e-5)
     steps = [[json.loads(row[4]) for row in tables[name]["steps"]] for name in ("one", "two")]
     assert len(steps[0]) == len(steps[1]) > 0 and any(abs(step["loss"]) > 1e-4 for step in steps[0])
-    for alone, shared in zip(*steps, strict=True):
-        assert shared == pytest.approx(alone, abs=1e-6)
+    _same_steps(*steps)
     assert len(steps[0]) == 4, "two steps in each of the two iterations, the second after the resume"
-    # AdamW divides by the root of the second moment, which magnifies the float rounding of small
-    # gradients step after step: after 4 steps 1.2e-6 was measured, against a move of 2.0e-3 in the
-    # second iteration (6e-4 of it)
-    for iteration, tolerance in ((1, 1e-6), (2, 1e-5)):
+    for iteration in (1, 2):
         saved = Path("checkpoints", "spogw", "seed0", f"iter{iteration}", "adapter_model.safetensors")
         adapters = [load_file(folder / saved) for folder in (one, two)]
-        assert max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0]) < tolerance
+        difference = max(float((adapters[0][k] - adapters[1][k]).abs().max()) for k in adapters[0])
+        print(f"iteration {iteration}: adapter max difference {difference:.2e}")
+        assert difference < ADAPTER_TOLERANCE
 
 
 def test_fsdp_needs_a_served_generator_and_names_the_field() -> None:

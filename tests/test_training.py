@@ -146,6 +146,7 @@ def test_update_reads_only_stored_rollouts(small_generator, collected, monkeypat
         assert units and len(steps) == -(-len(units) // config.units_per_step)
         expected = {"loss", "policy_term", "kl_term", "clip_fraction", "mean_abs_advantage", "groups_kept_fraction"}
         assert expected <= set(steps[0]) if isinstance(config, GRPOConfig) else "reward_margin" in steps[0]
+        assert steps[0]["grad_norm"] > 0.0
         after = list(small_generator.trainable_parameters())
         assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True)), type(config).__name__
 
