@@ -22,8 +22,10 @@ ADAPTER_TOLERANCE = 1e-4
 """How far a cell's adapter trained on 2 ranks may be from the one-process cell's (runner_small:
 learning rate 1e-3, a few AdamW steps). AdamW moves an element by lr * g / (|g| + eps) on its
 first step, so near g = 0 a difference of d in the gradient moves it by up to d * lr / eps = 1e5 d:
-the float rounding of another summation order (5e-11 on a gradient element) becomes 5e-6 (measured:
-4.7e-6 at iteration 1 of the FSDP cell in one suite run, under 1e-6 in others). A tenth of one
+the float rounding of another summation order (5e-11 on a gradient element) becomes 5e-6. Measured
+in one suite run of the FSDP cell: 4.7e-6 at iteration 1 on 1 element of 14,336 (17 more over
+1e-7), an element that moved 6.5e-4 in two steps, a third of AdamW's full move of lr per step, so
+its gradient was of the order of eps; under 1e-6 in other runs. A tenth of one
 step's move (lr) is far above that and far below what a wrong gradient does, which moves elements
 by about lr. The scale of the gradients is checked by grad_norm (`_same_steps`), which AdamW's
 update cannot show; the one-step test checks the gradient itself within 1e-6."""
