@@ -150,7 +150,7 @@ def group_step(
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     term = POLICY_TERMS.get(config.policy_term)
-    totals = {"loss": 0.0, "policy_term": 0.0, "kl_term": 0.0, "mean_abs_advantage": 0.0}
+    totals = {"loss": 0.0, "policy_term": 0.0, "kl_term": 0.0, "mean_abs_advantage": 0.0, "grad_norm": 0.0}
     clipped = active_tokens = 0.0
     tokens = 0
     active = [u for u in units if u.groups_kept > 0]

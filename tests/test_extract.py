@@ -79,6 +79,14 @@ def test_prose_sharing_a_line_with_code_is_cut_at_its_column() -> None:
     assert extract_code(f"{FUNCTION}\nx = 1 \\\n\nDone", "total") == f"{FUNCTION}\nx = 1"
 
 
+def test_a_final_line_continuation_before_a_blank_line_does_not_crash() -> None:
+    """Valid only with the blank line after it: the extractor must not strip that line and then
+    fail to parse its own result (found in review; a crash here stopped a whole collection)."""
+    for text in ("def total(xs):\n    return sum(xs) \\\n\n", "x = 1 \\\n\n"):
+        assert extract_code(text, "total" if "def" in text else None) == text
+    assert extract_workflow("<graph>\nclass Workflow:\n    x = 1 \\\n\n</graph>") is not None
+
+
 def test_usage_lines_after_the_workflow_go_statement_by_statement() -> None:
     """After ``class Workflow``, constants and definitions stay (a definition with its decorators);
     a usage statement sharing a line with a constant goes alone (found in review)."""
@@ -108,6 +116,16 @@ def test_prose_on_lines_that_start_with_a_space_is_cut_and_a_truncated_body_is_n
         body = f"def total(xs):\n    s = 0\n{inside}\n    for x in xs:\n        s += (x +"
         assert extract_code(body, "total") == body, inside
         assert extract_code(f"{FUNCTION}\n{inside}\nDone", "total") == f"{FUNCTION}\n{inside}".rstrip("\x0c\n")
+    # lines that continue a statement at column 0 (a string, brackets, a backslash) are inside the
+    # body, not top-level lines (found in review: prompt templates in workflows are written so)
+    for continued in ('s = """\n"""', "s = (1 +\n2)", "s = 1 + \\\n2"):
+        body = f"def total(xs):\n    if xs:\n        {continued}\n        n = 1\n    return (s +"
+        assert extract_code(body, "total") == body, continued
+    template = "class Workflow:\n    def __init__(self, llm):\n        self.llm = llm\n"
+    template += '        self.prompt = """Solve:\n{problem}\n"""\n        self.n = 3\n\n'
+    template += "    async def __call__(self, problem):\n        return await self.llm("
+    assert extract_workflow(template) == template
+    assert extract_code(f"Note (see below:\n{FUNCTION}\nDone here", "total") == FUNCTION  # prose's '(' is not code
     fed = "def total(xs):\n    s = 0\n\x0c    for x in xs:\n        s += (x +"
     assert extract_code(fed, "total") == fed
     workflow = workflow.replace("  # TODO", "\x0c")

@@ -44,6 +44,9 @@ def test_buckets_by_hand() -> None:
     assert tokens._take(big, 50.0, 0.0) == 0.0 and big.tokens == -40.0
     assert tokens._take(big, 5.0, 0.0) == pytest.approx(4.5)  # the debt and the next cost, at 10 a second
     assert request_cost("x" * 400, 256) == 356
+    # a clock stepped back 10 s: the bucket is rebased (refilling nothing), not waited out for 10 s
+    step = _Bucket(1.0, 0.0, 100.0)
+    assert [limiter._take(step, 0.0, now) for now in (100.0, 90.0, 91.0)] == [0.0, pytest.approx(1.0), 0.0]
 
 
 def test_a_large_request_is_not_starved_by_small_ones() -> None:

@@ -14,7 +14,8 @@ generators put the workflow inside ``<graph>...</graph>``. The rules, in order:
 4. With no candidate block, the text itself is searched.
 5. Text that does not parse is cut to the longest region that does: it starts at a top-level line
    that opens code (``def``, ``class``, ``import``, ``from``, ``@``) and ends at the end or before a
-   top-level line (or a line dedented to a depth no open block has, which Python refuses), so
+   top-level line (or a line dedented to a depth no open block has, which Python refuses) that
+   starts a statement (not a line inside a string, brackets or after a backslash), so
    prose before and after the code goes but a truncated definition is never shortened into a
    valid one. Text in which no region parses is returned as it is (a body-only
    completion, indented, stays whole).
@@ -26,7 +27,9 @@ operators) and `extract_workflow` the generator's completions: both are this one
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from dataclasses import dataclass
 
 GRAPH_CLOSE = "</graph>"
@@ -156,7 +159,10 @@ def _drop_prose(source: str) -> str:
     'Output', 'A.A', 'False', 'not A' or 'Usage: total(xs)'; run, they would do nothing or raise
     NameError. A statement sharing a line with code through ';' is cut at its column, so the code
     on that line stays ('print(total([1])); pass' keeps the call)."""
-    body = ast.parse(source).body
+    try:
+        body = ast.parse(source).body
+    except (SyntaxError, ValueError):  # callers pass code that parses; nothing to drop otherwise
+        return source
     lines = source.split("\n")
     first, last = 0, len(body)
     while last - first > 1 and _is_prose(body[last - 1]):
@@ -181,7 +187,34 @@ def _drop_prose(source: str) -> str:
     return cut if _parses(cut) else source  # never worse than the region that parsed
 
 
-def _boundaries(lines: list[str]) -> list[bool]:
+def _continuation_lines(text: str) -> set[int]:
+    """Indexes of the lines of ``text`` that continue a statement: inside a string that spans
+    lines, inside brackets, or after a backslash (Python's tokenizer; it reads up to where the text
+    stops being Python: a truncated string or bracket, prose it refuses)."""
+    out: set[int] = set()
+    depth, previous, row = 0, None, 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            first_row, last_row = token.start[0], token.end[0]
+            out.update(range(first_row, last_row))  # 1-based rows after the first: 0-based indexes
+            starts_line = first_row != row
+            row = last_row
+            if starts_line and previous is not None and token.type not in (tokenize.NL, tokenize.ENDMARKER):
+                logical = previous.type == tokenize.NEWLINE or (previous.type == tokenize.NL and depth == 0)
+                if not logical and previous.type not in (tokenize.INDENT, tokenize.DEDENT):
+                    out.add(first_row - 1)
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth = max(0, depth - 1)
+            if token.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT):
+                previous = token
+    except (tokenize.TokenError, SyntaxError):  # the text stops being Python here: no more to learn
+        pass
+    return out
+
+
+def _boundaries(lines: list[str], continuations: set[int]) -> list[bool]:
     """Per line, whether code can end just before it (rule 5): a line at the top level (its first
     character is not a space, a tab or a form feed: prose, a new statement, or a character such as
     U+00A0 that Python refuses), or an indented line that dedents to a depth no line since the last
@@ -189,12 +222,18 @@ def _boundaries(lines: list[str]) -> list[bool]:
     at a known depth is never a boundary, so a truncated definition is not shortened into a valid
     one. A blank line is never a boundary; a comment-only line changes no depth (Python ignores its
     indentation) and is a boundary only at the top level and where the next line of code is one (or
-    there is none), so a comment at column 0 inside a body does not cut it."""
+    there is none), so a comment at column 0 inside a body does not cut it. A line in
+    ``continuations`` (`_continuation_lines`: inside a string, brackets, after a backslash) is none
+    of these: it is never a boundary and changes no depth, so a prompt template written at column 0
+    inside a method does not cut the class."""
     out: list[bool] = []
     comments: list[int] = []  # top-level comment lines since the last line of code
     depths: set[str] = set()
     previous = ""
-    for line in lines:
+    for index, line in enumerate(lines):
+        if index in continuations:
+            out.append(False)
+            continue
         code = line.lstrip(" \t\f")
         depth = line[: len(line) - len(code)].rsplit("\f", 1)[-1]  # a form feed resets the column
         if not code or code.startswith("#"):  # Python ignores its indentation: the depths stay
@@ -220,10 +259,14 @@ def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | 
     """The longest region of ``text`` that parses (rule 5) and, when ``wanted`` is given, contains
     a match of it, without prose statements at its ends (`_drop_prose`); None when there is none."""
     if _parses(text) and (wanted is None or wanted.search(text)):
-        return _drop_prose(text.strip("\n"))
+        stripped = text.strip("\n")  # a final backslash may need the blank line after it
+        return _drop_prose(stripped if _parses(stripped) else text)
     lines = text.split("\n")
     starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)]
-    boundaries = _boundaries(lines)
+    # continuations from the first line of code on: prose before it (an unclosed '(') would mislead
+    first = starts[0] if starts else len(lines)
+    continuations = {first + i for i in _continuation_lines("\n".join(lines[first:]))} if starts else set()
+    boundaries = _boundaries(lines, continuations)
     ends = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if boundaries[i]]
     targets = [i for i, line in enumerate(lines) if wanted.match(line)] if wanted is not None else []
     tries = 0
