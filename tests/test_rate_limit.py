@@ -72,8 +72,8 @@ def test_a_large_request_is_not_starved_by_small_ones() -> None:
 
 def test_a_call_keeps_its_whole_counted_cost_when_the_answer_used_less() -> None:
     """OpenAI counts prompt + max_tokens at the request, whatever the answer used: at 6,000 tokens a
-    minute (100 a second, 100 at once), two calls counted at 90 tokens each (a 1-token answer) take
-    0.8 s or more, where a refund of the unused tokens would let the second go at once."""
+    minute (100 a second, 100 at once), two calls counted at 88 tokens each (the stub answers with a
+    few) take 0.76 s or more, where a refund of the unused tokens would let the second go at once."""
 
     async def go() -> float:
         async with StubServer() as server:

@@ -151,6 +151,7 @@ def _line_from(line: str, col_offset: int) -> str:
 
 
 def _line_before(line: str, col_offset: int) -> str:
+    """``line`` up to an ast column (UTF-8 bytes)."""
     return line.encode()[:col_offset].decode()
 
 
@@ -159,10 +160,7 @@ def _drop_prose(source: str) -> str:
     'Output', 'A.A', 'False', 'not A' or 'Usage: total(xs)'; run, they would do nothing or raise
     NameError. A statement sharing a line with code through ';' is cut at its column, so the code
     on that line stays ('print(total([1])); pass' keeps the call)."""
-    try:
-        body = ast.parse(source).body
-    except (SyntaxError, ValueError):  # callers pass code that parses; nothing to drop otherwise
-        return source
+    body = ast.parse(source).body  # callers pass code that parses
     lines = source.split("\n")
     first, last = 0, len(body)
     while last - first > 1 and _is_prose(body[last - 1]):
@@ -201,7 +199,7 @@ def _continuation_lines(text: str) -> set[int]:
             row = last_row
             if starts_line and previous is not None and token.type not in (tokenize.NL, tokenize.ENDMARKER):
                 logical = previous.type == tokenize.NEWLINE or (previous.type == tokenize.NL and depth == 0)
-                if not logical and previous.type not in (tokenize.INDENT, tokenize.DEDENT):
+                if not logical:
                     out.add(first_row - 1)
             if token.type == tokenize.OP and token.string in "([{":
                 depth += 1
@@ -263,9 +261,10 @@ def parseable_region(text: str, wanted: re.Pattern[str] | None = None) -> str | 
         return _drop_prose(stripped if _parses(stripped) else text)
     lines = text.split("\n")
     starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)]
+    if not starts:
+        return None
     # continuations from the first line of code on: prose before it (an unclosed '(') would mislead
-    first = starts[0] if starts else len(lines)
-    continuations = {first + i for i in _continuation_lines("\n".join(lines[first:]))} if starts else set()
+    continuations = {starts[0] + i for i in _continuation_lines("\n".join(lines[starts[0] :]))}
     boundaries = _boundaries(lines, continuations)
     ends = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if boundaries[i]]
     targets = [i for i, line in enumerate(lines) if wanted.match(line)] if wanted is not None else []
