@@ -27,7 +27,10 @@ from typing import Any
 from spogw.harness import failpoints
 from spogw.harness.errors import InputError
 from spogw.harness.rollouts import Rollout, RolloutKey
+from spogw.harness.sqlite_wal import enable_wal
 
+BUSY_TIMEOUT_S = 60.0
+"""How long a connection waits for another process's lock on the file."""
 TABLES = ("rollouts", "eval_items", "iterations", "steps", "groups", "search_rounds")
 ROLLOUT_KEY = ("experiment", "method", "seed", "iteration", "query_id", "sample_idx")
 _ROLLOUT_JSON = ("prompt_ids", "completion_ids", "old_logp", "score_repeats")
@@ -252,7 +255,7 @@ class SQLiteStore:
         if read_only:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no such store")
-            self._db = sqlite3.connect(sqlite_uri(self.path), uri=True, isolation_level=None, timeout=60.0)
+            self._db = sqlite3.connect(sqlite_uri(self.path), uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             try:
                 check_database(self._db, self.path)
             except StoreCorrupted:
@@ -261,13 +264,13 @@ class SQLiteStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, one per batch.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         try:
             check_database(self._db, self.path)
         except StoreCorrupted:
             self._db.close()
             raise
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db, BUSY_TIMEOUT_S)  # cells and ranks may open one file at once
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a killed process
         self._db.execute(_create_table("rollouts", self._rollout_columns, _ROLLOUT_TYPES, ROLLOUT_KEY))
         self._add_missing_columns("rollouts", self._rollout_columns, _ROLLOUT_TYPES)

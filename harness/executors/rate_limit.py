@@ -36,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spogw.harness.errors import InputError
+from spogw.harness.sqlite_wal import enable_wal
 
 CHARS_PER_TOKEN = 4
+CONNECT_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -69,6 +71,7 @@ class RateLimiter:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.closing(self._connect()) as db:
+                enable_wal(db, CONNECT_TIMEOUT_S)  # readers never block the writer; no fsync per commit
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS buckets "
                     "(key TEXT PRIMARY KEY, requests REAL, tokens REAL, updated REAL)"
@@ -76,9 +79,8 @@ class RateLimiter:
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
-        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; no fsync per commit
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = sqlite3.connect(self.path, timeout=CONNECT_TIMEOUT_S, isolation_level=None)
+        db.execute("PRAGMA synchronous=NORMAL")  # per connection; the file is in WAL since __post_init__
         return db
 
     def _capacity(self) -> tuple[float, float]:

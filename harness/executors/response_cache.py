@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from spogw.harness.executors.base import CallInfo, Completion
+from spogw.harness.sqlite_wal import enable_wal
+
+BUSY_TIMEOUT_S = 30.0
 
 
 def cache_key(**parts: Any) -> str:
@@ -76,8 +79,8 @@ class ResponseCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        enable_wal(self._db, BUSY_TIMEOUT_S)  # processes sharing $SPOGW_CACHE may create it at once
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)"
